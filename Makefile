@@ -1,0 +1,104 @@
+# kiln's Makefile. Every tool it needs is pinned here and installed into bin/ from the Go module
+# proxy (or, for Debian packages, with apt-get) the first time a target needs it.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+K8S_VERSION        ?= v1.36.3
+CONTROLLER_TOOLS   ?= v0.21.0
+BUILDKIT_VERSION   ?= $(shell sed -n 's/^const BuildKitVersion = "\(.*\)"/\1/p' internal/version/version.go)
+
+BIN        := $(CURDIR)/bin
+K8S_BIN    := $(BIN)/k8s-$(K8S_VERSION)
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS)
+K8S_LDFLAGS := -s -w \
+  -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(K8S_VERSION)))) \
+  -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) \
+  -X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION) \
+  -X k8s.io/client-go/pkg/version.gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(K8S_VERSION)))) \
+  -X k8s.io/client-go/pkg/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))
+
+# envtest finds kube-apiserver and etcd here.
+export KUBEBUILDER_ASSETS := $(K8S_BIN)
+
+GO_TEST_FLAGS ?= -count=1
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC.
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kiln-manager \
+	  paths=./api/... paths=./controllers/... \
+	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: vet ## Check formatting and vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: verify
+verify: generate manifests ## Regenerate and fail if generated files are stale.
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+	  echo "Generated files are stale; run 'make generate manifests' and commit:"; git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+	@echo "Generated files are up to date."
+
+##@ Test
+
+.PHONY: test
+test: lint verify test-unit ## Run every test: lint, generated-file check, unit and envtest suites.
+
+.PHONY: test-unit
+test-unit: envtest-bins ## Unit tests and controller tests on a real kube-apiserver (envtest).
+	go test $(GO_TEST_FLAGS) ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build kiln's binary into bin/kiln.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/kiln ./cmd/kiln
+
+.PHONY: run
+run: manifests ## Run the manager against the cluster of the current kubeconfig.
+	go run ./cmd/kiln manager --metrics-bind-address=:8080 --health-probe-bind-address=:8081
+
+.PHONY: docker-build
+docker-build: ## Build kiln's image with docker (needs a Docker engine).
+	docker build -t ghcr.io/kiln-dev/kiln:dev .
+
+##@ Tools
+
+.PHONY: envtest-bins
+envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd ## Build kube-apiserver and etcd from source into bin/.
+
+$(K8S_BIN)/kube-apiserver: hack/k8s/go.mod
+	@mkdir -p $(K8S_BIN)
+	cd hack/k8s && CGO_ENABLED=0 go build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver && mv $@.tmp $@
+
+$(K8S_BIN)/etcd: hack/k8s/go.mod hack/k8s/etcd/main.go
+	@mkdir -p $(K8S_BIN)
+	cd hack/k8s && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $@.tmp ./etcd && mv $@.tmp $@
+
+$(CONTROLLER_GEN):
+	@mkdir -p $(BIN)/tmp-cg
+	GOBIN=$(BIN)/tmp-cg go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS)
+	mv $(BIN)/tmp-cg/controller-gen $@ && rmdir $(BIN)/tmp-cg

@@ -1,0 +1,609 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ImageBuildSpec says what to build, where to push it, and how big it may be.
+type ImageBuildSpec struct {
+	// Source is where the build context comes from: exactly one of git or configMap.
+	// +required
+	Source Source `json:"source"`
+
+	// Dockerfile selects the Dockerfile and the build's parameters.
+	// +optional
+	Dockerfile Dockerfile `json:"dockerfile,omitempty"`
+
+	// Output is the image repository and tags the build is pushed to.
+	// +required
+	Output Output `json:"output"`
+
+	// Cache is the persistent volume that holds BuildKit's state between builds.
+	// +optional
+	Cache Cache `json:"cache,omitempty"`
+
+	// Budget limits the image's size. An image that breaks an enforced budget is not pushed.
+	// +optional
+	Budget *Budget `json:"budget,omitempty"`
+
+	// Timeout ends a build that runs longer, counted from the build pod's start.
+	// +kubebuilder:default="30m"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Retries is how many times a build that failed for a transient reason (pod evicted or deleted,
+	// BuildKit never ready, registry unavailable) is tried again. Bad input and budget failures are
+	// never retried.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	// +optional
+	Retries *int32 `json:"retries,omitempty"`
+
+	// HistoryLimit is how many finished build pods are kept for their logs.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=50
+	// +optional
+	HistoryLimit *int32 `json:"historyLimit,omitempty"`
+
+	// Suspend stops a running build and starts no new one while true.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// Resources for the buildkitd container, which does the actual building.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// NodeSelector constrains the build pod to nodes with these labels.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the build pod.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity of the build pod.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// PriorityClassName of the build pod.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the build pod under this service account (for image pull secrets or
+	// admission policy). Its token is never mounted into the pod.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// Source is the build context: exactly one of its fields is set.
+// +kubebuilder:validation:XValidation:rule="has(self.git) != has(self.configMap)",message="exactly one of source.git or source.configMap must be set"
+type Source struct {
+	// Git fetches the context from a git repository.
+	// +optional
+	Git *GitSource `json:"git,omitempty"`
+
+	// ConfigMap uses a ConfigMap in the same namespace as the context: each key is a file at the
+	// context's top level. Meant for small contexts, demos and tests.
+	// +optional
+	ConfigMap *ConfigMapSource `json:"configMap,omitempty"`
+}
+
+// GitSource is a git repository, fetched by BuildKit itself.
+type GitSource struct {
+	// URL of the repository: https://, ssh://, git:// or git@host:path.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\\\\s]+$')",message="must be a git URL (https://, http://, ssh://, git:// or user@host:path)"
+	// +required
+	URL string `json:"url"`
+
+	// Revision is a branch, tag or commit. Empty means the remote's HEAD.
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
+	// ContextDir is the sub-directory of the repository used as the build context.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",message="must be a relative path inside the repository"
+	// +optional
+	ContextDir string `json:"contextDir,omitempty"`
+
+	// SecretRef names a Secret in the same namespace with git credentials: a `token` key for
+	// HTTPS (sent as basic auth), or an `ssh-privatekey` key (and optional `known_hosts`) for SSH.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+}
+
+// ConfigMapSource is a ConfigMap used as the build context.
+type ConfigMapSource struct {
+	// Name of the ConfigMap, in the ImageBuild's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// LocalObjectReference names an object in the ImageBuild's own namespace.
+type LocalObjectReference struct {
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// Dockerfile selects the Dockerfile and the build's parameters.
+// +kubebuilder:validation:XValidation:rule="!(has(self.path) && has(self.inline))",message="set dockerfile.path or dockerfile.inline, not both"
+type Dockerfile struct {
+	// Path of the Dockerfile inside the context. Defaults to "Dockerfile" when inline is not set.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",message="must be a relative path inside the context"
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// Inline is the Dockerfile's text, kept outside the context it builds.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Inline string `json:"inline,omitempty"`
+
+	// Target is the stage to build. Empty means the last stage.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_.-]*$`
+	// +optional
+	Target string `json:"target,omitempty"`
+
+	// BuildArgs are passed as --build-arg NAME=VALUE. Never put secrets here: use secrets.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	BuildArgs []BuildArg `json:"buildArgs,omitempty"`
+
+	// Secrets are offered to `RUN --mount=type=secret,id=<id>` steps and never stored in the image.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=id
+	// +optional
+	Secrets []BuildSecret `json:"secrets,omitempty"`
+
+	// Platforms to build, as os/arch[/variant]. Empty means the node's own platform.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.all(p, p.matches('^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$'))",message="each platform must have the form os/arch or os/arch/variant, such as linux/amd64 or linux/arm/v7"
+	// +listType=set
+	// +optional
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// BuildArg is one --build-arg.
+type BuildArg struct {
+	// Name of the ARG in the Dockerfile.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +required
+	Name string `json:"name"`
+
+	// Value of the ARG.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Value string `json:"value,omitempty"`
+}
+
+// BuildSecret offers one key of a Secret to the build as a BuildKit secret.
+type BuildSecret struct {
+	// ID is the id a Dockerfile asks for in `RUN --mount=type=secret,id=<id>`.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9_.-]*$`
+	// +required
+	ID string `json:"id"`
+
+	// SecretRef is the Secret, in the ImageBuild's namespace, and the key whose value is offered.
+	// +required
+	SecretRef SecretKeyReference `json:"secretRef"`
+}
+
+// SecretKeyReference names one key of a Secret in the ImageBuild's namespace.
+type SecretKeyReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+
+	// Key inside the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +required
+	Key string `json:"key"`
+}
+
+// Compression of the pushed layers.
+// +kubebuilder:validation:Enum=gzip;zstd;estargz
+type Compression string
+
+// The layer compressions kiln offers.
+const (
+	CompressionGzip    Compression = "gzip"
+	CompressionZstd    Compression = "zstd"
+	CompressionEstargz Compression = "estargz"
+)
+
+// Output is where the image is pushed.
+type Output struct {
+	// Image is the repository to push to, without tag or digest, e.g. registry.example.com/team/app.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$')",message="must be an image repository such as registry.example.com/team/app, in lower case, without tag or digest"
+	// +required
+	Image string `json:"image"`
+
+	// Tags to push. The first tag's current image is the baseline for budget.maxGrowth.
+	// +kubebuilder:default={"latest"}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.all(t, t.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'))",message="each tag must be a valid image tag: letters, digits, '_', '.' and '-', not starting with '.' or '-', at most 128 characters"
+	// +listType=set
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+
+	// PushSecretRef names a kubernetes.io/dockerconfigjson Secret with the registry's credentials.
+	// +optional
+	PushSecretRef *LocalObjectReference `json:"pushSecretRef,omitempty"`
+
+	// Compression of the layers: gzip (default), zstd or estargz (lazy pulling).
+	// +kubebuilder:default=gzip
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
+
+	// Reproducible sets SOURCE_DATE_EPOCH (the commit time for git sources, 0 otherwise) and
+	// rewrites file timestamps, so an unchanged source gives the same digest.
+	// +optional
+	Reproducible bool `json:"reproducible,omitempty"`
+
+	// Insecure pushes over plain HTTP, for registries inside a local cluster.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// Cache is the persistent volume that holds BuildKit's state.
+// +kubebuilder:validation:XValidation:rule="!(has(self.claimName) && (has(self.size) || has(self.storageClassName)))",message="cache.claimName shares an existing claim: do not set cache.size or cache.storageClassName with it"
+type Cache struct {
+	// Size of the claim kiln creates (named <name>-cache). Defaults to the manager's default cache
+	// size. BuildKit's garbage collection keeps its storage well below it.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('100Mi')) >= 0",message="must be at least 100Mi"
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the claim kiln creates. Empty means the cluster's default class.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// ClaimName shares an existing PersistentVolumeClaim in the same namespace between ImageBuilds.
+	// kiln runs one build at a time on it and never deletes it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ClaimName string `json:"claimName,omitempty"`
+}
+
+// Enforcement says what happens to an image that breaks its budget.
+// +kubebuilder:validation:Enum=Enforce;Warn
+type Enforcement string
+
+// The two enforcement modes.
+const (
+	// EnforcementEnforce refuses to push an over-budget image.
+	EnforcementEnforce Enforcement = "Enforce"
+	// EnforcementWarn pushes it and says so in the SizeBudget condition.
+	EnforcementWarn Enforcement = "Warn"
+)
+
+// Budget limits the image's size. Sizes apply to each platform's image separately.
+type Budget struct {
+	// MaxImageSize is the largest compressed image allowed: config plus layers, per platform.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 50Mi"
+	// +optional
+	MaxImageSize *resource.Quantity `json:"maxImageSize,omitempty"`
+
+	// MaxLayerSize is the largest compressed layer allowed.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 20Mi"
+	// +optional
+	MaxLayerSize *resource.Quantity `json:"maxLayerSize,omitempty"`
+
+	// MaxLayers is the largest number of layers allowed.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxLayers *int32 `json:"maxLayers,omitempty"`
+
+	// MaxWastedSize is the most bytes allowed in files that a later layer deletes or overwrites.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 1Mi"
+	// +optional
+	MaxWastedSize *resource.Quantity `json:"maxWastedSize,omitempty"`
+
+	// MaxGrowth is how much the compressed image may grow compared with the image the first tag
+	// points to now. 0 means it may not grow at all.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="must not be negative"
+	// +optional
+	MaxGrowth *resource.Quantity `json:"maxGrowth,omitempty"`
+
+	// Enforcement is Enforce (an over-budget image is not pushed) or Warn (it is pushed and the
+	// SizeBudget condition says it is over).
+	// +kubebuilder:default=Enforce
+	// +optional
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+}
+
+// Phase is a one-word summary of an ImageBuild for humans; conditions are the contract.
+// +kubebuilder:validation:Enum=Pending;Queued;WaitingForCache;Building;Succeeded;Failed;BudgetExceeded
+type Phase string
+
+// The phases of an ImageBuild.
+const (
+	PhasePending         Phase = "Pending"
+	PhaseQueued          Phase = "Queued"
+	PhaseWaitingForCache Phase = "WaitingForCache"
+	PhaseBuilding        Phase = "Building"
+	PhaseSucceeded       Phase = "Succeeded"
+	PhaseFailed          Phase = "Failed"
+	PhaseBudgetExceeded  Phase = "BudgetExceeded"
+)
+
+// ImageBuildStatus is what kiln observed. GitOps tools read the conditions and observedGeneration.
+type ImageBuildStatus struct {
+	// ObservedGeneration is the generation whose outcome is final (Ready or Stalled); -1 before.
+	// +kubebuilder:default=-1
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration"`
+
+	// Conditions: Ready, Reconciling and Stalled (the last two only while True), SizeBudget.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Phase is a one-word summary for humans.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Image is the pushed image as repository@digest.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Digest of the pushed manifest or index.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// Tags that point at Digest.
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+
+	// Revision is the git commit the last build used.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
+	// Size of the last built image.
+	// +optional
+	Size *ImageSize `json:"size,omitempty"`
+
+	// Budget is the last build's verdict against spec.budget.
+	// +optional
+	Budget *BudgetStatus `json:"budget,omitempty"`
+
+	// Cache is the claim used and how much of the last build it served.
+	// +optional
+	Cache *CacheStatus `json:"cache,omitempty"`
+
+	// Advice lists the most valuable ways to make the image smaller or the build faster.
+	// +optional
+	Advice []Advice `json:"advice,omitempty"`
+
+	// LastBuild describes the latest build pod.
+	// +optional
+	LastBuild *LastBuild `json:"lastBuild,omitempty"`
+
+	// BuildCount numbers the build pods: the latest is <name>-build-<buildCount>.
+	// +optional
+	BuildCount int64 `json:"buildCount,omitempty"`
+
+	// LastHandledRebuildAt is the value of the kiln.dev/rebuild-requested-at annotation that the
+	// latest build answered.
+	// +optional
+	LastHandledRebuildAt string `json:"lastHandledRebuildAt,omitempty"`
+}
+
+// ImageSize is the measured size of an image.
+type ImageSize struct {
+	// Compressed is the largest platform image's compressed size in human form, e.g. "12.3MiB".
+	// +optional
+	Compressed string `json:"compressed,omitempty"`
+
+	// Platforms has one entry per platform image; attestations are not counted.
+	// +optional
+	Platforms []PlatformSize `json:"platforms,omitempty"`
+
+	// AttestationBytes is the size of attestation manifests (provenance, SBOM), reported apart.
+	// +optional
+	AttestationBytes int64 `json:"attestationBytes,omitempty"`
+}
+
+// PlatformSize is the measured size of one platform's image.
+type PlatformSize struct {
+	// Platform as os/arch[/variant].
+	Platform string `json:"platform"`
+	// CompressedBytes is the config blob plus every layer blob, as stored in the registry.
+	CompressedBytes int64 `json:"compressedBytes"`
+	// UncompressedBytes is the sum of the uncompressed layer tarballs.
+	UncompressedBytes int64 `json:"uncompressedBytes"`
+	// Layers is the number of layers.
+	Layers int32 `json:"layers"`
+	// WastedBytes is the size of file copies that later layers delete or overwrite.
+	// +optional
+	WastedBytes int64 `json:"wastedBytes,omitempty"`
+	// LargestLayers are the biggest layers, largest first.
+	// +optional
+	LargestLayers []LayerSize `json:"largestLayers,omitempty"`
+}
+
+// LayerSize is one layer and what created it.
+type LayerSize struct {
+	// Index of the layer in the manifest, 0 for the base.
+	Index int32 `json:"index"`
+	// CompressedBytes of the layer blob.
+	CompressedBytes int64 `json:"compressedBytes"`
+	// CreatedBy is the Dockerfile instruction that made the layer, shortened.
+	// +optional
+	CreatedBy string `json:"createdBy,omitempty"`
+	// Line in the Dockerfile, when BuildKit reports one; 0 for base image layers.
+	// +optional
+	Line int32 `json:"line,omitempty"`
+}
+
+// Verdict of a build's image against its budget.
+type Verdict string
+
+// The verdicts; they are also the reasons of the SizeBudget condition.
+const (
+	VerdictWithinBudget Verdict = "WithinBudget"
+	VerdictOverBudget   Verdict = "OverBudget"
+	VerdictNotMeasured  Verdict = "NotMeasured"
+)
+
+// BudgetStatus is a build's verdict against spec.budget.
+type BudgetStatus struct {
+	// Verdict is WithinBudget, OverBudget or NotMeasured.
+	Verdict Verdict `json:"verdict"`
+	// Enforcement in force when the verdict was given.
+	// +optional
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+	// Summary for the printer column, e.g. "12.3MiB/50Mi" or "61.2MiB/50Mi (+11.2MiB)".
+	// +optional
+	Summary string `json:"summary,omitempty"`
+	// Checks has one entry per limit and platform, the worst first.
+	// +optional
+	Checks []BudgetCheck `json:"checks,omitempty"`
+}
+
+// BudgetCheck is one limit applied to one platform image.
+type BudgetCheck struct {
+	// Limit is the budget field: maxImageSize, maxLayerSize, maxLayers, maxWastedSize, maxGrowth.
+	Limit string `json:"limit"`
+	// Platform the check applies to.
+	// +optional
+	Platform string `json:"platform,omitempty"`
+	// LimitValue is the limit, in bytes (in layers for maxLayers).
+	LimitValue int64 `json:"limitValue"`
+	// Actual is the measured value, in the same unit.
+	Actual int64 `json:"actual"`
+	// Headroom is limit minus actual: negative when over.
+	Headroom int64 `json:"headroom"`
+	// Message says it for humans, with the limit and the excess.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// CacheStatus is the cache claim and how much of the last build it served.
+type CacheStatus struct {
+	// ClaimName is the PersistentVolumeClaim holding BuildKit's state.
+	// +optional
+	ClaimName string `json:"claimName,omitempty"`
+	// CachedSteps of the last build that BuildKit served from cache.
+	// +optional
+	CachedSteps int32 `json:"cachedSteps,omitempty"`
+	// TotalSteps of the last build.
+	// +optional
+	TotalSteps int32 `json:"totalSteps,omitempty"`
+}
+
+// Advice is one finding about the Dockerfile or the image.
+type Advice struct {
+	// Rule is the finding's id, e.g. final-stage-toolchain.
+	Rule string `json:"rule"`
+	// Message explains what to change.
+	Message string `json:"message"`
+	// Line in the Dockerfile the finding is about; 0 when none.
+	// +optional
+	Line int32 `json:"line,omitempty"`
+	// SavingBytes is the estimated saving in bytes; 0 when unknown.
+	// +optional
+	SavingBytes int64 `json:"savingBytes,omitempty"`
+}
+
+// LastBuild describes the latest build pod.
+type LastBuild struct {
+	// PodName of the build pod.
+	PodName string `json:"podName"`
+	// Attempt counts the tries of this build, from 1.
+	Attempt int32 `json:"attempt"`
+	// Generation of the spec the build used.
+	Generation int64 `json:"generation"`
+	// StartTime of the build pod.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// CompletionTime of the build pod.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// Duration of the build, e.g. "1m12s".
+	// +optional
+	Duration string `json:"duration,omitempty"`
+	// FailureReason classifies a failure: BadInput, BuildFailed, OverBudget, PushFailed, Timeout, ...
+	// +optional
+	FailureReason string `json:"failureReason,omitempty"`
+	// Message from the build, on failure.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// LogTail is the end of the runner's log on failure.
+	// +optional
+	LogTail string `json:"logTail,omitempty"`
+}
+
+// ImageBuild builds a container image in the cluster with rootless BuildKit, checks it against a
+// size budget, and pushes it.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ib,categories=kiln
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.image`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.size.compressed`
+// +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.status.budget.summary`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ImageBuild struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec says what to build.
+	// +required
+	Spec ImageBuildSpec `json:"spec"`
+
+	// Status is what kiln observed.
+	// +kubebuilder:default={"observedGeneration":-1}
+	// +optional
+	Status ImageBuildStatus `json:"status,omitempty"`
+}
+
+// ImageBuildList is a list of ImageBuilds.
+//
+// +kubebuilder:object:root=true
+type ImageBuildList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the ImageBuilds.
+	Items []ImageBuild `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ImageBuild{}, &ImageBuildList{})
+}

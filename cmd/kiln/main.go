@@ -1,0 +1,36 @@
+// Command kiln is kiln's one binary: `kiln manager` runs the operator, `kiln runner` runs inside
+// each build pod.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/kiln-dev/kiln/internal/manager"
+)
+
+const usage = `kiln builds container images in Kubernetes with rootless BuildKit.
+
+Usage:
+  kiln manager [flags]   run the ImageBuild controller
+  kiln runner  [flags]   run one build (inside a build pod)
+
+Run "kiln <command> -h" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	switch cmd {
+	case "manager":
+		os.Exit(manager.Main(args))
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "kiln: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,233 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+// leaseGrace is how long a Lease whose holder pod does not exist yet is still honoured: the
+// holder takes the Lease first and creates its pod right after.
+const leaseGrace = time.Minute
+
+// cacheClaim is the claim a build of ib runs on.
+type cacheClaim struct {
+	Name   string
+	Shared bool
+	// Bytes is the claim's capacity (or request, before it is bound), for BuildKit's GC.
+	Bytes int64
+}
+
+// claimName is the cache claim of ib: the shared claimName, or the owned <name>-cache.
+func claimName(ib *kilnv1.ImageBuild) string {
+	if ib.Spec.Cache.ClaimName != "" {
+		return ib.Spec.Cache.ClaimName
+	}
+	return truncateName(ib.Name, "-cache")
+}
+
+// reconcileCache makes sure the cache claim exists: it creates the owned claim, and checks that
+// a shared one is there. A missing shared claim stalls the ImageBuild with the claim's name.
+func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.ImageBuild, st *buildState) (cacheClaim, error) {
+	claim := cacheClaim{Name: claimName(ib), Shared: ib.Spec.Cache.ClaimName != ""}
+	pvc := &corev1.PersistentVolumeClaim{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: claim.Name}, pvc)
+	switch {
+	case err == nil:
+	case apierrors.IsNotFound(err) && claim.Shared:
+		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("cache claim %q (spec.cache.claimName) does not exist in namespace %q", claim.Name, ib.Namespace))
+		st.requeueAfter(30 * time.Second)
+		return claim, nil
+	case apierrors.IsNotFound(err):
+		pvc = r.renderCacheClaim(ib, claim.Name)
+		if err := controllerutil.SetControllerReference(ib, pvc, r.Scheme); err != nil {
+			return claim, err
+		}
+		if err := r.Create(ctx, pvc); err != nil && !apierrors.IsAlreadyExists(err) {
+			return claim, fmt.Errorf("creating cache claim %s: %w", claim.Name, err)
+		}
+	default:
+		return claim, fmt.Errorf("reading cache claim %s: %w", claim.Name, err)
+	}
+	if !claim.Shared && !metav1.IsControlledBy(pvc, ib) && pvc.UID != "" {
+		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: set spec.cache.claimName to share it, or rename one of them", claim.Name))
+		return claim, nil
+	}
+	if c, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {
+		claim.Bytes = c.Value()
+	} else if q, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
+		claim.Bytes = q.Value()
+	}
+	return claim, nil
+}
+
+func (r *ImageBuildReconciler) renderCacheClaim(ib *kilnv1.ImageBuild, name string) *corev1.PersistentVolumeClaim {
+	size := r.DefaultCacheSize
+	if ib.Spec.Cache.Size != nil {
+		size = *ib.Spec.Cache.Size
+	}
+	class := ib.Spec.Cache.StorageClassName
+	if class == nil && r.DefaultStorageClass != "" {
+		class = ptr.To(r.DefaultStorageClass)
+	}
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: ib.Namespace,
+			Labels:    map[string]string{LabelImageBuild: ib.Name, LabelManagedBy: "kiln"},
+		},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: class,
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: size.DeepCopy()},
+			},
+		},
+	}
+}
+
+// leaseName is the Lease that serializes builds on one claim.
+func leaseName(claim string) string {
+	return truncateName("kiln-cache-"+claim, "")
+}
+
+// acquireCacheLease takes the claim's Lease for the build pod podName. It returns ("", nil) when
+// the Lease is now held for podName, or the name of the pod that holds it. Creating the Lease is
+// atomic, and taking over a stale one is an update guarded by its resourceVersion, so two
+// managers (or two workers) never both win.
+func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim, podName string) (string, error) {
+	now := metav1.NewMicroTime(r.now())
+	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim)}
+	lease := &coordinationv1.Lease{}
+	err := r.APIReader.Get(ctx, key, lease)
+	if apierrors.IsNotFound(err) {
+		lease = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: key.Name, Namespace: key.Namespace,
+				Labels:      map[string]string{LabelManagedBy: "kiln"},
+				Annotations: map[string]string{AnnotationCacheClaim: claim},
+			},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(podName), AcquireTime: &now, RenewTime: &now},
+		}
+		if err := r.Create(ctx, lease); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return "(another build)", nil
+			}
+			return "", fmt.Errorf("creating lease %s: %w", key.Name, err)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading lease %s: %w", key.Name, err)
+	}
+	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+	if holder == podName {
+		return "", nil
+	}
+	if holder != "" {
+		busy, err := r.holderBusy(ctx, ib.Namespace, holder, lease)
+		if err != nil || busy {
+			return holder, err
+		}
+	}
+	lease.Spec.HolderIdentity = ptr.To(podName)
+	lease.Spec.AcquireTime = &now
+	lease.Spec.RenewTime = &now
+	if err := r.Update(ctx, lease); err != nil {
+		if apierrors.IsConflict(err) {
+			return "(another build)", nil
+		}
+		return "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, holder, err)
+	}
+	return "", nil
+}
+
+// holderBusy reports whether the pod holding a Lease may still be using the claim: it exists and
+// has not finished (a pod being deleted still runs buildkitd until it is gone), or it does not
+// exist yet but took the Lease moments ago.
+func (r *ImageBuildReconciler) holderBusy(ctx context.Context, namespace, holder string, lease *coordinationv1.Lease) (bool, error) {
+	pod := &corev1.Pod{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: holder}, pod)
+	if apierrors.IsNotFound(err) {
+		if lease.Annotations[annotationHolderCreated] == holder {
+			return false, nil // the holder pod existed and is gone: deleted or garbage-collected
+		}
+		acquired := lease.CreationTimestamp.Time
+		if lease.Spec.AcquireTime != nil {
+			acquired = lease.Spec.AcquireTime.Time
+		}
+		return r.now().Sub(acquired) < leaseGrace, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading build pod %s that holds the cache lease: %w", holder, err)
+	}
+	return !podFinished(pod), nil
+}
+
+// annotationHolderCreated on a Lease names the holder pod once it has been created, so that the
+// Lease is free as soon as that pod is gone instead of after leaseGrace.
+const annotationHolderCreated = "kiln.dev/holder-created"
+
+// confirmCacheLease marks on the Lease that its holder pod now exists.
+func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, namespace, claim, podName string) error {
+	lease := &coordinationv1.Lease{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: leaseName(claim)}, lease); err != nil {
+		return fmt.Errorf("reading lease of cache claim %s: %w", claim, err)
+	}
+	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName || lease.Annotations[annotationHolderCreated] == podName {
+		return nil
+	}
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	lease.Annotations[annotationHolderCreated] = podName
+	if err := r.Update(ctx, lease); err != nil {
+		return fmt.Errorf("marking lease of cache claim %s: %w", claim, err)
+	}
+	return nil
+}
+
+// releaseCacheLease gives the claim's Lease back if podName holds it.
+func (r *ImageBuildReconciler) releaseCacheLease(ctx context.Context, namespace, claim, podName string) error {
+	lease := &coordinationv1.Lease{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: leaseName(claim)}, lease)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading lease of cache claim %s: %w", claim, err)
+	}
+	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName {
+		return nil
+	}
+	err = r.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("releasing lease of cache claim %s: %w", claim, err)
+	}
+	return nil
+}
+
+// truncateName appends suffix to base, shortening base with a hash so that the result is a valid
+// object name (at most 253 characters).
+func truncateName(base, suffix string) string {
+	const max = 253
+	if len(base)+len(suffix) <= max {
+		return base + suffix
+	}
+	sum := sha256.Sum256([]byte(base))
+	h := hex.EncodeToString(sum[:])[:10]
+	return base[:max-len(suffix)-len(h)-1] + "-" + h + suffix
+}

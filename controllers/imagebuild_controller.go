@@ -1,0 +1,407 @@
+// Package controllers holds kiln's ImageBuild controller.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+// ImageBuildReconciler runs one BuildKit pod per build of an ImageBuild and records its result.
+type ImageBuildReconciler struct {
+	client.Client
+	// APIReader reads around the cache where a stale read could let two builds share a claim.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+
+	// BuildKitImage is the rootless BuildKit image of the buildkitd sidecar.
+	BuildKitImage string
+	// RunnerImage is kiln's own image, which runs `kiln runner`.
+	RunnerImage string
+	// DefaultCacheSize is the size of a cache claim whose ImageBuild does not say.
+	DefaultCacheSize resource.Quantity
+	// DefaultStorageClass is the class of a cache claim whose ImageBuild does not say; empty
+	// means the cluster's default class.
+	DefaultStorageClass string
+	// MaxConcurrentBuilds caps running build pods across the cluster; 0 means no cap.
+	MaxConcurrentBuilds int
+	// RetryBackoff is the wait before the second attempt of a transient failure; it doubles for
+	// each further attempt, up to five minutes.
+	RetryBackoff time.Duration
+	// Now returns the current time; tests may replace it.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds,verbs=get;list;watch
+// +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller: it watches ImageBuilds and the pods and claims
+// they own.
+func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kilnv1.ImageBuild{}).
+		Owns(&corev1.Pod{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+// buildKey is what a build answers: a generation of the spec and a rebuild request.
+type buildKey struct {
+	Generation int64
+	RebuildAt  string
+}
+
+func keyOf(ib *kilnv1.ImageBuild) buildKey {
+	return buildKey{Generation: ib.Generation, RebuildAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt]}
+}
+
+func podKey(pod *corev1.Pod) buildKey {
+	gen, _ := strconv.ParseInt(pod.Annotations[AnnotationGeneration], 10, 64)
+	return buildKey{Generation: gen, RebuildAt: pod.Annotations[AnnotationRebuildAt]}
+}
+
+func podBuild(pod *corev1.Pod) int64 {
+	n, _ := strconv.ParseInt(pod.Annotations[AnnotationBuild], 10, 64)
+	return n
+}
+
+func podFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// buildState is what the steps found; the deferred summary turns it into conditions.
+type buildState struct {
+	phase     kilnv1.Phase
+	reason    string
+	message   string
+	stalled   bool
+	suspended bool
+	requeue   time.Duration
+}
+
+func (s *buildState) progress(phase kilnv1.Phase, reason, message string) {
+	s.phase, s.reason, s.message = phase, reason, message
+}
+
+func (s *buildState) stall(reason, message string) {
+	s.stalled, s.reason, s.message = true, reason, message
+}
+
+func (s *buildState) requeueAfter(d time.Duration) {
+	if s.requeue == 0 || d < s.requeue {
+		s.requeue = d
+	}
+}
+
+// Reconcile runs the steps for one ImageBuild, then patches its status once.
+func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
+	ib := &kilnv1.ImageBuild{}
+	if err := r.Get(ctx, req.NamespacedName, ib); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ib.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil // owned pods, claims and their leases go with it
+	}
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("imagebuild", klog.KObj(ib)))
+	before := ib.DeepCopy()
+	st := &buildState{}
+	defer func() {
+		result, retErr = r.summarizeAndPatch(ctx, before, ib, st, retErr)
+	}()
+
+	claim, err := r.reconcileCache(ctx, ib, st)
+	if err != nil || st.stalled {
+		return reconcile.Result{}, err
+	}
+	if err := r.reconcileBuild(ctx, ib, claim, st); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.pruneHistory(ctx, before, ib)
+}
+
+// buildPods lists the pods ib owns, oldest build first.
+func (r *ImageBuildReconciler) buildPods(ctx context.Context, ib *kilnv1.ImageBuild) ([]*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(ib.Namespace), client.MatchingLabels{LabelImageBuild: ib.Name}); err != nil {
+		return nil, fmt.Errorf("listing build pods: %w", err)
+	}
+	var pods []*corev1.Pod
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], ib) {
+			pods = append(pods, &list.Items[i])
+		}
+	}
+	sort.Slice(pods, func(i, j int) bool { return podBuild(pods[i]) < podBuild(pods[j]) })
+	return pods, nil
+}
+
+// reconcileBuild moves the current build forward: it cancels builds of an outdated spec, follows
+// the running pod, records a finished one, retries transient failures and starts new builds.
+func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, st *buildState) error {
+	pods, err := r.buildPods(ctx, ib)
+	if err != nil {
+		return err
+	}
+	key := keyOf(ib)
+	highest := ib.Status.BuildCount
+	var current *corev1.Pod
+	for _, pod := range pods {
+		highest = max(highest, podBuild(pod))
+		if podKey(pod) == key {
+			current = pod
+		}
+		if podFinished(pod) || pod.DeletionTimestamp != nil || (podKey(pod) == key && !ib.Spec.Suspend) {
+			continue
+		}
+		if err := r.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
+		}
+		why := "the ImageBuild changed"
+		if ib.Spec.Suspend {
+			why = "the ImageBuild is suspended"
+		}
+		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildCancelled, "Cancelled build pod %s: %s", pod.Name, why)
+	}
+	if current != nil && current.Name != buildPodName(ib, highest) {
+		current = nil // a retry of this key already started after it
+	}
+	if ib.Spec.Suspend {
+		st.suspended = true
+		st.progress(ib.Status.Phase, kilnv1.ReasonSuspended, "spec.suspend is true: no build runs")
+		return nil
+	}
+
+	lb := ib.Status.LastBuild
+	sameKey := lb != nil && lb.Generation == key.Generation && ib.Status.LastHandledRebuildAt == key.RebuildAt
+	if current != nil && sameKey && lb.PodName == current.Name {
+		if !podFinished(current) {
+			r.observeRunning(ib, current, st)
+			return nil
+		}
+		if lb.CompletionTime == nil {
+			r.recordResult(ib, current)
+		}
+		if err := r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name); err != nil {
+			return err
+		}
+	} else if sameKey && lb.CompletionTime == nil {
+		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, &corev1.Pod{})
+		if err == nil {
+			st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("waiting for build pod %s", lb.PodName))
+			st.requeueAfter(time.Second)
+			return nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading build pod %s: %w", lb.PodName, err)
+		}
+		r.recordLost(ib)
+	}
+
+	attempt := int32(1)
+	if sameKey && lb.CompletionTime != nil {
+		if lb.FailureReason == "" || !r.retryable(ib, lb) {
+			r.settle(ib, st)
+			return nil
+		}
+		wait := r.backoff(lb.Attempt) - r.now().Sub(lb.CompletionTime.Time)
+		if wait > 0 {
+			st.progress(kilnv1.PhaseFailed, kilnv1.ReasonRetrying, fmt.Sprintf("attempt %d of %d failed (%s: %s); retrying in %s",
+				lb.Attempt, maxAttempts(ib), lb.FailureReason, lb.Message, wait.Round(time.Second)))
+			st.requeueAfter(wait)
+			return nil
+		}
+		attempt = lb.Attempt + 1
+	}
+	return r.startBuild(ctx, ib, claim, highest+1, attempt, st)
+}
+
+// startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
+func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
+	if r.MaxConcurrentBuilds > 0 {
+		running, err := r.runningBuilds(ctx)
+		if err != nil {
+			return err
+		}
+		if running >= r.MaxConcurrentBuilds {
+			st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("%d builds are running, the most the manager allows (--max-concurrent-builds)", running))
+			st.requeueAfter(5 * time.Second)
+			return nil
+		}
+	}
+	podName := buildPodName(ib, n)
+	holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
+	if err != nil {
+		return err
+	}
+	if holder != "" {
+		st.progress(kilnv1.PhaseWaitingForCache, kilnv1.ReasonWaitingForCache, fmt.Sprintf("cache claim %s is in use by build pod %s; one build at a time uses a claim", claim.Name, holder))
+		st.requeueAfter(3 * time.Second)
+		return nil
+	}
+	pod, err := renderBuildPod(ib, podOptions{
+		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
+		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
+		return fmt.Errorf("creating build pod %s: %w", podName, err)
+	}
+	if err := r.confirmCacheLease(ctx, ib.Namespace, claim.Name, podName); err != nil {
+		return err
+	}
+	key := keyOf(ib)
+	ib.Status.BuildCount = n
+	ib.Status.LastHandledRebuildAt = key.RebuildAt
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, Generation: key.Generation}
+	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
+	msg := fmt.Sprintf("Started build pod %s (attempt %d) on cache claim %s", podName, attempt, claim.Name)
+	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)
+	st.progress(kilnv1.PhasePending, kilnv1.ReasonBuildStarted, msg)
+	return nil
+}
+
+// runningBuilds counts build pods that have not finished, in every namespace.
+func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}); err != nil {
+		return 0, fmt.Errorf("counting running builds: %w", err)
+	}
+	n := 0
+	for i := range list.Items {
+		if !podFinished(&list.Items[i]) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// observeRunning reports a build pod that has not finished.
+func (r *ImageBuildReconciler) observeRunning(ib *kilnv1.ImageBuild, pod *corev1.Pod, st *buildState) {
+	if lb := ib.Status.LastBuild; lb != nil && lb.StartTime == nil && pod.Status.StartTime != nil {
+		lb.StartTime = pod.Status.StartTime.DeepCopy()
+	}
+	if pod.Status.Phase == corev1.PodRunning {
+		st.progress(kilnv1.PhaseBuilding, kilnv1.ReasonBuilding, fmt.Sprintf("build pod %s is running", pod.Name))
+		return
+	}
+	msg := fmt.Sprintf("build pod %s is %s", pod.Name, pod.Status.Phase)
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
+			msg += fmt.Sprintf("; container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, msg)
+}
+
+// retryable says whether a failed build may be tried again.
+func (r *ImageBuildReconciler) retryable(ib *kilnv1.ImageBuild, lb *kilnv1.LastBuild) bool {
+	return kilnv1.Transient(lb.FailureReason) && lb.Attempt < maxAttempts(ib)
+}
+
+func maxAttempts(ib *kilnv1.ImageBuild) int32 {
+	if ib.Spec.Retries == nil {
+		return 1
+	}
+	return *ib.Spec.Retries + 1
+}
+
+// backoff is the wait after the given failed attempt.
+func (r *ImageBuildReconciler) backoff(attempt int32) time.Duration {
+	base := r.RetryBackoff
+	if base <= 0 {
+		base = 10 * time.Second
+	}
+	d := base << min(attempt-1, 10)
+	return min(d, 5*time.Minute)
+}
+
+// settle reports the final outcome of the current build.
+func (r *ImageBuildReconciler) settle(ib *kilnv1.ImageBuild, st *buildState) {
+	lb := ib.Status.LastBuild
+	switch {
+	case lb.FailureReason == "":
+		st.progress(kilnv1.PhaseSucceeded, kilnv1.ReasonBuildSucceeded, successMessage(ib))
+	case lb.FailureReason == kilnv1.FailureOverBudget:
+		st.progress(kilnv1.PhaseBudgetExceeded, kilnv1.ReasonBudgetExceeded, lb.Message)
+		st.stall(kilnv1.ReasonBudgetExceeded, lb.Message)
+	default:
+		msg := fmt.Sprintf("%s: %s", lb.FailureReason, lb.Message)
+		if kilnv1.Transient(lb.FailureReason) {
+			msg = fmt.Sprintf("gave up after %d attempts; last: %s", lb.Attempt, msg)
+		}
+		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
+		st.stall(lb.FailureReason, msg)
+	}
+}
+
+// pruneHistory deletes finished build pods beyond spec.historyLimit, newest kept. A pod whose
+// result is not yet stored in the status (as read at the start of this reconcile) is kept.
+func (r *ImageBuildReconciler) pruneHistory(ctx context.Context, stored, ib *kilnv1.ImageBuild) error {
+	limit := 3
+	if ib.Spec.HistoryLimit != nil {
+		limit = int(*ib.Spec.HistoryLimit)
+	}
+	pods, err := r.buildPods(ctx, ib)
+	if err != nil {
+		return err
+	}
+	var finished []*corev1.Pod
+	for _, pod := range pods {
+		if podFinished(pod) && pod.DeletionTimestamp == nil {
+			finished = append(finished, pod)
+		}
+	}
+	var errs []error
+	for i := 0; i < len(finished)-limit; i++ {
+		pod := finished[i]
+		if lb := stored.Status.LastBuild; lb != nil && lb.PodName == pod.Name && lb.CompletionTime == nil {
+			continue
+		}
+		if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting old build pod %s: %w", pod.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *ImageBuildReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *ImageBuildReconciler) event(ib *kilnv1.ImageBuild, eventType, reason, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(ib, nil, eventType, reason, reason, note, args...)
+	}
+}

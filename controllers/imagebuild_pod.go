@@ -1,0 +1,222 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+// Labels and annotations kiln puts on build pods.
+const (
+	LabelImageBuild      = "kiln.dev/imagebuild"
+	LabelManagedBy       = "app.kubernetes.io/managed-by"
+	AnnotationBuild      = "kiln.dev/build"
+	AnnotationGeneration = "kiln.dev/generation"
+	AnnotationRebuildAt  = "kiln.dev/rebuild-requested-at"
+	AnnotationAttempt    = "kiln.dev/attempt"
+	AnnotationCacheClaim = "kiln.dev/cache-claim"
+
+	containerBuildKit = "buildkitd"
+	containerRunner   = "runner"
+
+	// buildKitUID is the user rootless BuildKit runs as in its official image; the runner uses it
+	// too so that it may open buildkitd's socket.
+	buildKitUID = 1000
+)
+
+// podOptions are the parts of a build pod that do not come from the ImageBuild.
+type podOptions struct {
+	BuildKitImage string
+	RunnerImage   string
+	// Build is the build number; the pod is named <name>-build-<Build>.
+	Build int64
+	// Attempt counts tries of the same build key, from 1.
+	Attempt int32
+	// ClaimName is the cache claim mounted as BuildKit's state.
+	ClaimName string
+	// CacheBytes is the claim's size, from which garbage collection is configured.
+	CacheBytes int64
+}
+
+// buildPodName is the deterministic name of an ImageBuild's n-th build pod.
+func buildPodName(ib *kilnv1.ImageBuild, n int64) string {
+	return truncateName(ib.Name, "-build-"+strconv.FormatInt(n, 10))
+}
+
+// gcKeepStorage renders buildkitd's --oci-worker-gc-keepstorage value for a cache of the given
+// size: "reserved,free,maximum" in megabytes of 10^6 bytes (BuildKit multiplies by 1e6, not 2^20).
+// BuildKit keeps at least 10% of the volume and prunes down once it uses more than 80%.
+func gcKeepStorage(cacheBytes int64) string {
+	const mb = 1_000_000
+	return fmt.Sprintf("%d,0,%d", cacheBytes/10/mb, cacheBytes*8/10/mb)
+}
+
+// renderBuildPod is the build pod for one attempt of one build of ib. It is a pure function of
+// its inputs: the controller's tests and the pod rendering tests both rely on that.
+func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error) {
+	req := contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec}
+	reqJSON, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the runner's request: %w", err)
+	}
+
+	volumes := []corev1.Volume{
+		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: opts.ClaimName}}},
+		{Name: "buildkit-run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	runnerMounts := []corev1.VolumeMount{
+		{Name: "buildkit-run", MountPath: contract.SocketDir},
+		{Name: "work", MountPath: contract.WorkDir},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	// Secrets are optional volumes so that a missing one reaches the runner, which fails with
+	// the Secret's name, instead of leaving the pod Pending with nothing in the ImageBuild.
+	addSecret := func(volume, secret, mountPath string, items []corev1.KeyToPath) {
+		volumes = append(volumes, corev1.Volume{Name: volume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: secret, Items: items, Optional: ptr.To(true), DefaultMode: ptr.To[int32](0o400),
+		}}})
+		runnerMounts = append(runnerMounts, corev1.VolumeMount{Name: volume, MountPath: mountPath, ReadOnly: true})
+	}
+	if cm := ib.Spec.Source.ConfigMap; cm != nil {
+		volumes = append(volumes, corev1.Volume{Name: "context", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}, Optional: ptr.To(true),
+		}}})
+		runnerMounts = append(runnerMounts, corev1.VolumeMount{Name: "context", MountPath: contract.ContextDir, ReadOnly: true})
+	}
+	if g := ib.Spec.Source.Git; g != nil && g.SecretRef != nil {
+		addSecret("git-secret", g.SecretRef.Name, contract.GitSecretDir, nil)
+	}
+	if ps := ib.Spec.Output.PushSecretRef; ps != nil {
+		addSecret("push-secret", ps.Name, contract.PushSecretDir, nil)
+	}
+	for i, s := range ib.Spec.Dockerfile.Secrets {
+		addSecret(fmt.Sprintf("build-secret-%d", i), s.SecretRef.Name, contract.BuildSecretsDir+"/"+s.ID,
+			[]corev1.KeyToPath{{Key: s.SecretRef.Key, Path: contract.BuildSecretFile}})
+	}
+
+	buildkitArgs := []string{
+		"--addr=" + contract.Socket,
+		"--root=" + contract.BuildKitStateDir,
+		"--oci-worker-no-process-sandbox",
+	}
+	if opts.CacheBytes > 0 {
+		buildkitArgs = append(buildkitArgs, "--oci-worker-gc", "--oci-worker-gc-keepstorage="+gcKeepStorage(opts.CacheBytes))
+	}
+	var buildkitResources corev1.ResourceRequirements
+	if ib.Spec.Resources != nil {
+		buildkitResources = *ib.Spec.Resources.DeepCopy()
+	}
+
+	buildkitd := corev1.Container{
+		Name:          containerBuildKit,
+		Image:         opts.BuildKitImage,
+		Args:          buildkitArgs,
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		// The kubelet starts the runner only once this probe passes.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+				Command: []string{"buildctl", "--addr=" + contract.Socket, "debug", "workers"},
+			}},
+			PeriodSeconds:    1,
+			TimeoutSeconds:   5,
+			FailureThreshold: 120,
+		},
+		Resources: buildkitResources,
+		// BuildKit's rootless Kubernetes examples: user 1000, seccomp and AppArmor unconfined so
+		// that rootlesskit can create its user namespace. Nothing else in the pod gets this.
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](buildKitUID),
+			RunAsGroup:               ptr.To[int64](buildKitUID),
+			RunAsNonRoot:             ptr.To(true),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+			AppArmorProfile:          &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
+			AllowPrivilegeEscalation: ptr.To(true), // newuidmap/newgidmap are setuid
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "cache", MountPath: contract.BuildKitStateDir},
+			{Name: "buildkit-run", MountPath: contract.SocketDir},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+
+	runner := corev1.Container{
+		Name:  containerRunner,
+		Image: opts.RunnerImage,
+		Args:  []string{"runner", "--request=" + string(reqJSON)},
+		Env: []corev1.EnvVar{
+			{Name: "BUILDKIT_HOST", Value: contract.Socket},
+			{Name: "HOME", Value: contract.WorkDir},
+		},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](buildKitUID),
+			RunAsGroup:               ptr.To[int64](buildKitUID),
+			RunAsNonRoot:             ptr.To(true),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts:             runnerMounts,
+		TerminationMessagePath:   contract.ResultPath,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+
+	var deadline *int64
+	if ib.Spec.Timeout != nil && ib.Spec.Timeout.Duration > 0 {
+		deadline = ptr.To(int64(ib.Spec.Timeout.Duration.Seconds()))
+	}
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      buildPodName(ib, opts.Build),
+			Namespace: ib.Namespace,
+			Labels: map[string]string{
+				LabelImageBuild: ib.Name,
+				LabelManagedBy:  "kiln",
+			},
+			Annotations: map[string]string{
+				AnnotationBuild:      strconv.FormatInt(opts.Build, 10),
+				AnnotationGeneration: strconv.FormatInt(ib.Generation, 10),
+				AnnotationRebuildAt:  ib.Annotations[kilnv1.AnnotationRebuildRequestedAt],
+				AnnotationAttempt:    strconv.Itoa(int(opts.Attempt)),
+				AnnotationCacheClaim: opts.ClaimName,
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ib, kilnv1.GroupVersion.WithKind("ImageBuild"))},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			ServiceAccountName:            ib.Spec.ServiceAccountName,
+			ActiveDeadlineSeconds:         deadline,
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			NodeSelector:                  ib.Spec.NodeSelector,
+			Tolerations:                   ib.Spec.Tolerations,
+			Affinity:                      ib.Spec.Affinity,
+			PriorityClassName:             ib.Spec.PriorityClassName,
+			SecurityContext: &corev1.PodSecurityContext{
+				// The cache claim and emptyDirs become writable by BuildKit's user.
+				FSGroup:             ptr.To[int64](buildKitUID),
+				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			InitContainers: []corev1.Container{buildkitd},
+			Containers:     []corev1.Container{runner},
+			Volumes:        volumes,
+		},
+	}
+	return pod, nil
+}

@@ -1,0 +1,140 @@
+// Package manager runs kiln's controller manager.
+package manager
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/controllers"
+	"github.com/kiln-dev/kiln/internal/version"
+)
+
+// Options are the manager's settings, from its flags.
+type Options struct {
+	MetricsAddr         string
+	ProbeAddr           string
+	LeaderElect         bool
+	LeaderElectionNS    string
+	BuildKitImage       string
+	RunnerImage         string
+	MaxConcurrentBuilds int
+	Workers             int
+	DefaultCacheSize    string
+	DefaultStorageClass string
+	RetryBackoff        time.Duration
+}
+
+// BindFlags registers the manager's flags on fs with their defaults.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint listens on; 0 turns it off")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes listen on")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
+	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the manager's own)")
+	fs.StringVar(&o.BuildKitImage, "buildkit-image", version.DefaultBuildKitImage, "rootless BuildKit image run as each build pod's buildkitd sidecar")
+	fs.StringVar(&o.RunnerImage, "runner-image", version.DefaultRunnerImage(), "kiln image run as each build pod's runner container")
+	fs.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 10, "most build pods running at once in the cluster; 0 means no limit")
+	fs.IntVar(&o.Workers, "workers", 4, "ImageBuilds reconciled in parallel")
+	fs.StringVar(&o.DefaultCacheSize, "default-cache-size", "10Gi", "size of a cache claim whose ImageBuild sets no spec.cache.size")
+	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
+	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
+}
+
+// Main parses args and runs the manager until it is signalled; it returns the exit code.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("kiln manager", flag.ContinueOnError)
+	var o Options
+	o.BindFlags(fs)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := Run(ctrl.GetConfigOrDie(), o); err != nil {
+		ctrl.Log.Error(err, "Manager stopped")
+		return 1
+	}
+	return 0
+}
+
+// Scheme holds the types the manager reads and writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = kilnv1.AddToScheme(s)
+	return s
+}
+
+// New builds a manager with kiln's controller registered, without starting it.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	size, err := resource.ParseQuantity(o.DefaultCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("--default-cache-size %q is not a quantity: %w", o.DefaultCacheSize, err)
+	}
+	if o.MaxConcurrentBuilds < 0 {
+		return nil, fmt.Errorf("--max-concurrent-builds must be 0 (no limit) or more, not %d", o.MaxConcurrentBuilds)
+	}
+	scheme := Scheme()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "kiln-manager.kiln.dev",
+		LeaderElectionNamespace: o.LeaderElectionNS,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only build pods: the manager never caches the cluster's other pods.
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: "kiln"})},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	r := &controllers.ImageBuildReconciler{
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Scheme:              scheme,
+		Recorder:            mgr.GetEventRecorder("kiln"),
+		BuildKitImage:       o.BuildKitImage,
+		RunnerImage:         o.RunnerImage,
+		DefaultCacheSize:    size,
+		DefaultStorageClass: o.DefaultStorageClass,
+		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
+		RetryBackoff:        o.RetryBackoff,
+	}
+	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
+		return nil, fmt.Errorf("registering the ImageBuild controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Run builds the manager and runs it until SIGTERM or SIGINT.
+func Run(cfg *rest.Config, o Options) error {
+	mgr, err := New(cfg, o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.Info("Starting kiln manager", "version", version.Version, "buildkitImage", o.BuildKitImage, "runnerImage", o.RunnerImage)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
