@@ -312,12 +312,12 @@ const (
 // Budget limits the image's size. Sizes apply to each platform's image separately.
 type Budget struct {
 	// MaxImageSize is the largest compressed image allowed: config plus layers, per platform.
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 50Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a positive size, such as 50Mi"
 	// +optional
 	MaxImageSize *resource.Quantity `json:"maxImageSize,omitempty"`
 
 	// MaxLayerSize is the largest compressed layer allowed.
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 20Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a positive size, such as 20Mi"
 	// +optional
 	MaxLayerSize *resource.Quantity `json:"maxLayerSize,omitempty"`
 
@@ -328,13 +328,13 @@ type Budget struct {
 	MaxLayers *int32 `json:"maxLayers,omitempty"`
 
 	// MaxWastedSize is the most bytes allowed in files that a later layer deletes or overwrites.
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() == 1",message="must be a positive size, such as 1Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a positive size, such as 1Mi"
 	// +optional
 	MaxWastedSize *resource.Quantity `json:"maxWastedSize,omitempty"`
 
 	// MaxGrowth is how much the compressed image may grow compared with the image the first tag
 	// points to now. 0 means it may not grow at all.
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="must not be negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must not be negative"
 	// +optional
 	MaxGrowth *resource.Quantity `json:"maxGrowth,omitempty"`
 

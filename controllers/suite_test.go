@@ -1,0 +1,143 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+// The controller tests run against a real kube-apiserver and etcd (envtest), built from source
+// by `make envtest-bins`. envtest has no kubelet: tests set build pods' status themselves.
+var (
+	k8sClient client.Client
+	cfg       *rest.Config
+	scheme    = runtime.NewScheme()
+	nsCounter atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the controller tests with `make test`, which builds kube-apiserver and etcd into bin/")
+		os.Exit(1)
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = kilnv1.AddToScheme(scheme)
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	cfg, err = env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
+		os.Exit(1)
+	}
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mgrDone := startManager(ctx)
+	code := m.Run()
+	cancel()
+	<-mgrDone
+	if err := env.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
+	}
+	os.Exit(code)
+}
+
+func zapLevel() zapcore.Level {
+	if os.Getenv("KILN_TEST_VERBOSE") != "" {
+		return zapcore.Level(-2)
+	}
+	return zapcore.ErrorLevel
+}
+
+// startManager runs the controller as the manager does, with a short retry backoff.
+func startManager(ctx context.Context) <-chan struct{} {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	r := &ImageBuildReconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Scheme:           scheme,
+		Recorder:         mgr.GetEventRecorder("kiln"),
+		BuildKitImage:    "registry.test/buildkit:rootless",
+		RunnerImage:      "registry.test/kiln:test",
+		DefaultCacheSize: resource.MustParse("5Gi"),
+		RetryBackoff:     500 * time.Millisecond,
+	}
+	if err := r.SetupWithManager(mgr, 4); err != nil {
+		panic(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		}
+	}()
+	return done
+}
+
+// newNamespace makes a namespace of its own for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t%d-%d", time.Now().Unix()%100000, nsCounter.Add(1))}}
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// newImageBuild is a minimal valid ImageBuild with a ConfigMap context.
+func newImageBuild(ns, name string, mutate ...func(*kilnv1.ImageBuild)) *kilnv1.ImageBuild {
+	ib := &kilnv1.ImageBuild{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: kilnv1.ImageBuildSpec{
+			Source: kilnv1.Source{ConfigMap: &kilnv1.ConfigMapSource{Name: "hello-src"}},
+			Output: kilnv1.Output{Image: "registry.example.com/team/hello", Tags: []string{"v1"}},
+		},
+	}
+	for _, m := range mutate {
+		m(ib)
+	}
+	return ib
+}
+
+func eventually(t *testing.T) gomega.Gomega {
+	g := gomega.NewWithT(t)
+	g.SetDefaultEventuallyTimeout(30 * time.Second)
+	g.SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	g.SetDefaultConsistentlyDuration(2 * time.Second)
+	return g
+}

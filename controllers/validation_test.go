@@ -1,0 +1,119 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// TestInvalidManifestsAreRejected applies bad ImageBuilds to the real API server: each must fail
+// at admission with a message that names the field at fault.
+func TestInvalidManifestsAreRejected(t *testing.T) {
+	ns := newNamespace(t)
+	const valid = `
+source: {configMap: {name: src}}
+output: {image: registry.example.com/team/app}
+`
+	for _, tc := range []struct {
+		name string
+		spec string
+		want []string
+	}{
+		{"no source", `
+source: {}
+output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git or source.configMap must be set"}},
+		{"two sources", `
+source: {configMap: {name: src}, git: {url: "https://example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git or source.configMap must be set"}},
+		{"image with tag", `
+source: {configMap: {name: src}}
+output: {image: "registry.example.com/team/app:v1"}`, []string{"spec.output.image", "without tag or digest"}},
+		{"image in upper case", `
+source: {configMap: {name: src}}
+output: {image: "registry.example.com/Team/App"}`, []string{"spec.output.image", "must be an image repository"}},
+		{"bad tag", `
+source: {configMap: {name: src}}
+output: {image: registry.example.com/team/app, tags: ["v1", "-bad tag"]}`, []string{"spec.output.tags", "each tag must be a valid image tag"}},
+		{"zero image budget", valid + `
+budget: {maxImageSize: "0"}`, []string{"spec.budget.maxImageSize", "must be a positive size"}},
+		{"negative layer budget", valid + `
+budget: {maxLayerSize: "-5Mi"}`, []string{"spec.budget.maxLayerSize", "must be a positive size"}},
+		{"zero layers", valid + `
+budget: {maxLayers: 0}`, []string{"spec.budget.maxLayers", "should be greater than or equal to 1"}},
+		{"unknown enforcement", valid + `
+budget: {enforcement: Block}`, []string{"spec.budget.enforcement", `supported values: "Enforce", "Warn"`}},
+		{"claimName and size", valid + `
+cache: {claimName: shared, size: 10Gi}`, []string{"spec.cache", "do not set cache.size or cache.storageClassName"}},
+		{"too many build args", valid + `
+dockerfile:
+  buildArgs: [` + manyArgs(33) + `]`, []string{"spec.dockerfile.buildArgs", "must have at most 32 items"}},
+		{"bad platform", valid + `
+dockerfile: {platforms: [linux/amd64, "linux"]}`, []string{"spec.dockerfile.platforms", "os/arch or os/arch/variant"}},
+		{"path and inline", valid + `
+dockerfile: {path: Dockerfile, inline: "FROM scratch"}`, []string{"spec.dockerfile", "set dockerfile.path or dockerfile.inline, not both"}},
+		{"context dir escapes", `
+source: {git: {url: "https://example.com/a.git", contextDir: "../etc"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.contextDir", "must be a relative path"}},
+		{"not a git url", `
+source: {git: {url: "ftp://example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must be a git URL"}},
+		{"tiny cache", valid + `
+cache: {size: 1Mi}`, []string{"spec.cache.size", "must be at least 100Mi"}},
+		{"no output", `
+source: {configMap: {name: src}}`, []string{"spec.output", "Required value"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := map[string]any{}
+			if err := yaml.Unmarshal([]byte(tc.spec), &spec); err != nil {
+				t.Fatalf("test YAML: %v", err)
+			}
+			u := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "kiln.dev/v1alpha1", "kind": "ImageBuild",
+				"metadata": map[string]any{"namespace": ns, "name": "bad"},
+				"spec":     spec,
+			}}
+			err := k8sClient.Create(context.Background(), u)
+			if err == nil {
+				t.Fatalf("the API server accepted an invalid ImageBuild (%s)", tc.name)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+
+	// And the valid base is accepted, so the table tests the rules and not a broken base.
+	spec := map[string]any{}
+	_ = yaml.Unmarshal([]byte(valid), &spec)
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kiln.dev/v1alpha1", "kind": "ImageBuild",
+		"metadata": map[string]any{"namespace": ns, "name": "good"}, "spec": spec,
+	}}
+	if err := k8sClient.Create(context.Background(), u); err != nil {
+		t.Fatalf("a valid ImageBuild was rejected: %v", err)
+	}
+	if got, _, _ := unstructured.NestedSlice(u.Object, "spec", "output", "tags"); len(got) != 1 || got[0] != "latest" {
+		t.Errorf("output.tags defaults to [latest], got %v", got)
+	}
+	if got, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration"); got != -1 {
+		t.Errorf("status.observedGeneration defaults to -1, got %d", got)
+	}
+}
+
+func manyArgs(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("{name: A")
+		b.WriteString(strings.Repeat("X", i+1))
+		b.WriteString(", value: v}")
+	}
+	return b.String()
+}
