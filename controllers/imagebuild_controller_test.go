@@ -381,9 +381,11 @@ func TestSpecEditReplacesRunningPod(t *testing.T) {
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "edit-build-1") }).Should(Succeed())
 	runPod(t, pod)
 
-	cur := getIB(g, ib)
-	cur.Spec.Output.Tags = []string{"v2"}
-	g.Expect(k8sClient.Update(ctx, cur)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		cur.Spec.Output.Tags = []string{"v2"}
+		g.Expect(k8sClient.Update(ctx, cur)).To(Succeed())
+	}).Should(Succeed())
 
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edit-build-1"}, &corev1.Pod{}))

@@ -1,0 +1,160 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+func TestRenderBuildPod(t *testing.T) {
+	base := func(mutate ...func(*kilnv1.ImageBuild)) *kilnv1.ImageBuild {
+		ib := newImageBuild("team", "app", mutate...)
+		ib.UID = "uid-1"
+		ib.Generation = 4
+		return ib
+	}
+	opts := podOptions{BuildKitImage: "bk:rootless", RunnerImage: "kiln:v1", Build: 7, Attempt: 2, ClaimName: "app-cache", CacheBytes: 10 << 30}
+
+	for _, tc := range []struct {
+		name  string
+		ib    *kilnv1.ImageBuild
+		opts  podOptions
+		check func(t *testing.T, pod *corev1.Pod)
+	}{
+		{"names, labels and owner", base(), opts, func(t *testing.T, pod *corev1.Pod) {
+			if pod.Name != "app-build-7" || pod.Namespace != "team" {
+				t.Errorf("pod is %s/%s, want team/app-build-7", pod.Namespace, pod.Name)
+			}
+			if pod.Labels[LabelImageBuild] != "app" || pod.Annotations[AnnotationGeneration] != "4" || pod.Annotations[AnnotationAttempt] != "2" {
+				t.Errorf("labels %v annotations %v", pod.Labels, pod.Annotations)
+			}
+			if len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].UID != "uid-1" || !*pod.OwnerReferences[0].Controller {
+				t.Errorf("owner references %+v", pod.OwnerReferences)
+			}
+		}},
+		{"no timeout means no deadline", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = nil }), opts, func(t *testing.T, pod *corev1.Pod) {
+			if pod.Spec.ActiveDeadlineSeconds != nil {
+				t.Errorf("deadline %d", *pod.Spec.ActiveDeadlineSeconds)
+			}
+		}},
+		{"timeout becomes the deadline", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Minute} }), opts, func(t *testing.T, pod *corev1.Pod) {
+			if d := ptr.Deref(pod.Spec.ActiveDeadlineSeconds, 0); d != 300 {
+				t.Errorf("deadline %d, want 300", d)
+			}
+		}},
+		{"GC is 10% reserved and 80% max of the claim, in MB", base(), opts, func(t *testing.T, pod *corev1.Pod) {
+			want := "--oci-worker-gc-keepstorage=1073,0,8589" // 10 GiB = 10737.4 MB
+			if !contains(pod.Spec.InitContainers[0].Args, want) || !contains(pod.Spec.InitContainers[0].Args, "--oci-worker-gc") {
+				t.Errorf("buildkitd args %v lack %s", pod.Spec.InitContainers[0].Args, want)
+			}
+		}},
+		{"unknown claim size leaves GC to BuildKit", base(), podOptions{BuildKitImage: "bk", RunnerImage: "r", Build: 1, ClaimName: "c"}, func(t *testing.T, pod *corev1.Pod) {
+			for _, a := range pod.Spec.InitContainers[0].Args {
+				if strings.HasPrefix(a, "--oci-worker-gc") {
+					t.Errorf("unexpected %s", a)
+				}
+			}
+		}},
+		{"git secret only in the runner", base(func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://example.com/x.git", SecretRef: &kilnv1.LocalObjectReference{Name: "git-creds"}}}
+		}), opts, func(t *testing.T, pod *corev1.Pod) {
+			v := volume(pod, "git-secret")
+			if v == nil || v.Secret.SecretName != "git-creds" || !*v.Secret.Optional {
+				t.Fatalf("git secret volume %+v", v)
+			}
+			if volume(pod, "context") != nil {
+				t.Error("a git build has no ConfigMap context volume")
+			}
+			if !mounted(pod.Spec.Containers[0], "git-secret", contract.GitSecretDir) || mountedAny(pod.Spec.InitContainers[0], "git-secret") {
+				t.Error("the git secret must be mounted in the runner only")
+			}
+		}},
+		{"buildkitd resources and scheduling knobs", base(func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("4Gi")}}
+			ib.Spec.NodeSelector = map[string]string{"pool": "builders"}
+			ib.Spec.Tolerations = []corev1.Toleration{{Key: "builders", Operator: corev1.TolerationOpExists}}
+			ib.Spec.PriorityClassName = "low"
+			ib.Spec.ServiceAccountName = "builder"
+		}), opts, func(t *testing.T, pod *corev1.Pod) {
+			if pod.Spec.InitContainers[0].Resources.Limits.Memory().String() != "4Gi" {
+				t.Errorf("buildkitd resources %+v", pod.Spec.InitContainers[0].Resources)
+			}
+			if pod.Spec.NodeSelector["pool"] != "builders" || len(pod.Spec.Tolerations) != 1 || pod.Spec.PriorityClassName != "low" || pod.Spec.ServiceAccountName != "builder" {
+				t.Errorf("scheduling knobs not copied: %+v", pod.Spec)
+			}
+			if *pod.Spec.AutomountServiceAccountToken {
+				t.Error("a service account must not bring its token")
+			}
+		}},
+		{"long names stay valid", base(func(ib *kilnv1.ImageBuild) { ib.Name = strings.Repeat("a", 253) }), opts, func(t *testing.T, pod *corev1.Pod) {
+			if len(pod.Name) > 253 || !strings.HasSuffix(pod.Name, "-build-7") {
+				t.Errorf("pod name %q (%d chars)", pod.Name, len(pod.Name))
+			}
+		}},
+		{"restricted runner, rootless buildkitd", base(), opts, func(t *testing.T, pod *corev1.Pod) {
+			r := pod.Spec.Containers[0].SecurityContext
+			if !*r.RunAsNonRoot || !*r.ReadOnlyRootFilesystem || *r.AllowPrivilegeEscalation || r.Capabilities.Drop[0] != "ALL" || r.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("runner security context %+v", r)
+			}
+			b := pod.Spec.InitContainers[0].SecurityContext
+			if *b.RunAsUser != 1000 || b.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined || b.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+				t.Errorf("buildkitd security context %+v", b)
+			}
+			if pod.Spec.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Error("pod default seccomp must be RuntimeDefault")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, err := renderBuildPod(tc.ib, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, pod)
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func volume(pod *corev1.Pod, name string) *corev1.Volume {
+	for i := range pod.Spec.Volumes {
+		if pod.Spec.Volumes[i].Name == name {
+			return &pod.Spec.Volumes[i]
+		}
+	}
+	return nil
+}
+
+func mounted(c corev1.Container, name, path string) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == name && m.MountPath == path {
+			return true
+		}
+	}
+	return false
+}
+
+func mountedAny(c corev1.Container, name string) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
