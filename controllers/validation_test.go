@@ -2,10 +2,13 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
 
@@ -116,4 +119,33 @@ func manyArgs(n int) string {
 		b.WriteString(", value: v}")
 	}
 	return b.String()
+}
+
+// TestSamplesAreAccepted applies every object of config/samples to the real API server (dry run).
+func TestSamplesAreAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples found: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range strings.Split(string(data), "\n---\n") {
+			obj := map[string]any{}
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatalf("%s document %d: %v", f, i, err)
+			}
+			if len(obj) == 0 {
+				continue
+			}
+			u := &unstructured.Unstructured{Object: obj}
+			u.SetNamespace(ns)
+			if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
+				t.Errorf("%s: %s %s rejected: %v", f, u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
 }
