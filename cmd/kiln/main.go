@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/kiln-dev/kiln/internal/manager"
+	"github.com/kiln-dev/kiln/internal/runner"
 )
 
 const usage = `kiln builds container images in Kubernetes with rootless BuildKit.
@@ -27,6 +28,8 @@ func main() {
 	switch cmd {
 	case "manager":
 		os.Exit(manager.Main(args))
+	case "runner":
+		os.Exit(runner.Main(args))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -1,0 +1,321 @@
+package runner
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+// Paths are where the runner finds its inputs; the defaults are the build pod's mounts.
+type Paths struct {
+	Context      string
+	Work         string
+	PushSecret   string
+	GitSecret    string
+	BuildSecrets string
+}
+
+// DefaultPaths are the build pod's mount points.
+func DefaultPaths() Paths {
+	return Paths{
+		Context: contract.ContextDir, Work: contract.WorkDir, PushSecret: contract.PushSecretDir,
+		GitSecret: contract.GitSecretDir, BuildSecrets: contract.BuildSecretsDir,
+	}
+}
+
+// failure is an error with a class; its message names what the user must fix.
+type failure struct {
+	class string
+	msg   string
+}
+
+func (f *failure) Error() string { return f.msg }
+
+func fail(class, format string, args ...any) error {
+	return &failure{class: class, msg: fmt.Sprintf(format, args...)}
+}
+
+// classOf returns the failure class of err, InternalError when it has none.
+func classOf(err error) string {
+	var f *failure
+	if errors.As(err, &f) {
+		return f.class
+	}
+	return kilnv1.FailureInternal
+}
+
+// inputs are the build's files and credentials, read and checked before anything is built.
+type inputs struct {
+	// contextDir is the local context (ConfigMap), copied without the volume's symlinks.
+	contextDir string
+	// gitRef is BuildKit's git context: url#ref:subdir.
+	gitRef string
+	// dockerfileDir and dockerfileName locate the Dockerfile when it is local (inline, or
+	// inside a local context); dockerfileDir is empty when BuildKit reads it from git.
+	dockerfileDir  string
+	dockerfileName string
+	// dockerfile is the Dockerfile's text when it is local, parsed in stages.
+	dockerfile []byte
+	stages     []instructions.Stage
+	// secrets are BuildKit session secrets: build secrets by id, and the git token.
+	secrets map[string][]byte
+	// sshKey is the git SSH private key file, if any.
+	sshKey string
+	// dockerConfig holds registry credentials, for pulls (BuildKit) and the push.
+	dockerConfig *configfile.ConfigFile
+}
+
+// prepare reads and checks everything the spec refers to. Every error it returns is BadInput,
+// and names the field, Secret or Dockerfile line at fault.
+func prepare(req contract.Request, p Paths) (*inputs, error) {
+	spec := req.Spec
+	in := &inputs{secrets: map[string][]byte{}, dockerfileName: "Dockerfile"}
+	if spec.Dockerfile.Path != "" {
+		in.dockerfileName = spec.Dockerfile.Path
+	}
+
+	switch {
+	case spec.Source.ConfigMap != nil:
+		dir, err := copyConfigMap(p.Context, filepath.Join(p.Work, "context"))
+		if err != nil {
+			return nil, fail(kilnv1.FailureBadInput, "ConfigMap %q (spec.source.configMap.name) in namespace %q: %v", spec.Source.ConfigMap.Name, req.Namespace, err)
+		}
+		in.contextDir = dir
+	case spec.Source.Git != nil:
+		g := spec.Source.Git
+		in.gitRef = g.URL
+		if g.Revision != "" || g.ContextDir != "" {
+			in.gitRef += "#" + g.Revision
+			if g.ContextDir != "" {
+				in.gitRef += ":" + strings.Trim(g.ContextDir, "/")
+			}
+		}
+		if g.SecretRef != nil {
+			if err := in.readGitSecret(p.GitSecret, g.SecretRef.Name, req.Namespace); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fail(kilnv1.FailureBadInput, "spec.source must set git or configMap")
+	}
+
+	switch {
+	case spec.Dockerfile.Inline != "":
+		in.dockerfileDir = filepath.Join(p.Work, "dockerfile")
+		in.dockerfileName = "Dockerfile"
+		in.dockerfile = []byte(spec.Dockerfile.Inline)
+		if err := os.MkdirAll(in.dockerfileDir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(in.dockerfileDir, in.dockerfileName), in.dockerfile, 0o644); err != nil {
+			return nil, err
+		}
+	case in.contextDir != "":
+		in.dockerfileDir = in.contextDir
+		dt, err := os.ReadFile(filepath.Join(in.contextDir, in.dockerfileName))
+		if err != nil {
+			return nil, fail(kilnv1.FailureBadInput, "the context (ConfigMap %q) has no %s (spec.dockerfile.path); its files are: %s",
+				spec.Source.ConfigMap.Name, in.dockerfileName, listFiles(in.contextDir))
+		}
+		in.dockerfile = dt
+	}
+	if in.dockerfile != nil {
+		if err := in.parseDockerfile(spec.Dockerfile.Target); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := in.readBuildSecrets(spec.Dockerfile.Secrets, p.BuildSecrets, req.Namespace); err != nil {
+		return nil, err
+	}
+	if ps := spec.Output.PushSecretRef; ps != nil {
+		f := filepath.Join(p.PushSecret, ".dockerconfigjson")
+		dt, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", ps.Name, req.Namespace)
+		}
+		cf, err := config.LoadFromReader(bytes.NewReader(dt))
+		if err != nil {
+			return nil, fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef): .dockerconfigjson is not a docker config: %v", ps.Name, err)
+		}
+		in.dockerConfig = cf
+	} else {
+		in.dockerConfig = configfile.New("")
+	}
+	return in, nil
+}
+
+// parseDockerfile parses the Dockerfile with BuildKit's own parser, so that syntax errors, an
+// unknown target stage and undeclared secrets fail with their line before anything runs.
+func (in *inputs) parseDockerfile(target string) error {
+	res, err := parser.Parse(bytes.NewReader(in.dockerfile))
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "%s", dockerfileError(in.dockerfileName, err))
+	}
+	stages, _, err := instructions.Parse(res.AST, nil)
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "%s", dockerfileError(in.dockerfileName, err))
+	}
+	if len(stages) == 0 {
+		return fail(kilnv1.FailureBadInput, "%s has no FROM instruction", in.dockerfileName)
+	}
+	in.stages = stages
+	if target != "" {
+		var names []string
+		for _, s := range stages {
+			if strings.EqualFold(s.Name, target) {
+				return nil
+			}
+			if s.Name != "" {
+				names = append(names, s.Name)
+			}
+		}
+		return fail(kilnv1.FailureBadInput, "spec.dockerfile.target %q is not a stage of %s (its named stages: %s)", target, in.dockerfileName, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// dockerfileError renders a parser error as "Dockerfile:3: message".
+func dockerfileError(name string, err error) string {
+	var le *parser.LocationError
+	msg := err.Error()
+	if i := strings.Index(msg, "dockerfile parse error on line "); i >= 0 {
+		if j := strings.Index(msg[i:], ": "); j > 0 {
+			msg = msg[:i] + msg[i+j+2:]
+		}
+	}
+	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
+		return fmt.Sprintf("%s:%d: %s", name, le.Locations[0][0].Start.Line, msg)
+	}
+	return fmt.Sprintf("%s: %s", name, msg)
+}
+
+// secretUses lists the secret ids the Dockerfile's RUN steps mount, with their lines.
+func (in *inputs) secretUses() map[string]int {
+	uses := map[string]int{}
+	for _, s := range in.stages {
+		for _, c := range s.Commands {
+			run, ok := c.(*instructions.RunCommand)
+			if !ok {
+				continue
+			}
+			// Mount flags are parsed when the command is expanded; ARGs stay as written.
+			if err := run.Expand(func(w string) (string, error) { return w, nil }); err != nil {
+				continue
+			}
+			for _, m := range instructions.GetMounts(run) {
+				if m.Type != instructions.MountTypeSecret {
+					continue
+				}
+				id := m.CacheID
+				if id == "" {
+					id = filepath.Base(m.Target)
+				}
+				if _, seen := uses[id]; !seen && len(run.Location()) > 0 {
+					uses[id] = run.Location()[0].Start.Line
+				}
+			}
+		}
+	}
+	return uses
+}
+
+func (in *inputs) readBuildSecrets(specs []kilnv1.BuildSecret, dir, namespace string) error {
+	for _, s := range specs {
+		dt, err := os.ReadFile(filepath.Join(dir, s.ID, contract.BuildSecretFile))
+		if err != nil {
+			return fail(kilnv1.FailureBadInput, "build secret %q (spec.dockerfile.secrets): Secret %q in namespace %q is missing or has no key %q",
+				s.ID, s.SecretRef.Name, namespace, s.SecretRef.Key)
+		}
+		in.secrets[s.ID] = dt
+	}
+	if in.stages == nil {
+		return nil
+	}
+	uses := in.secretUses()
+	ids := make([]string, 0, len(uses))
+	for id := range uses {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if _, ok := in.secrets[id]; !ok {
+			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s, which spec.dockerfile.secrets does not provide", in.dockerfileName, uses[id], id)
+		}
+	}
+	return nil
+}
+
+func (in *inputs) readGitSecret(dir, name, namespace string) error {
+	if dt, err := os.ReadFile(filepath.Join(dir, "token")); err == nil {
+		in.secrets["GIT_AUTH_TOKEN"] = bytes.TrimSpace(dt)
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ssh-privatekey")); err == nil {
+		in.sshKey = filepath.Join(dir, "ssh-privatekey")
+		return nil
+	}
+	return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) is missing in namespace %q or has neither a token nor an ssh-privatekey key", name, namespace)
+}
+
+// copyConfigMap copies a mounted ConfigMap into dst as plain files: the volume's ..data
+// symlinks would otherwise end up in the build context.
+func copyConfigMap(src, dst string) (string, error) {
+	entries, err := os.ReadDir(src)
+	if err != nil || len(entries) == 0 {
+		return "", errors.New("it is missing or empty")
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", err
+	}
+	n := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "..") {
+			continue
+		}
+		info, err := os.Stat(filepath.Join(src, e.Name())) // follows the volume's symlinks
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		dt, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), dt, 0o644); err != nil {
+			return "", err
+		}
+		n++
+	}
+	if n == 0 {
+		return "", errors.New("it has no files")
+	}
+	return dst, nil
+}
+
+func listFiles(dir string) string {
+	var names []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			names = append(names, rel)
+		}
+		return nil
+	})
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
+}

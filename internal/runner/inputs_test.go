@@ -1,0 +1,159 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
+)
+
+// configMapDir lays out files the way the kubelet mounts a ConfigMap: real files under a
+// timestamped directory, ..data pointing at it, and a symlink per key.
+func configMapDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ts := filepath.Join(dir, "..2026_11_22_07_00_00.1")
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(ts, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func request(mutate ...func(*kilnv1.ImageBuildSpec)) contract.Request {
+	spec := kilnv1.ImageBuildSpec{
+		Source: kilnv1.Source{ConfigMap: &kilnv1.ConfigMapSource{Name: "src"}},
+		Output: kilnv1.Output{Image: "registry.example.com/app", Tags: []string{"v1"}},
+	}
+	for _, m := range mutate {
+		m(&spec)
+	}
+	return contract.Request{Namespace: "team", Name: "app", Build: 1, Spec: spec}
+}
+
+func TestPrepare(t *testing.T) {
+	const good = "FROM busybox AS build\nRUN --mount=type=secret,id=npmrc cat /run/secrets/npmrc\nFROM scratch\nCOPY --from=build /bin/busybox /busybox\n"
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string // the ConfigMap; nil means not mounted
+		spec    func(*kilnv1.ImageBuildSpec)
+		secrets map[string]string // build secret id -> value, as mounted
+		want    string            // substring of the BadInput message; "" means success
+	}{
+		{name: "missing ConfigMap", files: nil, want: `ConfigMap "src" (spec.source.configMap.name) in namespace "team": it is missing or empty`},
+		{name: "no Dockerfile in the context", files: map[string]string{"main.go": "package main"},
+			want: "the context (ConfigMap \"src\") has no Dockerfile (spec.dockerfile.path); its files are: main.go"},
+		{name: "syntax error names the line", files: map[string]string{"Dockerfile": "FROM busybox\nRUN true\nRUNN false\n"},
+			want: "Dockerfile:3: unknown instruction: RUNN"},
+		{name: "unknown target", files: map[string]string{"Dockerfile": good}, secrets: map[string]string{"npmrc": "x"},
+			spec: func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.Target = "release" }, want: `spec.dockerfile.target "release" is not a stage of Dockerfile (its named stages: build)`},
+		{name: "secret used but not provided", files: map[string]string{"Dockerfile": good},
+			want: "Dockerfile:2 mounts secret id=npmrc, which spec.dockerfile.secrets does not provide"},
+		{name: "secret provided but its Secret is missing", files: map[string]string{"Dockerfile": good},
+			spec: func(s *kilnv1.ImageBuildSpec) {
+				s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "npmrc", SecretRef: kilnv1.SecretKeyReference{Name: "npm", Key: ".npmrc"}}}
+			},
+			want: `build secret "npmrc" (spec.dockerfile.secrets): Secret "npm" in namespace "team" is missing or has no key ".npmrc"`},
+		{name: "push Secret missing", files: map[string]string{"Dockerfile": "FROM scratch\n"},
+			spec: func(s *kilnv1.ImageBuildSpec) { s.Output.PushSecretRef = &kilnv1.LocalObjectReference{Name: "regcred"} },
+			want: `push Secret "regcred" (spec.output.pushSecretRef) is missing in namespace "team"`},
+		{name: "inline Dockerfile with a git context", spec: func(s *kilnv1.ImageBuildSpec) {
+			s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://example.com/x.git", Revision: "v1", ContextDir: "app"}}
+			s.Dockerfile.Inline = "FROM scratch\nCOPY . /\n"
+		}},
+		{name: "all good", files: map[string]string{"Dockerfile": good}, secrets: map[string]string{"npmrc": "token"},
+			spec: func(s *kilnv1.ImageBuildSpec) {
+				s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "npmrc", SecretRef: kilnv1.SecretKeyReference{Name: "npm", Key: ".npmrc"}}}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Paths{Context: filepath.Join(t.TempDir(), "none"), Work: t.TempDir(), PushSecret: filepath.Join(t.TempDir(), "none"),
+				GitSecret: filepath.Join(t.TempDir(), "none"), BuildSecrets: t.TempDir()}
+			if tc.files != nil {
+				p.Context = configMapDir(t, tc.files)
+			}
+			for id, v := range tc.secrets {
+				_ = os.MkdirAll(filepath.Join(p.BuildSecrets, id), 0o755)
+				_ = os.WriteFile(filepath.Join(p.BuildSecrets, id, contract.BuildSecretFile), []byte(v), 0o400)
+			}
+			var req contract.Request
+			if tc.spec != nil {
+				req = request(tc.spec)
+			} else {
+				req = request()
+			}
+			in, err := prepare(req, p)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if in.contextDir != "" {
+					entries, _ := os.ReadDir(in.contextDir)
+					for _, e := range entries {
+						if strings.HasPrefix(e.Name(), "..") || e.Type()&os.ModeSymlink != 0 {
+							t.Errorf("context copy holds the volume's %s", e.Name())
+						}
+					}
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			if classOf(err) != kilnv1.FailureBadInput || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %s %q\nwant BadInput containing %q", classOf(err), err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPrepareGitRef(t *testing.T) {
+	req := request(func(s *kilnv1.ImageBuildSpec) {
+		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://github.com/pressly/goose.git", Revision: "v3.26.0", ContextDir: "/cmd/"}}
+		s.Dockerfile.Inline = "FROM scratch\n"
+	})
+	in, err := prepare(req, Paths{Work: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.gitRef != "https://github.com/pressly/goose.git#v3.26.0:cmd" {
+		t.Errorf("git ref %q", in.gitRef)
+	}
+}
+
+func TestAttribute(t *testing.T) {
+	df := "FROM golang:1.26 AS build\nWORKDIR /src\nCOPY . .\nRUN go build -o /out/app .\n\nFROM alpine:3.20\nRUN apk add --no-cache ca-certificates\nCOPY --from=build /out/app /app\n"
+	in := &inputs{dockerfile: []byte(df), dockerfileName: "Dockerfile"}
+	if err := in.parseDockerfile(""); err != nil {
+		t.Fatal(err)
+	}
+	layers := []measure.Layer{
+		{Index: 0, CreatedBy: "ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / # buildkit"},
+		{Index: 1, CreatedBy: "RUN /bin/sh -c apk add --no-cache ca-certificates # buildkit"},
+		{Index: 2, CreatedBy: "COPY /out/app /app # buildkit"},
+	}
+	got := attribute(in, "", layers)
+	if got[2].line != 8 || got[2].createdBy != "COPY --from=build /out/app /app" {
+		t.Errorf("layer 2: %+v", got[2])
+	}
+	if got[1].line != 7 || !strings.HasPrefix(got[1].createdBy, "RUN apk add") {
+		t.Errorf("layer 1: %+v", got[1])
+	}
+	if got[0].line != 0 || got[0].createdBy != "base image alpine:3.20: ADD alpine-minirootfs-3.20.3-x86_64.tar.gz /" {
+		t.Errorf("layer 0: %+v", got[0])
+	}
+}

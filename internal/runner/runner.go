@@ -1,0 +1,315 @@
+// Package runner is `kiln runner`: inside a build pod it builds the Dockerfile with the buildkitd
+// sidecar, exports the image to an OCI layout, measures it, judges it against the budget, pushes
+// it when the budget allows, and writes the result to the termination message.
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/budget"
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/units"
+)
+
+// Config is one run of the runner.
+type Config struct {
+	Request contract.Request
+	// Addr is buildkitd's address.
+	Addr  string
+	Paths Paths
+	// ConnectTimeout bounds the wait for buildkitd's worker.
+	ConnectTimeout time.Duration
+	// PushAttempts and PushBackoff govern retries of registry operations.
+	PushAttempts int
+	PushBackoff  time.Duration
+	// Out receives the build log and the report.
+	Out io.Writer
+}
+
+type run struct {
+	req          contract.Request
+	out          io.Writer
+	pushAttempts int
+	pushBackoff  time.Duration
+}
+
+// maxLayersReported bounds the largest layers kept per platform in the result.
+const maxLayersReported = 5
+
+// Run does one build and returns its result; it never panics on bad input.
+func Run(ctx context.Context, cfg Config) contract.Result {
+	r := &run{req: cfg.Request, out: cfg.Out, pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
+	if r.out == nil {
+		r.out = io.Discard
+	}
+	if r.pushBackoff <= 0 {
+		r.pushBackoff = 2 * time.Second
+	}
+	res, err := r.do(ctx, cfg)
+	if err != nil {
+		res.FailureClass = classOf(err)
+		res.Message = err.Error()
+		res.Pushed = false
+		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, res.Message)
+	}
+	return res
+}
+
+func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
+	var res contract.Result
+	spec := r.req.Spec
+	fmt.Fprintf(r.out, "kiln runner: building %s/%s (build %d) into %s\n", r.req.Namespace, r.req.Name, r.req.Build, r.imageName())
+	in, err := prepare(r.req, cfg.Paths)
+	if err != nil {
+		return res, err
+	}
+	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+
+	dir, err := layoutDir(cfg.Paths.Work)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	out, err := r.solve(ctx, c, in, dir)
+	res.Revision, res.CachedSteps, res.TotalSteps = out.revision, out.cached, out.total
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintf(r.out, "\nBuilt in %s: %d of %d steps cached\n", time.Since(start).Round(time.Millisecond), out.cached, out.total)
+
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return res, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		return res, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	measured, err := measureLayout(idx)
+	if err != nil {
+		return res, fmt.Errorf("measuring the image: %w", err)
+	}
+	res.AttestationBytes = measured.AttestationBytes
+	res.Platforms = r.platformSizes(measured, in)
+
+	kc := keychain{cf: in.dockerConfig}
+	var baseline map[string]int64
+	if spec.Budget != nil && spec.Budget.MaxGrowth != nil {
+		baseline, err = r.baseline(ctx, kc)
+		if err != nil {
+			fmt.Fprintf(r.out, "Cannot read the current %s to check maxGrowth: %v\n", r.imageName(), err)
+		}
+	}
+	verdict := budget.Judge(spec.Budget, res.Platforms, baseline)
+	res.Budget = &verdict
+	r.report(measured, res.Platforms, verdict)
+
+	if verdict.Verdict == kilnv1.VerdictOverBudget && verdict.Enforcement == kilnv1.EnforcementEnforce {
+		return res, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))
+	}
+	digest, err := r.push(ctx, idx, kc)
+	if err != nil {
+		return res, err
+	}
+	res.Digest = digest
+	res.Image = spec.Output.Image + "@" + digest
+	res.Tags = spec.Output.Tags
+	if len(res.Tags) == 0 {
+		res.Tags = []string{"latest"}
+	}
+	res.Pushed = true
+	fmt.Fprintf(r.out, "Image: %s\n", res.Image)
+	return res, nil
+}
+
+// measureLayout measures the one image or index BuildKit exported into the layout.
+func measureLayout(lay v1.ImageIndex) (measure.Index, error) {
+	im, err := lay.IndexManifest()
+	if err != nil {
+		return measure.Index{}, err
+	}
+	if len(im.Manifests) == 0 {
+		return measure.Index{}, fmt.Errorf("the exported layout is empty")
+	}
+	desc := im.Manifests[0]
+	if desc.MediaType.IsIndex() {
+		idx, err := lay.ImageIndex(desc.Digest)
+		if err != nil {
+			return measure.Index{}, err
+		}
+		return measure.MeasureIndex(idx)
+	}
+	img, err := lay.Image(desc.Digest)
+	if err != nil {
+		return measure.Index{}, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return measure.Index{}, err
+	}
+	m, err := measure.MeasureImage(img, measure.PlatformString(v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}))
+	if err != nil {
+		return measure.Index{}, err
+	}
+	return measure.Index{Images: []measure.Image{m}}, nil
+}
+
+// platformSizes turns measurements into the result's sizes, naming each large layer by the
+// Dockerfile instruction (and line) that created it.
+func (r *run) platformSizes(m measure.Index, in *inputs) []kilnv1.PlatformSize {
+	var out []kilnv1.PlatformSize
+	for _, img := range m.Images {
+		origins := attribute(in, r.req.Spec.Dockerfile.Target, img.Layers)
+		ps := kilnv1.PlatformSize{
+			Platform: img.Platform, CompressedBytes: img.CompressedBytes, UncompressedBytes: img.UncompressedBytes,
+			Layers: int32(len(img.Layers)), WastedBytes: img.WastedBytes,
+		}
+		layers := append([]measure.Layer(nil), img.Layers...)
+		sort.SliceStable(layers, func(i, j int) bool { return layers[i].CompressedBytes > layers[j].CompressedBytes })
+		for _, l := range layers[:min(len(layers), maxLayersReported)] {
+			o := origins[l.Index]
+			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{
+				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(o.createdBy, 120), Line: int32(o.line),
+			})
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+// report prints the measurements as a table, largest layers first.
+func (r *run) report(m measure.Index, sizes []kilnv1.PlatformSize, verdict kilnv1.BudgetStatus) {
+	for i, img := range m.Images {
+		ps := sizes[i]
+		fmt.Fprintf(r.out, "\nImage %s: %s compressed, %s uncompressed, %d layers, %s wasted\n",
+			img.Platform, units.Bytes(img.CompressedBytes), units.Bytes(img.UncompressedBytes), len(img.Layers), units.Bytes(img.WastedBytes))
+		tw := tabwriter.NewWriter(r.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  LAYER\tCOMPRESSED\tSHARE\tCREATED BY")
+		for _, l := range ps.LargestLayers {
+			share := float64(l.CompressedBytes) * 100 / float64(max(img.CompressedBytes, 1))
+			fmt.Fprintf(tw, "  %d\t%s\t%.0f%%\t%s\n", l.Index, units.Bytes(l.CompressedBytes), share, budgetOrigin(l))
+		}
+		_ = tw.Flush()
+		for _, w := range img.Waste[:min(len(img.Waste), 5)] {
+			verb := "overwritten"
+			if w.Deleted {
+				verb = "deleted"
+			}
+			fmt.Fprintf(r.out, "  wasted %s: %s added by layer %d, %s by layer %d\n", units.Bytes(w.Bytes), w.Path, w.AddedIn, verb, w.RemovedIn)
+		}
+	}
+	if m.AttestationBytes > 0 {
+		fmt.Fprintf(r.out, "Attestations: %s (not counted in the image size)\n", units.Bytes(m.AttestationBytes))
+	}
+	switch verdict.Verdict {
+	case kilnv1.VerdictOverBudget:
+		fmt.Fprintf(r.out, "\nBudget: OVER (%s): %s\n", verdict.Enforcement, budget.Message(verdict))
+	default:
+		fmt.Fprintf(r.out, "\nBudget: within (%s)\n", verdict.Summary)
+	}
+}
+
+func budgetOrigin(l kilnv1.LayerSize) string {
+	if l.Line > 0 {
+		return fmt.Sprintf("%s (Dockerfile:%d)", l.CreatedBy, l.Line)
+	}
+	return l.CreatedBy
+}
+
+// Main is `kiln runner`: it parses flags, runs the build, writes the result where the kubelet
+// reads the termination message, and returns the exit code of the failure class.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("kiln runner", flag.ContinueOnError)
+	def := DefaultPaths()
+	var (
+		reqJSON    = fs.String("request", "", "the build request as JSON (the manager passes it)")
+		reqFile    = fs.String("request-file", "", "read the build request from this file instead")
+		addr       = fs.String("addr", envOr("BUILDKIT_HOST", contract.Socket), "buildkitd address")
+		resultPath = fs.String("result-path", contract.ResultPath, "where the result JSON is written")
+		wait       = fs.Duration("connect-timeout", 2*time.Minute, "how long to wait for buildkitd to be ready")
+		attempts   = fs.Int("push-attempts", 5, "attempts for each registry operation that fails transiently")
+		backoff    = fs.Duration("push-backoff", 2*time.Second, "wait before the second registry attempt; doubles after")
+	)
+	fs.StringVar(&def.Context, "context-dir", def.Context, "mounted ConfigMap context")
+	fs.StringVar(&def.Work, "work-dir", def.Work, "scratch directory")
+	fs.StringVar(&def.PushSecret, "push-secret-dir", def.PushSecret, "mounted push Secret")
+	fs.StringVar(&def.GitSecret, "git-secret-dir", def.GitSecret, "mounted git Secret")
+	fs.StringVar(&def.BuildSecrets, "build-secrets-dir", def.BuildSecrets, "mounted build secrets, one directory per id")
+	if err := fs.Parse(args); err != nil {
+		return contract.ExitBadInput
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	var res contract.Result
+	req, err := readRequest(*reqJSON, *reqFile)
+	if err != nil {
+		res = contract.Result{FailureClass: kilnv1.FailureBadInput, Message: err.Error()}
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		res = Run(ctx, Config{
+			Request: req, Addr: *addr, Paths: def, ConnectTimeout: *wait,
+			PushAttempts: *attempts, PushBackoff: *backoff, Out: os.Stdout,
+		})
+	}
+	if err := writeResult(*resultPath, res); err != nil {
+		fmt.Fprintf(os.Stderr, "writing the result to %s: %v\n", *resultPath, err)
+		return contract.ExitInternal
+	}
+	return contract.ExitCode(res.FailureClass)
+}
+
+func readRequest(inline, file string) (contract.Request, error) {
+	var req contract.Request
+	data := []byte(inline)
+	if file != "" {
+		var err error
+		if data, err = os.ReadFile(file); err != nil {
+			return req, fmt.Errorf("reading --request-file: %w", err)
+		}
+	}
+	if len(data) == 0 {
+		return req, fmt.Errorf("no build request: pass --request or --request-file")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("the build request is not valid JSON for this runner version: %w", err)
+	}
+	return req, nil
+}
+
+func writeResult(path string, res contract.Result) error {
+	b, err := res.Encode()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
