@@ -72,8 +72,12 @@ verify: generate manifests ## Regenerate and fail if generated files differ from
 test: lint verify test-unit ## Run every test: lint, generated-file check, unit and envtest suites.
 
 .PHONY: test-unit
-test-unit: envtest-bins ## Unit tests and controller tests on a real kube-apiserver (envtest).
+test-unit: envtest-bins test-deps ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-integration
+test-integration: test-deps ## Only the runner's and the harness's real-parts tests.
+	go test $(GO_TEST_FLAGS) -v ./internal/runner/... ./internal/testenv/...
 
 ##@ Build
 
@@ -90,6 +94,10 @@ docker-build: ## Build kiln's image with docker (needs a Docker engine).
 	docker build -t ghcr.io/kiln-dev/kiln:dev .
 
 ##@ Tools
+
+.PHONY: test-deps
+test-deps: ## Install the real parts the runner tests use (Debian packages, buildkitd from source, a build user).
+	bash hack/install-test-deps.sh
 
 .PHONY: envtest-bins
 envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd ## Build kube-apiserver and etcd from source into bin/.

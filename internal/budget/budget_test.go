@@ -57,7 +57,7 @@ func TestJudge(t *testing.T) {
 		{name: "warn keeps the verdict", budget: &kilnv1.Budget{MaxImageSize: q("50Mi"), Enforcement: kilnv1.EnforcementWarn}, images: []kilnv1.PlatformSize{amd64},
 			verdict: kilnv1.VerdictOverBudget, enforcement: kilnv1.EnforcementWarn, summary: "61.2MiB/50Mi (+11.2MiB)"},
 		{name: "per platform: the worst platform leads", budget: &kilnv1.Budget{MaxImageSize: q("60Mi")},
-			images: []kilnv1.PlatformSize{{Platform: "linux/arm64", CompressedBytes: 30 << 20}, amd64},
+			images:  []kilnv1.PlatformSize{{Platform: "linux/arm64", CompressedBytes: 30 << 20}, amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "61.2MiB/60Mi (+1.2MiB)", firstMsg: "linux/amd64: 61.2MiB is 1.2MiB over maxImageSize 60Mi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -157,3 +157,13 @@ func TestAttribute(t *testing.T) {
 		t.Errorf("layer 0: %+v", got[0])
 	}
 }
+
+func TestCommitTime(t *testing.T) {
+	obj := "tree 1814a004c6f355a70c5da42274c73b6b2567306a\nauthor kiln <kiln@example.com> 1767323045 +0000\ncommitter Kiln Bot <kiln@example.com> 1767323099 +0100\n\ncommitter 1 +0000 in the message\n"
+	if got := commitTime([]byte(obj)); got.Unix() != 1767323099 {
+		t.Errorf("commit time %v", got)
+	}
+	if got := commitTime(nil); !got.IsZero() {
+		t.Errorf("no object gives %v", got)
+	}
+}

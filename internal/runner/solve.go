@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,13 +81,10 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	for _, a := range spec.Dockerfile.BuildArgs {
 		attrs["build-arg:"+a.Name] = a.Value
 	}
-	if spec.Output.Reproducible {
-		// "context" makes the Dockerfile frontend take the git commit's time; a local context
-		// has no history, so it gets the epoch.
+	// Reproducible builds take SOURCE_DATE_EPOCH from the git commit (set below, once it is
+	// resolved); a local context has no history, so it gets the Unix epoch.
+	if spec.Output.Reproducible && in.gitRef == "" {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = "0"
-		if in.gitRef != "" {
-			attrs["build-arg:SOURCE_DATE_EPOCH"] = "context"
-		}
 	}
 
 	mounts := map[string]fsutil.FS{}
@@ -119,6 +117,7 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 		"oci-mediatypes":    "true",
 		"compression":       compression,
 		"force-compression": "true",
+		"tar":               "false", // write into the layout's content store, not a tarball
 	}
 	if spec.Output.Reproducible {
 		exportAttrs["rewrite-timestamp"] = "true"
@@ -172,15 +171,33 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	}()
 
 	build := func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
+		var epoch string
 		if in.gitRef != "" {
-			rev, err := resolveGitRevision(ctx, gw, spec.Source.Git.URL, spec.Source.Git.Revision)
+			rev, commitTime, err := resolveGitRevision(ctx, gw, spec.Source.Git.URL, spec.Source.Git.Revision)
 			if err != nil {
 				return nil, err
 			}
 			out.revision = rev
 			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", spec.Source.Git.URL, orHEAD(spec.Source.Git.Revision), rev)
+			if spec.Output.Reproducible && !commitTime.IsZero() {
+				epoch = strconv.FormatInt(commitTime.Unix(), 10)
+				if spec.Source.Git.ContextDir == "" {
+					attrs["build-arg:SOURCE_DATE_EPOCH"] = epoch
+				} else {
+					// BuildKit v0.33 cannot stamp a git sub-directory context with the commit
+					// time (it runs git in the removed checkout); the exporter still rewrites
+					// every timestamp to the commit time, but RUN steps do not see the variable.
+					fmt.Fprintf(r.out, "Reproducible: timestamps set to the commit time %s (SOURCE_DATE_EPOCH is not passed to RUN steps for a git contextDir)\n", commitTime.UTC().Format(time.RFC3339))
+				}
+			}
 		}
-		return gw.Solve(ctx, gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs})
+		res, err := gw.Solve(ctx, gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs})
+		if err == nil && epoch != "" {
+			if _, set := res.Metadata[exporterEpochKey]; !set {
+				res.AddMeta(exporterEpochKey, []byte(epoch))
+			}
+		}
+		return res, err
 	}
 	_, err := c.Build(ctx, opt, "kiln", build, statusCh)
 	wg.Wait()
@@ -191,13 +208,16 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	return out, nil
 }
 
+// exporterEpochKey is the result metadata BuildKit's image exporters take SOURCE_DATE_EPOCH from.
+const exporterEpochKey = "source.date.epoch"
+
 // resolveGitRevision asks BuildKit (which holds the network and the credentials) which commit
-// the revision names.
-func resolveGitRevision(ctx context.Context, gw gateway.Client, url, revision string) (string, error) {
+// the revision names, and when it was committed.
+func resolveGitRevision(ctx context.Context, gw gateway.Client, url, revision string) (string, time.Time, error) {
 	st := llb.Git(url, revision)
 	def, err := st.Marshal(ctx)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	var src *pb.SourceOp
 	for _, dt := range def.Def {
@@ -207,22 +227,43 @@ func resolveGitRevision(ctx context.Context, gw gateway.Client, url, revision st
 		}
 	}
 	if src == nil {
-		return "", fmt.Errorf("git source %s did not marshal to a source op", url)
+		return "", time.Time{}, fmt.Errorf("git source %s did not marshal to a source op", url)
 	}
 	md, err := gw.ResolveSourceMetadata(ctx, src, sourceresolver.Opt{
 		LogName: "[internal] resolve git revision",
-		GitOpt:  &sourceresolver.ResolveGitOpt{},
+		GitOpt:  &sourceresolver.ResolveGitOpt{ReturnObject: true},
 	})
 	if err != nil {
-		return "", fail(kilnv1.FailureBadInput, "spec.source.git: cannot resolve %s of %s: %s", orHEAD(revision), url, cleanError(err))
+		return "", time.Time{}, fail(kilnv1.FailureBadInput, "spec.source.git: cannot resolve %s of %s: %s", orHEAD(revision), url, cleanError(err))
 	}
 	if md.Git == nil {
-		return "", nil
+		return "", time.Time{}, nil
 	}
-	if md.Git.CommitChecksum != "" {
-		return md.Git.CommitChecksum, nil
+	rev := md.Git.CommitChecksum
+	if rev == "" {
+		rev = md.Git.Checksum
 	}
-	return md.Git.Checksum, nil
+	return rev, commitTime(md.Git.CommitObject), nil
+}
+
+// commitTime reads the committer time from a raw git commit object; zero when absent.
+func commitTime(obj []byte) time.Time {
+	for _, line := range strings.Split(string(obj), "\n") {
+		if line == "" {
+			break // end of the headers
+		}
+		if !strings.HasPrefix(line, "committer ") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return time.Time{}
+		}
+		if ts, err := strconv.ParseInt(f[len(f)-2], 10, 64); err == nil {
+			return time.Unix(ts, 0).UTC()
+		}
+	}
+	return time.Time{}
 }
 
 func orHEAD(rev string) string {
@@ -300,6 +341,10 @@ func (s *stepCounter) counts() (cached, total int32) {
 // isStep tells a Dockerfile step ("[build 3/5] RUN go build") from BuildKit's bookkeeping
 // (loading the context or metadata, exporting).
 func isStep(name string) bool {
+	// A FROM is a source BuildKit resolves, reported DONE even when nothing was pulled: not a step.
+	if i := strings.Index(name, "] "); i > 0 && strings.HasPrefix(name[i+2:], "FROM ") {
+		return false
+	}
 	if strings.HasPrefix(name, "[internal]") || strings.HasPrefix(name, "[auth]") || strings.HasPrefix(name, "exporting") ||
 		strings.HasPrefix(name, "resolve image config") || strings.HasPrefix(name, "[context") {
 		return false

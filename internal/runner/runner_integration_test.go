@@ -1,0 +1,583 @@
+package runner
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/testenv"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+)
+
+// The runner against real parts: a rootless buildkitd built from source, Debian's registry, and
+// base images the harness makes locally. Subtests share one daemon and one registry.
+
+const helloMain = `package main
+
+import "fmt"
+
+func main() { fmt.Println("hello from kiln") }
+`
+
+const helloDockerfile = `FROM %s AS build
+WORKDIR /src
+COPY go.mod ./
+RUN go mod download
+COPY main.go ./
+RUN --mount=type=cache,target=/root/.cache/go-build CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/hello .
+
+FROM scratch
+COPY --from=build /out/hello /hello
+ENTRYPOINT ["/hello"]
+`
+
+type env struct {
+	t       *testing.T
+	reg     *testenv.Registry
+	bk      *testenv.BuildKit
+	busybox string
+	golang  string
+}
+
+func (e *env) paths(t *testing.T, files map[string]string) Paths {
+	p := Paths{Context: filepath.Join(t.TempDir(), "none"), Work: t.TempDir(), PushSecret: filepath.Join(t.TempDir(), "none"),
+		GitSecret: filepath.Join(t.TempDir(), "none"), BuildSecrets: t.TempDir()}
+	if files != nil {
+		p.Context = configMapDir(t, files)
+	}
+	return p
+}
+
+func (e *env) request(name string, mutate ...func(*kilnv1.ImageBuildSpec)) contract.Request {
+	req := request(func(s *kilnv1.ImageBuildSpec) {
+		s.Output.Image = e.reg.Addr + "/test/" + name
+		s.Output.Insecure = true
+	})
+	req.Name = name
+	for _, m := range mutate {
+		m(&req.Spec)
+	}
+	return req
+}
+
+func (e *env) run(t *testing.T, req contract.Request, p Paths) contract.Result {
+	t.Helper()
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res := Run(ctx, Config{Request: req, Addr: e.bk.Addr, Paths: p, ConnectTimeout: 30 * time.Second, PushAttempts: 3, PushBackoff: 200 * time.Millisecond, Out: &log})
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("KILN_TEST_SHOW_LOGS") != "" {
+			t.Logf("runner log:\n%s", log.String())
+		}
+	})
+	// Every result must fit the termination message.
+	if b, err := res.Encode(); err != nil || len(b) > contract.MaxResultBytes {
+		t.Errorf("result does not fit the termination message: %d bytes, %v", len(b), err)
+	}
+	return res
+}
+
+// get fetches ref with a context that outlives the call, so its blobs can be read lazily.
+func (e *env) get(t *testing.T, ref string) *remote.Descriptor {
+	t.Helper()
+	d, err := remote.Get(e.reg.ParseRef(t, ref), e.reg.RemoteOptions(context.Background())...)
+	if err != nil {
+		t.Fatalf("reading %s from the registry: %v", ref, err)
+	}
+	return d
+}
+
+func helloFiles(golang, message string) map[string]string {
+	return map[string]string{
+		"go.mod":     "module example.com/hello\n\ngo 1.26\n",
+		"main.go":    strings.Replace(helloMain, "hello from kiln", message, 1),
+		"Dockerfile": fmt.Sprintf(helloDockerfile, golang),
+	}
+}
+
+func TestRunnerWithRealBuildKit(t *testing.T) {
+	testenv.SkipUnlessBuildKitPossible(t)
+	reg := testenv.StartRegistry(t)
+	state := t.TempDir()
+	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{StateDir: state, InsecureRegistries: []string{reg.Addr}})
+	e := &env{t: t, reg: reg, bk: bk, busybox: testenv.BusyboxImage(t, reg), golang: testenv.GoImage(t, reg)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("buildkitd log:\n%s", bk.Log())
+		}
+	})
+
+	t.Run("go hello world multi-stage to scratch, cached rebuild, source change", func(t *testing.T) { e.testHello(t) })
+	t.Run("over budget under Enforce is not pushed", func(t *testing.T) { e.testOverBudgetEnforce(t) })
+	t.Run("over budget under Warn is pushed", func(t *testing.T) { e.testOverBudgetWarn(t) })
+	t.Run("bad inputs fail clearly and push nothing", func(t *testing.T) { e.testBadInputs(t) })
+	t.Run("unreachable registry is retried then fails", func(t *testing.T) { e.testUnreachableRegistry(t) })
+	t.Run("build secret never lands in a layer", func(t *testing.T) { e.testBuildSecret(t) })
+	t.Run("two platforms push an index", func(t *testing.T) { e.testTwoPlatforms(t) })
+	t.Run("wasted bytes", func(t *testing.T) { e.testWaste(t) })
+	t.Run("push with credentials", func(t *testing.T) { e.testPushAuth(t) })
+	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
+}
+
+func (e *env) testHello(t *testing.T) {
+	budget := &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("5Mi")), MaxLayers: ptr.To[int32](2)}
+	req := e.request("hello", func(s *kilnv1.ImageBuildSpec) {
+		s.Output.Tags = []string{"v1", "latest"}
+		s.Output.Reproducible = true
+		s.Budget = budget
+	})
+	files := helloFiles(e.golang, "hello from kiln")
+	res := e.run(t, req, e.paths(t, files))
+	if res.FailureClass != "" {
+		t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
+	}
+	if !res.Pushed || res.Digest == "" || res.Image != req.Spec.Output.Image+"@"+res.Digest {
+		t.Fatalf("result %+v", res)
+	}
+	// The sizes in the result equal the registry's manifest, byte for byte.
+	desc := e.get(t, req.Spec.Output.Image+":v1")
+	if desc.Digest.String() != res.Digest {
+		t.Errorf("registry has %s at v1, result says %s", desc.Digest, res.Digest)
+	}
+	if got := e.reg.Digest(t, req.Spec.Output.Image+":latest"); got != res.Digest {
+		t.Errorf("latest is %s, want %s", got, res.Digest)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := img.Manifest()
+	want := m.Config.Size
+	for _, l := range m.Layers {
+		want += l.Size
+	}
+	if len(res.Platforms) != 1 || res.Platforms[0].CompressedBytes != want {
+		t.Fatalf("result platforms %+v; registry manifest totals %d", res.Platforms, want)
+	}
+	p := res.Platforms[0]
+	if p.Layers != int32(len(m.Layers)) || p.Layers != 1 {
+		t.Errorf("layers %d, manifest has %d; want the binary's one layer", p.Layers, len(m.Layers))
+	}
+	if len(p.LargestLayers) != 1 || p.LargestLayers[0].Line != 9 || !strings.HasPrefix(p.LargestLayers[0].CreatedBy, "COPY --from=build /out/hello /hello") {
+		t.Errorf("largest layer not attributed to Dockerfile:9: %+v", p.LargestLayers)
+	}
+	if res.Budget == nil || res.Budget.Verdict != kilnv1.VerdictWithinBudget {
+		t.Errorf("budget %+v", res.Budget)
+	}
+	// The image holds nothing but the binary.
+	files1 := layerFiles(t, img)
+	if len(files1) != 1 || files1[0] != "hello" {
+		t.Errorf("image files %v, want only hello", files1)
+	}
+	if res.TotalSteps != 6 || res.CachedSteps != 0 {
+		t.Errorf("first build: %d of %d steps cached; want 0 of 6 (WORKDIR, COPY, RUN, COPY, RUN, COPY)", res.CachedSteps, res.TotalSteps)
+	}
+
+	// Rebuild, same state, nothing changed: every step cached, same digest (reproducible).
+	res2 := e.run(t, req, e.paths(t, files))
+	if res2.FailureClass != "" {
+		t.Fatalf("rebuild failed: %s", res2.Message)
+	}
+	if res2.CachedSteps != res2.TotalSteps || res2.TotalSteps != res.TotalSteps {
+		t.Errorf("rebuild cached %d of %d steps (first build had %d); want all cached", res2.CachedSteps, res2.TotalSteps, res.TotalSteps)
+	}
+	if res2.Digest != res.Digest {
+		t.Errorf("reproducible rebuild changed the digest: %s then %s", res.Digest, res2.Digest)
+	}
+
+	// A one-line source change: only the source copy, the build and the final copy run again.
+	res3 := e.run(t, req, e.paths(t, helloFiles(e.golang, "hello again")))
+	if res3.FailureClass != "" {
+		t.Fatalf("changed build failed: %s", res3.Message)
+	}
+	if ran := res3.TotalSteps - res3.CachedSteps; ran != 3 {
+		t.Errorf("after a one-line change %d steps ran (cached %d of %d); want 3: COPY main.go, RUN go build, COPY --from=build", ran, res3.CachedSteps, res3.TotalSteps)
+	}
+	if res3.Digest == res.Digest {
+		t.Error("a source change kept the digest")
+	}
+}
+
+func (e *env) testOverBudgetEnforce(t *testing.T) {
+	req := e.request("fat", func(s *kilnv1.ImageBuildSpec) {
+		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("100Ki"))}
+	})
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo fat > /fat\n"}))
+	if res.FailureClass != kilnv1.FailureOverBudget || contract.ExitCode(res.FailureClass) != contract.ExitOverBudget {
+		t.Fatalf("class %q (%s), want OverBudget", res.FailureClass, res.Message)
+	}
+	if !strings.Contains(res.Message, "over maxImageSize 100Ki") || !strings.Contains(res.Message, "not pushed") {
+		t.Errorf("message %q", res.Message)
+	}
+	if res.Pushed || res.Digest != "" {
+		t.Error("an over-budget image must not be pushed")
+	}
+	for _, r := range e.reg.Repositories(t) {
+		if r == "test/fat" {
+			t.Fatalf("the registry has repository test/fat (tags %v) after an enforced budget failure", e.reg.Tags(t, r))
+		}
+	}
+}
+
+func (e *env) testOverBudgetWarn(t *testing.T) {
+	req := e.request("warned", func(s *kilnv1.ImageBuildSpec) {
+		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("100Ki")), Enforcement: kilnv1.EnforcementWarn}
+	})
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo fat > /fat\n"}))
+	if res.FailureClass != "" || !res.Pushed {
+		t.Fatalf("under Warn the image is pushed: %s %s", res.FailureClass, res.Message)
+	}
+	if res.Budget.Verdict != kilnv1.VerdictOverBudget || res.Budget.Enforcement != kilnv1.EnforcementWarn {
+		t.Errorf("budget %+v", res.Budget)
+	}
+	if got := e.reg.Digest(t, req.Spec.Output.Image+":v1"); got != res.Digest {
+		t.Errorf("registry %s, result %s", got, res.Digest)
+	}
+}
+
+func (e *env) testBadInputs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		files  map[string]string
+		spec   func(*kilnv1.ImageBuildSpec)
+		class  string
+		expect string
+	}{
+		{"syntax error", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nCOPY\n"}, nil, kilnv1.FailureBadInput, "Dockerfile:2:"},
+		{"missing base image", map[string]string{"Dockerfile": "FROM " + e.reg.Addr + "/base/nope:1\nRUN true\n"}, nil, kilnv1.FailureBadInput, "base/nope:1"},
+		{"unknown target", map[string]string{"Dockerfile": "FROM " + e.busybox + " AS one\n"}, func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.Target = "two" },
+			kilnv1.FailureBadInput, `spec.dockerfile.target "two" is not a stage`},
+		{"missing build secret", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n"}, func(s *kilnv1.ImageBuildSpec) {
+			s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "tok", SecretRef: kilnv1.SecretKeyReference{Name: "api-token", Key: "token"}}}
+		}, kilnv1.FailureBadInput, `Secret "api-token" in namespace "team" is missing or has no key "token"`},
+		{"failing RUN step", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo about to fail && exit 3\n"}, nil, kilnv1.FailureBuildFailed, "exit code: 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := e.request("bad-"+strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")), func(s *kilnv1.ImageBuildSpec) {
+				if tc.spec != nil {
+					tc.spec(s)
+				}
+			})
+			res := e.run(t, req, e.paths(t, tc.files))
+			if res.FailureClass != tc.class || !strings.Contains(res.Message, tc.expect) {
+				t.Errorf("got %s %q\nwant %s containing %q", res.FailureClass, res.Message, tc.class, tc.expect)
+			}
+			if res.Pushed {
+				t.Error("pushed after a failure")
+			}
+			if tags := e.reg.Tags(t, "test/"+req.Name); len(tags) > 0 {
+				t.Errorf("registry has tags %v", tags)
+			}
+		})
+	}
+}
+
+func (e *env) testUnreachableRegistry(t *testing.T) {
+	other := testenv.StartRegistry(t)
+	req := e.request("unreachable", func(s *kilnv1.ImageBuildSpec) { s.Output.Image = other.Addr + "/test/unreachable" })
+	other.Stop()
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo x > /x\n"}))
+	if res.FailureClass != kilnv1.FailurePushFailed || contract.ExitCode(res.FailureClass) != contract.ExitPushFailed {
+		t.Fatalf("class %q (%s), want PushFailed", res.FailureClass, res.Message)
+	}
+	if !strings.Contains(res.Message, "after 3 attempts") || !strings.Contains(res.Message, other.Addr) {
+		t.Errorf("message %q", res.Message)
+	}
+	if !kilnv1.Transient(res.FailureClass) {
+		t.Error("a push failure is transient: the manager retries the build")
+	}
+	other.Restart(t)
+	if tags := other.Tags(t, "test/unreachable"); len(tags) > 0 {
+		t.Errorf("registry has tags %v", tags)
+	}
+}
+
+func (e *env) testBuildSecret(t *testing.T) {
+	const value = "s3cr3t-kiln-value-7f3a"
+	req := e.request("secret", func(s *kilnv1.ImageBuildSpec) {
+		s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "token", SecretRef: kilnv1.SecretKeyReference{Name: "api", Key: "token"}}}
+	})
+	// The Dockerfile checks the secret by its hash, so that its text does not hold the value.
+	sum := sha256.Sum256([]byte(value))
+	p := e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
+		`RUN --mount=type=secret,id=token sha256sum /run/secrets/token | grep -q ` + hex.EncodeToString(sum[:]) + ` && echo used > /used` + "\n"})
+	_ = os.MkdirAll(filepath.Join(p.BuildSecrets, "token"), 0o755)
+	if err := os.WriteFile(filepath.Join(p.BuildSecrets, "token", contract.BuildSecretFile), []byte(value), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	res := e.run(t, req, p)
+	if res.FailureClass != "" {
+		t.Fatalf("build failed (was the secret offered?): %s", res.Message)
+	}
+	img, err := e.get(t, req.Spec.Output.Image+":v1").Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	found := false
+	for i, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		if bytes.Contains(data, []byte(value)) {
+			t.Errorf("layer %d contains the secret", i)
+		}
+		found = found || bytes.Contains(data, []byte("used\n"))
+	}
+	if !found {
+		t.Error("the RUN step that used the secret left no /used file: the test proves nothing")
+	}
+	cfg, _ := img.RawConfigFile()
+	if bytes.Contains(cfg, []byte(value)) {
+		t.Error("the image config contains the secret")
+	}
+}
+
+func (e *env) testTwoPlatforms(t *testing.T) {
+	req := e.request("multi", func(s *kilnv1.ImageBuildSpec) {
+		s.Dockerfile.Platforms = []string{"linux/amd64", "linux/arm64"}
+		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("1Mi"))}
+	})
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY hello.txt /\n", "hello.txt": "hello\n"}))
+	if res.FailureClass != "" {
+		t.Fatalf("build failed: %s", res.Message)
+	}
+	desc := e.get(t, req.Spec.Output.Image+":v1")
+	if !desc.MediaType.IsIndex() {
+		t.Fatalf("pushed %s, want an index", desc.MediaType)
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	platforms := map[string]int64{}
+	for _, d := range im.Manifests {
+		if d.Platform != nil && d.Platform.OS != "unknown" {
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := img.Manifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := m.Config.Size
+			for _, l := range m.Layers {
+				size += l.Size
+			}
+			platforms[d.Platform.OS+"/"+d.Platform.Architecture] = size
+		}
+	}
+	if len(platforms) != 2 || len(res.Platforms) != 2 {
+		t.Fatalf("index platforms %v, result %+v", platforms, res.Platforms)
+	}
+	for _, p := range res.Platforms {
+		if platforms[p.Platform] != p.CompressedBytes {
+			t.Errorf("%s: result %d bytes, registry %d", p.Platform, p.CompressedBytes, platforms[p.Platform])
+		}
+	}
+	if n := len(res.Budget.Checks); n != 2 {
+		t.Errorf("budget checked %d platform images, want 2", n)
+	}
+}
+
+func (e *env) testWaste(t *testing.T) {
+	req := e.request("waste", func(s *kilnv1.ImageBuildSpec) {
+		s.Budget = &kilnv1.Budget{MaxWastedSize: ptr.To(resource.MustParse("1Mi")), Enforcement: kilnv1.EnforcementWarn}
+	})
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
+		"RUN dd if=/dev/urandom of=/big bs=1048576 count=10\nRUN rm /big\n"}))
+	if res.FailureClass != "" {
+		t.Fatalf("build failed: %s", res.Message)
+	}
+	if w := res.Platforms[0].WastedBytes; w != 10<<20 {
+		t.Errorf("wasted %d bytes, want %d (the deleted 10 MiB file)", w, 10<<20)
+	}
+	if res.Budget.Verdict != kilnv1.VerdictOverBudget || !strings.Contains(res.Budget.Checks[0].Message, "10.0MiB wasted is 9.0MiB over maxWastedSize 1Mi") {
+		t.Errorf("budget %+v", res.Budget)
+	}
+}
+
+func (e *env) testPushAuth(t *testing.T) {
+	private := testenv.StartRegistry(t, testenv.WithBasicAuth("kiln", "right-password"))
+	for _, tc := range []struct {
+		password string
+		class    string
+	}{{"right-password", ""}, {"wrong-password", kilnv1.FailureBadInput}} {
+		req := e.request("private", func(s *kilnv1.ImageBuildSpec) {
+			s.Output.Image = private.Addr + "/test/private"
+			s.Output.PushSecretRef = &kilnv1.LocalObjectReference{Name: "regcred"}
+		})
+		p := e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "a"})
+		cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{private.Addr: map[string]string{
+			"auth": base64.StdEncoding.EncodeToString([]byte("kiln:" + tc.password))}}})
+		_ = os.MkdirAll(p.PushSecret, 0o755)
+		if err := os.WriteFile(filepath.Join(p.PushSecret, ".dockerconfigjson"), cfg, 0o400); err != nil {
+			t.Fatal(err)
+		}
+		res := e.run(t, req, p)
+		if res.FailureClass != tc.class {
+			t.Errorf("password %s: class %q (%s), want %q", tc.password, res.FailureClass, res.Message, tc.class)
+		}
+		if tc.class != "" && !strings.Contains(res.Message, `check push Secret "regcred"`) {
+			t.Errorf("message %q does not name the push Secret", res.Message)
+		}
+		if strings.Contains(res.Message, tc.password) {
+			t.Error("the message shows the password")
+		}
+	}
+	if got := private.Tags(t, "test/private"); len(got) != 1 || got[0] != "v1" {
+		t.Errorf("private registry tags %v", got)
+	}
+}
+
+func (e *env) testGit(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	repo := filepath.Join(t.TempDir(), "app.git")
+	work := t.TempDir()
+	gitRun := func(dir string, args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=kiln", "GIT_AUTHOR_EMAIL=kiln@example.com", "GIT_COMMITTER_NAME=kiln",
+			"GIT_COMMITTER_EMAIL=kiln@example.com", "GIT_AUTHOR_DATE=2026-01-02T03:04:05Z", "GIT_COMMITTER_DATE=2026-01-02T03:04:05Z")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	_ = os.MkdirAll(filepath.Join(work, "app"), 0o755)
+	_ = os.WriteFile(filepath.Join(work, "app", "hello.txt"), []byte("from git\n"), 0o644)
+	gitRun(work, "init", "-q", "-b", "main")
+	gitRun(work, "add", ".")
+	gitRun(work, "commit", "-q", "-m", "first")
+	gitRun(work, "tag", "v1")
+	commit := gitRun(work, "rev-parse", "HEAD")
+	gitRun(work, "clone", "-q", "--bare", work, repo)
+	addr := startGitDaemon(t, filepath.Dir(repo))
+
+	req := e.request("fromgit", func(s *kilnv1.ImageBuildSpec) {
+		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
+		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
+		s.Output.Reproducible = true
+	})
+	res := e.run(t, req, e.paths(t, nil))
+	if res.FailureClass != "" {
+		t.Fatalf("git build failed: %s", res.Message)
+	}
+	if res.Revision != commit {
+		t.Errorf("revision %q, want the tag's commit %s", res.Revision, commit)
+	}
+	img, err := e.get(t, req.Spec.Output.Image+":v1").Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := layerFiles(t, img); len(f) != 1 || f[0] != "hello.txt" {
+		t.Errorf("image files %v", f)
+	}
+	cf, _ := img.ConfigFile()
+	if want := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC); !cf.Created.Time.Equal(want) {
+		t.Errorf("created %s, want the commit time %s (SOURCE_DATE_EPOCH from git)", cf.Created.Time, want)
+	}
+}
+
+// layerFiles lists the regular files of every layer of img.
+func layerFiles(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Typeflag == tar.TypeReg {
+				files = append(files, strings.TrimPrefix(h.Name, "/"))
+			}
+		}
+		rc.Close()
+	}
+	return files
+}
+
+// startGitDaemon serves the bare repositories under base with `git daemon` on 127.0.0.1.
+func startGitDaemon(t *testing.T, base string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), "--base-path="+base, base)
+	// A log file, not a pipe: the daemon's children would keep a pipe open past Wait. Its own
+	// process group, so that the children go with it.
+	logPath := filepath.Join(t.TempDir(), "git-daemon.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting git daemon: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("git daemon did not listen on %s: %v\n%s", addr, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
