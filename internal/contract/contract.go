@@ -78,6 +78,8 @@ type Request struct {
 	Build int64 `json:"build"`
 	// Spec is the ImageBuild's spec at the generation being built.
 	Spec kilnv1.ImageBuildSpec `json:"spec"`
+	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
+	ResetCache bool `json:"resetCache,omitempty"`
 }
 
 // Result is what the runner reports. Field names are short because the whole encoding must fit
@@ -108,6 +110,8 @@ type Result struct {
 	FailureClass string `json:"failure,omitempty"`
 	// Message explains a failure, naming the field, line or Secret at fault.
 	Message string `json:"message,omitempty"`
+	// LogTail is the end of the build log on failure, with known secret values redacted.
+	LogTail string `json:"logTail,omitempty"`
 }
 
 // Encode returns the JSON encoding of r, shortened by Fit to at most MaxResultBytes.
@@ -121,6 +125,7 @@ func (r Result) Encode() ([]byte, error) {
 func (r Result) Fit(limit int) ([]byte, error) {
 	r = r.clone()
 	r.Message = Truncate(r.Message, 1024)
+	r.LogTail = TruncateStart(r.LogTail, 1200)
 	for i := range r.Advice {
 		r.Advice[i].Message = Truncate(r.Advice[i].Message, 200)
 	}
@@ -144,7 +149,9 @@ func (r Result) Fit(limit int) ([]byte, error) {
 		func() bool { return trimChecks(&r, 1) },
 		func() bool { return trimSlice(&r.Advice, 0) },
 		func() bool { return trimLayers(&r, 0) },
+		func() bool { r.LogTail = TruncateStart(r.LogTail, 400); return true },
 		func() bool { r.Message = Truncate(r.Message, 256); return true },
+		func() bool { r.LogTail = ""; return true },
 		func() bool { return trimChecksMessages(&r) },
 		func() bool { return trimSlice(&r.Tags, 1) },
 	}
@@ -191,6 +198,20 @@ func Truncate(s string, n int) string {
 		return ""
 	}
 	return s[:cut] + ell
+}
+
+// TruncateStart keeps the last n bytes of s (its end matters more: a log's last lines), marking
+// the cut with "…".
+func TruncateStart(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ell = "…"
+	cut := len(s) - n + len(ell)
+	for cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut++
+	}
+	return ell + s[cut:]
 }
 
 func (r Result) clone() Result {

@@ -20,6 +20,7 @@ func worstCase() Result {
 		Pushed: true, Revision: strings.Repeat("0123456789", 4),
 		AttestationBytes: 12_345, CachedSteps: 120, TotalSteps: 130,
 		FailureClass: kilnv1.FailureOverBudget, Message: strings.Repeat("ünïcödé message ", 400),
+		LogTail:      strings.Repeat("#12 0.123 some build output line\n", 200),
 	}
 	for i := 0; i < 16; i++ {
 		r.Tags = append(r.Tags, fmt.Sprintf("release-2026.11.%02d-%s", i, strings.Repeat("x", 100)))
@@ -104,6 +105,9 @@ func TestTruncate(t *testing.T) {
 		if got := Truncate(tc.in, tc.n); got != tc.want || len(got) > tc.n {
 			t.Errorf("Truncate(%q, %d) = %q", tc.in, tc.n, got)
 		}
+	}
+	if got := TruncateStart("line1\nline2\nline3", 9); got != "…\nline3" || len(got) > 9 {
+		t.Errorf("TruncateStart = %q", got)
 	}
 }
 

@@ -319,3 +319,17 @@ func listFiles(dir string) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// secretValues lists every credential the build holds, for redaction.
+func (in *inputs) secretValues() []string {
+	var out []string
+	for _, v := range in.secrets {
+		out = append(out, string(v))
+	}
+	if in.dockerConfig != nil {
+		for _, ac := range in.dockerConfig.AuthConfigs {
+			out = append(out, ac.Password, ac.Auth, ac.IdentityToken, ac.RegistryToken)
+		}
+	}
+	return out
+}

@@ -47,17 +47,24 @@ type run struct {
 	out          io.Writer
 	pushAttempts int
 	pushBackoff  time.Duration
+	// secrets are the values that must never reach the log tail in the result.
+	secrets []string
 }
+
+// logTailLines is how many lines of the log a failed result carries.
+const logTailLines = 20
 
 // maxLayersReported bounds the largest layers kept per platform in the result.
 const maxLayersReported = 5
 
 // Run does one build and returns its result; it never panics on bad input.
 func Run(ctx context.Context, cfg Config) contract.Result {
-	r := &run{req: cfg.Request, out: cfg.Out, pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
-	if r.out == nil {
-		r.out = io.Discard
+	tail := newTailWriter(logTailLines)
+	out := cfg.Out
+	if out == nil {
+		out = io.Discard
 	}
+	r := &run{req: cfg.Request, out: io.MultiWriter(out, tail), pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
 	if r.pushBackoff <= 0 {
 		r.pushBackoff = 2 * time.Second
 	}
@@ -66,6 +73,8 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 		res.FailureClass = classOf(err)
 		res.Message = err.Error()
 		res.Pushed = false
+		res.LogTail = redact(tail.String(), r.secrets)
+		res.Message = redact(res.Message, r.secrets)
 		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, res.Message)
 	}
 	return res
@@ -79,11 +88,17 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if err != nil {
 		return res, err
 	}
+	r.secrets = in.secretValues()
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
 	if err != nil {
 		return res, err
 	}
 	defer c.Close()
+	if r.req.ResetCache {
+		if err := resetCache(ctx, c, r.out); err != nil {
+			return res, err
+		}
+	}
 
 	dir, err := layoutDir(cfg.Paths.Work)
 	if err != nil {

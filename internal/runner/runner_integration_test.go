@@ -139,6 +139,51 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("wasted bytes", func(t *testing.T) { e.testWaste(t) })
 	t.Run("push with credentials", func(t *testing.T) { e.testPushAuth(t) })
 	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
+	t.Run("failed build carries a redacted log tail", func(t *testing.T) { e.testLogTail(t) })
+	t.Run("reset cache empties it before the build", func(t *testing.T) { e.testResetCache(t) })
+}
+
+func (e *env) testLogTail(t *testing.T) {
+	const value = "tail-secret-93c1d"
+	req := e.request("tail", func(s *kilnv1.ImageBuildSpec) {
+		s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "token", SecretRef: kilnv1.SecretKeyReference{Name: "api", Key: "token"}}}
+	})
+	p := e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
+		`RUN --mount=type=secret,id=token echo "the token is $(cat /run/secrets/token)" && echo compiling widgets && exit 4` + "\n"})
+	_ = os.MkdirAll(filepath.Join(p.BuildSecrets, "token"), 0o755)
+	if err := os.WriteFile(filepath.Join(p.BuildSecrets, "token", contract.BuildSecretFile), []byte(value), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	res := e.run(t, req, p)
+	if res.FailureClass != kilnv1.FailureBuildFailed {
+		t.Fatalf("class %q: %s", res.FailureClass, res.Message)
+	}
+	if !strings.Contains(res.LogTail, "compiling widgets") || !strings.Contains(res.LogTail, "the token is ***") {
+		t.Errorf("log tail lacks the failing step's output:\n%s", res.LogTail)
+	}
+	if strings.Contains(res.LogTail, value) || strings.Contains(res.Message, value) {
+		t.Error("the secret value reached the result")
+	}
+}
+
+func (e *env) testResetCache(t *testing.T) {
+	files := helloFiles(e.golang, "hello from kiln")
+	req := e.request("hello", func(s *kilnv1.ImageBuildSpec) { s.Output.Tags = []string{"reset"} })
+	if first := e.run(t, req, e.paths(t, files)); first.FailureClass != "" {
+		t.Fatalf("first build: %s", first.Message)
+	}
+	warm := e.run(t, req, e.paths(t, files))
+	if warm.FailureClass != "" || warm.CachedSteps == 0 {
+		t.Fatalf("warm build: %s %q, %d of %d cached", warm.FailureClass, warm.Message, warm.CachedSteps, warm.TotalSteps)
+	}
+	req.ResetCache = true
+	cold := e.run(t, req, e.paths(t, files))
+	if cold.FailureClass != "" {
+		t.Fatalf("build after reset failed: %s", cold.Message)
+	}
+	if cold.CachedSteps != 0 {
+		t.Errorf("after a cache reset %d of %d steps were cached", cold.CachedSteps, cold.TotalSteps)
+	}
 }
 
 func (e *env) testHello(t *testing.T) {

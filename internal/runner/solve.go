@@ -26,6 +26,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/units"
 )
 
 // connect opens the BuildKit client and waits until buildkitd has a worker, or the wait ends.
@@ -59,6 +60,29 @@ func connect(ctx context.Context, addr string, wait time.Duration, log io.Writer
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// resetCache empties BuildKit's cache before the build (kiln.dev/reset-cache-requested-at).
+func resetCache(ctx context.Context, c *client.Client, log io.Writer) error {
+	ch := make(chan client.UsageInfo)
+	var freed int64
+	var n int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for u := range ch {
+			freed += u.Size
+			n++
+		}
+	}()
+	err := c.Prune(ctx, ch, client.PruneAll)
+	close(ch)
+	<-done
+	if err != nil {
+		return fail(kilnv1.FailureBuildKitNotUp, "emptying the cache as kiln.dev/reset-cache-requested-at asks: %v", err)
+	}
+	fmt.Fprintf(log, "Cache reset: removed %d records, %s\n", n, units.Bytes(freed))
+	return nil
 }
 
 // solveOutput is what a solve gives besides the OCI layout on disk.
