@@ -20,7 +20,7 @@ func worstCase() Result {
 		Pushed: true, Revision: strings.Repeat("0123456789", 4),
 		AttestationBytes: 12_345, CachedSteps: 120, TotalSteps: 130,
 		FailureClass: kilnv1.FailureOverBudget, Message: strings.Repeat("ünïcödé message ", 400),
-		LogTail:      strings.Repeat("#12 0.123 some build output line\n", 200),
+		LogTail: strings.Repeat("#12 0.123 some build output line\n", 200),
 	}
 	for i := 0; i < 16; i++ {
 		r.Tags = append(r.Tags, fmt.Sprintf("release-2026.11.%02d-%s", i, strings.Repeat("x", 100)))
