@@ -19,6 +19,9 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
+// claimPendingWarning is how long a cache claim may stay Pending before kiln says so.
+const claimPendingWarning = 2 * time.Minute
+
 // leaseGrace is how long a Lease whose holder pod does not exist yet is still honoured: the
 // holder takes the Lease first and creates its pod right after.
 const leaseGrace = time.Minute
@@ -65,6 +68,16 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 	if !claim.Shared && !metav1.IsControlledBy(pvc, ib) && pvc.UID != "" {
 		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: set spec.cache.claimName to share it, or rename one of them", claim.Name))
 		return claim, nil
+	}
+	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
+		if pending := r.now().Sub(pvc.CreationTimestamp.Time); pending > claimPendingWarning {
+			class := "the cluster's default class"
+			if pvc.Spec.StorageClassName != nil {
+				class = fmt.Sprintf("StorageClass %q", *pvc.Spec.StorageClassName)
+			}
+			st.claimWarning = fmt.Sprintf("cache claim %s has been Pending for %s: no volume is bound to it; check that %s exists and can provision in this zone (kubectl describe pvc %s)",
+				claim.Name, pending.Round(time.Second), class, claim.Name)
+		}
 	}
 	if c, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {
 		claim.Bytes = c.Value()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
@@ -50,6 +52,8 @@ type ImageBuildReconciler struct {
 	RetryBackoff time.Duration
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
+
+	slots buildSlots
 }
 
 // +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds,verbs=get;list;watch
@@ -62,12 +66,22 @@ type ImageBuildReconciler struct {
 // SetupWithManager registers the controller: it watches ImageBuilds and the pods and claims
 // they own.
 func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	registerCollector.Do(func() { metrics.Registry.MustRegister(NewPhaseCollector(mgr.GetClient())) })
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kilnv1.ImageBuild{}).
 		Owns(&corev1.Pod{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
+}
+
+var registerCollector sync.Once
+
+// SetMaxConcurrentBuilds changes the limit while the manager runs.
+func (r *ImageBuildReconciler) SetMaxConcurrentBuilds(n int) {
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
+	r.MaxConcurrentBuilds = n
 }
 
 // buildKey is what a build answers: a generation of the spec and a rebuild request.
@@ -102,6 +116,8 @@ type buildState struct {
 	stalled   bool
 	suspended bool
 	requeue   time.Duration
+	// claimWarning explains a cache claim that has stayed Pending too long.
+	claimWarning string
 }
 
 func (s *buildState) progress(phase kilnv1.Phase, reason, message string) {
@@ -122,6 +138,9 @@ func (s *buildState) requeueAfter(d time.Duration) {
 func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
 	ib := &kilnv1.ImageBuild{}
 	if err := r.Get(ctx, req.NamespacedName, ib); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetImageBuild(req.Namespace, req.Name)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ib.DeletionTimestamp.IsZero() {
@@ -184,6 +203,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		why := "the ImageBuild changed"
 		if ib.Spec.Suspend {
 			why = "the ImageBuild is suspended"
+			if lb := ib.Status.LastBuild; lb != nil && lb.PodName == pod.Name && lb.CompletionTime == nil {
+				now := metav1.NewTime(r.now())
+				lb.CompletionTime, lb.FailureReason, lb.Message = &now, kilnv1.FailureCancelled, "stopped because spec.suspend is true"
+			}
 		}
 		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildCancelled, "Cancelled build pod %s: %s", pod.Name, why)
 	}
@@ -224,7 +247,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 	}
 
 	attempt := int32(1)
-	if sameKey && lb.CompletionTime != nil {
+	switch {
+	case sameKey && lb.CompletionTime != nil && lb.FailureReason == kilnv1.FailureCancelled:
+		attempt = lb.Attempt // resumed after spec.suspend: the same attempt again
+	case sameKey && lb.CompletionTime != nil:
 		if lb.FailureReason == "" || !r.retryable(ib, lb) {
 			r.settle(ib, st)
 			return nil
@@ -243,14 +269,18 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 
 // startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
+	// Starting builds is serialized: admission, the Lease and the pod creation are one step.
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
 	if r.MaxConcurrentBuilds > 0 {
-		running, err := r.runningBuilds(ctx)
+		a, err := r.admit(ctx, ib)
 		if err != nil {
 			return err
 		}
-		if running >= r.MaxConcurrentBuilds {
-			st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("%d builds are running, the most the manager allows (--max-concurrent-builds)", running))
-			st.requeueAfter(5 * time.Second)
+		if !a.ok {
+			st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue; %d of %d slots in use (--max-concurrent-builds)",
+				a.position, a.queued, a.running, r.MaxConcurrentBuilds))
+			st.requeueAfter(3 * time.Second)
 			return nil
 		}
 	}
@@ -264,9 +294,11 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		st.requeueAfter(3 * time.Second)
 		return nil
 	}
+	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
 	pod, err := renderBuildPod(ib, podOptions{
 		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
+		ResetCache: resetAt != ib.Status.LastHandledResetCacheAt,
 	})
 	if err != nil {
 		return err
@@ -275,9 +307,11 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
 		return fmt.Errorf("creating build pod %s: %w", podName, err)
 	}
+	r.slots.created(pod, r.now())
 	if err := r.confirmCacheLease(ctx, ib.Namespace, claim.Name, podName); err != nil {
 		return err
 	}
+	ib.Status.LastHandledResetCacheAt = resetAt
 	key := keyOf(ib)
 	ib.Status.BuildCount = n
 	ib.Status.LastHandledRebuildAt = key.RebuildAt
@@ -287,21 +321,6 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)
 	st.progress(kilnv1.PhasePending, kilnv1.ReasonBuildStarted, msg)
 	return nil
-}
-
-// runningBuilds counts build pods that have not finished, in every namespace.
-func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
-	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}); err != nil {
-		return 0, fmt.Errorf("counting running builds: %w", err)
-	}
-	n := 0
-	for i := range list.Items {
-		if !podFinished(&list.Items[i]) {
-			n++
-		}
-	}
-	return n, nil
 }
 
 // observeRunning reports a build pod that has not finished.

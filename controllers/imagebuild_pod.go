@@ -44,6 +44,8 @@ type podOptions struct {
 	ClaimName string
 	// CacheBytes is the claim's size, from which garbage collection is configured.
 	CacheBytes int64
+	// ResetCache asks the runner to empty BuildKit's cache before building.
+	ResetCache bool
 }
 
 // buildPodName is the deterministic name of an ImageBuild's n-th build pod.
@@ -62,7 +64,7 @@ func gcKeepStorage(cacheBytes int64) string {
 // renderBuildPod is the build pod for one attempt of one build of ib. It is a pure function of
 // its inputs: the controller's tests and the pod rendering tests both rely on that.
 func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error) {
-	req := contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec}
+	req := contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec, ResetCache: opts.ResetCache}
 	reqJSON, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the runner's request: %w", err)

@@ -45,8 +45,16 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 	}
 
 	res, class, msg, tail := interpretPod(ib, pod, runner)
-	lb.FailureReason, lb.Message, lb.LogTail = class, contract.Truncate(msg, 1024), contract.Truncate(tail, maxLogTail)
+	if tail == "" {
+		tail = res.LogTail
+	}
+	lb.FailureReason, lb.Message, lb.LogTail = class, contract.Truncate(msg, 1024), contract.TruncateStart(tail, maxLogTail)
 	r.applyResult(ib, res)
+	var took time.Duration
+	if lb.StartTime != nil {
+		took = end.Sub(lb.StartTime.Time)
+	}
+	observeBuild(ib, took, class)
 
 	switch {
 	case class == "":
@@ -70,7 +78,8 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 			timeout = fmt.Sprintf("spec.timeout (%s)", ib.Spec.Timeout.Duration)
 		}
 		if runner == nil && !runnerStarted(pod) {
-			return res, kilnv1.FailureTimeout, fmt.Sprintf("buildkitd did not become ready, and the build did not start, within %s", timeout), ""
+			// The runner waits for buildkitd's startup probe: this is BuildKit not coming up.
+			return res, kilnv1.FailureBuildKitNotUp, fmt.Sprintf("buildkitd did not become ready, and the build did not start, within %s", timeout), ""
 		}
 		return res, kilnv1.FailureTimeout, fmt.Sprintf("the build ran longer than %s and was stopped", timeout), ""
 	}
@@ -208,9 +217,13 @@ func (r *ImageBuildReconciler) summarizeAndPatch(ctx context.Context, before, ib
 		setCondition(ib, kilnv1.ConditionReady, metav1.ConditionTrue, st.reason, st.message)
 		ib.Status.ObservedGeneration = ib.Generation
 	case st.reason != "":
+		msg := st.message
+		if st.claimWarning != "" {
+			msg += "; " + st.claimWarning
+		}
 		meta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.ConditionStalled)
-		setCondition(ib, kilnv1.ConditionReconciling, metav1.ConditionTrue, st.reason, st.message)
-		setCondition(ib, kilnv1.ConditionReady, metav1.ConditionFalse, st.reason, st.message)
+		setCondition(ib, kilnv1.ConditionReconciling, metav1.ConditionTrue, st.reason, msg)
+		setCondition(ib, kilnv1.ConditionReady, metav1.ConditionFalse, st.reason, msg)
 	case retErr != nil:
 		setCondition(ib, kilnv1.ConditionReconciling, metav1.ConditionTrue, "ReconcileError", retErr.Error())
 	}

@@ -42,6 +42,8 @@ const (
 	FailureTimeout       = "Timeout"
 	FailurePodLost       = "PodLost"
 	FailureRunnerCrashed = "RunnerCrashed"
+	// FailureCancelled marks a build stopped by spec.suspend; it starts again on resume.
+	FailureCancelled = "Cancelled"
 )
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt

@@ -421,6 +421,11 @@ type ImageBuildStatus struct {
 	// latest build answered.
 	// +optional
 	LastHandledRebuildAt string `json:"lastHandledRebuildAt,omitempty"`
+
+	// LastHandledResetCacheAt is the value of the kiln.dev/reset-cache-requested-at annotation
+	// whose cache reset a build has carried out (or started).
+	// +optional
+	LastHandledResetCacheAt string `json:"lastHandledResetCacheAt,omitempty"`
 }
 
 // ImageSize is the measured size of an image.
