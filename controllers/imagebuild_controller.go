@@ -220,6 +220,15 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 	}
 
 	lb := ib.Status.LastBuild
+	if current != nil && (lb == nil || lb.PodName != current.Name) && podBuild(current) >= ib.Status.BuildCount {
+		// The status is behind the pods (a stale read, or a patch that was lost): the newest
+		// pod of this key is the current build. Starting another would build twice.
+		attempt, _ := strconv.Atoi(current.Annotations[AnnotationAttempt])
+		ib.Status.BuildCount = podBuild(current)
+		ib.Status.LastHandledRebuildAt = key.RebuildAt
+		ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), Generation: key.Generation}
+		lb = ib.Status.LastBuild
+	}
 	sameKey := lb != nil && lb.Generation == key.Generation && ib.Status.LastHandledRebuildAt == key.RebuildAt
 	if current != nil && sameKey && lb.PodName == current.Name {
 		if !podFinished(current) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -92,7 +93,17 @@ func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
 			delete(r.slots.recent, key)
 			continue
 		}
-		n++
+		// Not in the cache yet: ask the API server, since it may already be gone again.
+		pod := &corev1.Pod{}
+		err := r.APIReader.Get(ctx, key, pod)
+		switch {
+		case apierrors.IsNotFound(err), err == nil && podFinished(pod):
+			delete(r.slots.recent, key)
+		case err != nil:
+			return 0, fmt.Errorf("reading build pod %s: %w", key, err)
+		default:
+			n++
+		}
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -34,6 +35,12 @@ var (
 	cfg       *rest.Config
 	scheme    = runtime.NewScheme()
 	nsCounter atomic.Int64
+	// testReconciler is the running controller, for tests that change its limits.
+	testReconciler *ImageBuildReconciler
+	// clockOffset moves the controller's clock forward, for tests of elapsed time.
+	clockOffset atomic.Int64
+	// metricsAddr is where the test manager serves /metrics.
+	metricsAddr string
 )
 
 func TestMain(m *testing.M) {
@@ -79,9 +86,15 @@ func zapLevel() zapcore.Level {
 
 // startManager runs the controller as the manager does, with a short retry backoff.
 func startManager(ctx context.Context) <-chan struct{} {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	metricsAddr = l.Addr().String()
+	l.Close()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
+		Metrics: metricsserver.Options{BindAddress: metricsAddr},
 	})
 	if err != nil {
 		panic(err)
@@ -95,7 +108,9 @@ func startManager(ctx context.Context) <-chan struct{} {
 		RunnerImage:      "registry.test/kiln:test",
 		DefaultCacheSize: resource.MustParse("5Gi"),
 		RetryBackoff:     500 * time.Millisecond,
+		Now:              func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) },
 	}
+	testReconciler = r
 	if err := r.SetupWithManager(mgr, 4); err != nil {
 		panic(err)
 	}
@@ -116,6 +131,13 @@ func newNamespace(t *testing.T) string {
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace: %v", err)
 	}
+	// envtest runs no garbage collector or namespace controller: remove what the test made, so
+	// that its unfinished build pods do not hold build slots in later tests.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = k8sClient.DeleteAllOf(ctx, &kilnv1.ImageBuild{}, client.InNamespace(ns.Name))
+		_ = k8sClient.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns.Name), client.GracePeriodSeconds(0))
+	})
 	return ns.Name
 }
 
