@@ -88,15 +88,21 @@ func (r *ImageBuildReconciler) SetMaxConcurrentBuilds(n int) {
 type buildKey struct {
 	Generation int64
 	RebuildAt  string
+	Polled     string
 }
 
 func keyOf(ib *kilnv1.ImageBuild) buildKey {
-	return buildKey{Generation: ib.Generation, RebuildAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt]}
+	return buildKey{Generation: ib.Generation, RebuildAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt], Polled: ib.Status.PolledRevision}
 }
 
 func podKey(pod *corev1.Pod) buildKey {
 	gen, _ := strconv.ParseInt(pod.Annotations[AnnotationGeneration], 10, 64)
-	return buildKey{Generation: gen, RebuildAt: pod.Annotations[AnnotationRebuildAt]}
+	return buildKey{Generation: gen, RebuildAt: pod.Annotations[AnnotationRebuildAt], Polled: pod.Annotations[AnnotationPolled]}
+}
+
+// answers reports whether the build lb answered key.
+func answers(ib *kilnv1.ImageBuild, lb *kilnv1.LastBuild, key buildKey) bool {
+	return lb != nil && lb.Generation == key.Generation && ib.Status.LastHandledRebuildAt == key.RebuildAt && lb.PolledRevision == key.Polled
 }
 
 func podBuild(pod *corev1.Pod) int64 {
@@ -157,6 +163,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err != nil || st.stalled {
 		return reconcile.Result{}, err
 	}
+	r.reconcilePoll(ctx, ib, st)
 	if err := r.reconcileBuild(ctx, ib, claim, st); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -226,10 +233,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		attempt, _ := strconv.Atoi(current.Annotations[AnnotationAttempt])
 		ib.Status.BuildCount = podBuild(current)
 		ib.Status.LastHandledRebuildAt = key.RebuildAt
-		ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), Generation: key.Generation}
+		ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), Generation: key.Generation, PolledRevision: key.Polled}
 		lb = ib.Status.LastBuild
 	}
-	sameKey := lb != nil && lb.Generation == key.Generation && ib.Status.LastHandledRebuildAt == key.RebuildAt
+	sameKey := answers(ib, lb, key)
 	if current != nil && sameKey && lb.PodName == current.Name {
 		if !podFinished(current) {
 			r.observeRunning(ib, current, st)
@@ -324,7 +331,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	key := keyOf(ib)
 	ib.Status.BuildCount = n
 	ib.Status.LastHandledRebuildAt = key.RebuildAt
-	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, Generation: key.Generation}
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, Generation: key.Generation, PolledRevision: key.Polled}
 	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
 	msg := fmt.Sprintf("Started build pod %s (attempt %d) on cache claim %s", podName, attempt, claim.Name)
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)

@@ -21,6 +21,7 @@ const (
 	AnnotationBuild      = "kiln.dev/build"
 	AnnotationGeneration = "kiln.dev/generation"
 	AnnotationRebuildAt  = "kiln.dev/rebuild-requested-at"
+	AnnotationPolled     = "kiln.dev/polled-revision"
 	AnnotationAttempt    = "kiln.dev/attempt"
 	AnnotationCacheClaim = "kiln.dev/cache-claim"
 
@@ -193,6 +194,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error)
 				AnnotationBuild:      strconv.FormatInt(opts.Build, 10),
 				AnnotationGeneration: strconv.FormatInt(ib.Generation, 10),
 				AnnotationRebuildAt:  ib.Annotations[kilnv1.AnnotationRebuildRequestedAt],
+				AnnotationPolled:     ib.Status.PolledRevision,
 				AnnotationAttempt:    strconv.Itoa(int(opts.Attempt)),
 				AnnotationCacheClaim: opts.ClaimName,
 			},

@@ -65,6 +65,15 @@ source: {git: {url: "ftp://example.com/a.git"}}
 output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must be a git URL"}},
 		{"tiny cache", valid + `
 cache: {size: 1Mi}`, []string{"spec.cache.size", "must be at least 100Mi"}},
+		{"poll with credentials", `
+source: {git: {url: "https://example.com/a.git", pollInterval: 5m, secretRef: {name: creds}}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "pollInterval works only for repositories readable without credentials"}},
+		{"poll over ssh", `
+source: {git: {url: "ssh://git@example.com/a.git", pollInterval: 5m}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "pollInterval needs an https://, http:// or git:// url"}},
+		{"poll too often", `
+source: {git: {url: "https://example.com/a.git", pollInterval: 10s}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.pollInterval", "must be at least 1m"}},
 		{"no output", `
 source: {configMap: {name: src}}`, []string{"spec.output", "Required value"}},
 	} {

@@ -28,6 +28,8 @@ const (
 	ReasonSuspended       = "Suspended"
 	ReasonRetrying        = "Retrying"
 	ReasonBuildCancelled  = "BuildCancelled"
+	ReasonNewRevision     = "NewRevision"
+	ReasonPollFailed      = "PollFailed"
 )
 
 // Failure classes: the runner's result says which one a failed build is, and the manager adds

@@ -29,7 +29,7 @@ type ImageBuildSpec struct {
 	Budget *Budget `json:"budget,omitempty"`
 
 	// Timeout ends a build that runs longer, counted from the build pod's start.
-	// +kubebuilder:default="30m"
+	// +kubebuilder:default="30m0s"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
@@ -95,6 +95,8 @@ type Source struct {
 }
 
 // GitSource is a git repository, fetched by BuildKit itself.
+// +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || !has(self.secretRef)",message="pollInterval works only for repositories readable without credentials (kiln's manager never reads Secrets): remove secretRef, or start builds with the kiln.dev/rebuild-requested-at annotation"
+// +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || self.url.startsWith('https://') || self.url.startsWith('http://') || self.url.startsWith('git://')",message="pollInterval needs an https://, http:// or git:// url"
 type GitSource struct {
 	// URL of the repository: https://, ssh://, git:// or git@host:path.
 	// +kubebuilder:validation:MinLength=1
@@ -118,6 +120,13 @@ type GitSource struct {
 	// HTTPS (sent as basic auth), or an `ssh-privatekey` key (and optional `known_hosts`) for SSH.
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+
+	// PollInterval, when set, makes kiln's manager check every interval which commit the
+	// revision (a branch, or a tag that may move) points to, and build when it changes. Public
+	// repositories only; the manager needs network access to the git server.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="must be at least 1m"
+	// +optional
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 }
 
 // ConfigMapSource is a ConfigMap used as the build context.
@@ -422,6 +431,15 @@ type ImageBuildStatus struct {
 	// +optional
 	LastHandledRebuildAt string `json:"lastHandledRebuildAt,omitempty"`
 
+	// PolledRevision is the commit the last poll of spec.source.git found, when it differed
+	// from the built one; it starts a build.
+	// +optional
+	PolledRevision string `json:"polledRevision,omitempty"`
+
+	// LastPolledAt is when spec.source.git was last polled.
+	// +optional
+	LastPolledAt *metav1.Time `json:"lastPolledAt,omitempty"`
+
 	// LastHandledResetCacheAt is the value of the kiln.dev/reset-cache-requested-at annotation
 	// whose cache reset a build has carried out (or started).
 	// +optional
@@ -553,6 +571,9 @@ type LastBuild struct {
 	Attempt int32 `json:"attempt"`
 	// Generation of the spec the build used.
 	Generation int64 `json:"generation"`
+	// PolledRevision is the polled commit that started the build, if a poll did.
+	// +optional
+	PolledRevision string `json:"polledRevision,omitempty"`
 	// StartTime of the build pod.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

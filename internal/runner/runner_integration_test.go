@@ -11,12 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -530,7 +528,7 @@ func (e *env) testGit(t *testing.T) {
 	gitRun(work, "tag", "v1")
 	commit := gitRun(work, "rev-parse", "HEAD")
 	gitRun(work, "clone", "-q", "--bare", work, repo)
-	addr := startGitDaemon(t, filepath.Dir(repo))
+	addr := testenv.StartGitDaemon(t, filepath.Dir(repo))
 
 	req := e.request("fromgit", func(s *kilnv1.ImageBuildSpec) {
 		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
@@ -586,43 +584,4 @@ func layerFiles(t *testing.T, img v1.Image) []string {
 		rc.Close()
 	}
 	return files
-}
-
-// startGitDaemon serves the bare repositories under base with `git daemon` on 127.0.0.1.
-func startGitDaemon(t *testing.T, base string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), "--base-path="+base, base)
-	// A log file, not a pipe: the daemon's children would keep a pipe open past Wait. Its own
-	// process group, so that the children go with it.
-	logPath := filepath.Join(t.TempDir(), "git-daemon.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting git daemon: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logPath)
-			t.Fatalf("git daemon did not listen on %s: %v\n%s", addr, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
