@@ -6,11 +6,14 @@ SHELL := /usr/bin/env bash -o pipefail
 
 K8S_VERSION        ?= v1.36.3
 CONTROLLER_TOOLS   ?= v0.21.0
+HELM_VERSION       ?= v3.22.0
 BUILDKIT_VERSION   ?= $(shell sed -n 's/^const BuildKitVersion = "\(.*\)"/\1/p' internal/version/version.go)
 
 BIN        := $(CURDIR)/bin
 K8S_BIN    := $(BIN)/k8s-$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS)
+HELM           := $(BIN)/helm-$(HELM_VERSION)
+export HELM
 K8S_LDFLAGS := -s -w \
   -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
   -X k8s.io/component-base/version.gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(K8S_VERSION)))) \
@@ -25,7 +28,8 @@ export KUBEBUILDER_ASSETS := $(K8S_BIN)
 GO_TEST_FLAGS ?= -count=1
 
 # What `make generate manifests` writes.
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml \
+  charts/kiln/templates/crd-imagebuilds.yaml charts/kiln/templates/_rules.tpl
 
 .DEFAULT_GOAL := help
 
@@ -46,6 +50,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC.
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kiln-manager \
 	  paths=./api/... paths=./controllers/... \
 	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	bash hack/chart-sync.sh
 
 .PHONY: fmt
 fmt: ## Format the Go code.
@@ -69,10 +74,10 @@ verify: generate manifests ## Regenerate and fail if generated files differ from
 ##@ Test
 
 .PHONY: test
-test: lint verify test-unit ## Run every test: lint, generated-file check, unit and envtest suites.
+test: lint verify helm-lint test-unit ## Run every test: lint, generated files, helm lint, unit, envtest, chart and real-parts suites.
 
 .PHONY: test-unit
-test-unit: envtest-bins test-deps ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
+test-unit: envtest-bins test-deps $(HELM) ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
@@ -88,6 +93,10 @@ build: ## Build kiln's binary into bin/kiln.
 .PHONY: run
 run: manifests ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/kiln manager --metrics-bind-address=:8080 --health-probe-bind-address=:8081
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the Helm chart.
+	$(HELM) lint --strict charts/kiln
 
 .PHONY: docker-build
 docker-build: ## Build kiln's image with docker (needs a Docker engine).
@@ -109,6 +118,14 @@ $(K8S_BIN)/kube-apiserver: hack/k8s/go.mod
 $(K8S_BIN)/etcd: hack/k8s/go.mod hack/k8s/etcd/main.go
 	@mkdir -p $(K8S_BIN)
 	cd hack/k8s && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $@.tmp ./etcd && mv $@.tmp $@
+
+.PHONY: helm
+helm: $(HELM) ## Build helm from the module proxy into bin/.
+
+$(HELM):
+	@mkdir -p $(BIN)/tmp-helm
+	cd /tmp && GOBIN=$(BIN)/tmp-helm CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/tmp-helm/helm $@ && rmdir $(BIN)/tmp-helm
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)/tmp-cg

@@ -1,0 +1,255 @@
+package chart
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+)
+
+// The chart is rendered by the real helm binary (built into bin/ by `make helm`) and every object
+// is applied with server-side dry-run to a real kube-apiserver (envtest).
+
+var (
+	k8s  client.Client
+	helm string
+)
+
+const chartDir = "../../charts/kiln"
+
+func TestMain(m *testing.M) {
+	helm = os.Getenv("HELM")
+	if helm == "" {
+		matches, _ := filepath.Glob("../../bin/helm-*")
+		if len(matches) > 0 {
+			helm = matches[len(matches)-1]
+		}
+	}
+	if helm == "" || os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "chart tests need the helm binary and envtest: run them with `make test`")
+		os.Exit(1)
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"testdata"}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	k8s, err = client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		panic(err)
+	}
+	_ = k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kiln-system"}})
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// render runs `helm template` with the given values and returns its objects.
+func render(t *testing.T, values string) ([]*unstructured.Unstructured, error) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte(values), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(helm, "template", "kiln", chartDir, "--namespace", "kiln-system", "-f", f)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	var objs []*unstructured.Unstructured
+	for _, doc := range strings.Split(string(out), "\n---") {
+		m := map[string]any{}
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("rendered YAML does not parse: %v\n%s", err, doc)
+		}
+		if len(m) > 0 {
+			objs = append(objs, &unstructured.Unstructured{Object: m})
+		}
+	}
+	return objs, nil
+}
+
+func find(objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			return o
+		}
+	}
+	return nil
+}
+
+func TestChartRendersAndApplies(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values string
+		check  func(t *testing.T, objs []*unstructured.Unstructured)
+	}{
+		{"defaults", "", func(t *testing.T, objs []*unstructured.Unstructured) {
+			crd := find(objs, "CustomResourceDefinition")
+			if crd == nil || crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("the CRD is installed and kept by default: %v", crd)
+			}
+			args := containerArgs(t, find(objs, "Deployment"))
+			for _, want := range []string{"--buildkit-image=docker.io/moby/buildkit:v0.33.0-rootless", "--runner-image=ghcr.io/kiln-dev/kiln:v0.1.0-dev", "--max-concurrent-builds=10", "--default-cache-size=10Gi"} {
+				if !strings.Contains(args, want) {
+					t.Errorf("manager args lack %s: %s", want, args)
+				}
+			}
+			if strings.Contains(args, "--leader-elect") || find(objs, "Role") != nil {
+				t.Error("one replica needs no leader election")
+			}
+			if find(objs, "Service") == nil || find(objs, "ServiceMonitor") != nil {
+				t.Error("metrics Service yes, ServiceMonitor no, by default")
+			}
+			checkRules(t, find(objs, "ClusterRole"))
+		}},
+		{"two replicas elect a leader", "replicaCount: 2\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if !strings.Contains(containerArgs(t, find(objs, "Deployment")), "--leader-elect") || find(objs, "Role") == nil || find(objs, "RoleBinding") == nil {
+				t.Error("leader election flag and Role expected")
+			}
+		}},
+		{"without CRDs", "crds: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if find(objs, "CustomResourceDefinition") != nil {
+				t.Error("crds.enabled=false still renders the CRD")
+			}
+		}},
+		{"CRD not kept", "crds: {keep: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if _, ok := find(objs, "CustomResourceDefinition").GetAnnotations()["helm.sh/resource-policy"]; ok {
+				t.Error("crds.keep=false still keeps the CRD")
+			}
+		}},
+		{"ServiceMonitor", "metrics: {serviceMonitor: {enabled: true, labels: {release: prom}}}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			sm := find(objs, "ServiceMonitor")
+			if sm == nil || sm.GetLabels()["release"] != "prom" {
+				t.Errorf("ServiceMonitor %v", sm)
+			}
+		}},
+		{"no metrics", "metrics: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if find(objs, "Service") != nil || !strings.Contains(containerArgs(t, find(objs, "Deployment")), "--metrics-bind-address=0") {
+				t.Error("metrics off: no Service, metrics endpoint off")
+			}
+		}},
+		{"images, cache, scheduling", `image: {repository: registry.local/kiln, tag: dev}
+buildkit: {image: registry.local/buildkit:v0.33.0-rootless}
+runner: {image: registry.local/kiln-runner:dev}
+cache: {defaultSize: 50Gi, defaultStorageClass: fast}
+nodeSelector: {pool: system}
+tolerations: [{key: system, operator: Exists}]
+priorityClassName: system-cluster-critical
+`, func(t *testing.T, objs []*unstructured.Unstructured) {
+			args := containerArgs(t, find(objs, "Deployment"))
+			for _, want := range []string{"--runner-image=registry.local/kiln-runner:dev", "--buildkit-image=registry.local/buildkit:v0.33.0-rootless", "--default-storage-class=fast", "--default-cache-size=50Gi"} {
+				if !strings.Contains(args, want) {
+					t.Errorf("args lack %s", want)
+				}
+			}
+		}},
+		{"existing service account, no RBAC", "serviceAccount: {create: false, name: builder}\nrbac: {create: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if find(objs, "ServiceAccount") != nil || find(objs, "ClusterRole") != nil {
+				t.Error("nothing to create")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, err := render(t, tc.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if err := k8s.Create(context.Background(), o.DeepCopy(), client.DryRunAll); err != nil {
+					t.Errorf("%s %s rejected by the API server: %v", o.GetKind(), o.GetName(), err)
+				}
+			}
+			tc.check(t, objs)
+		})
+	}
+}
+
+func containerArgs(t *testing.T, d *unstructured.Unstructured) string {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	if len(cs) != 1 {
+		t.Fatalf("containers %v", cs)
+	}
+	args, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
+	return strings.Join(args, " ")
+}
+
+// checkRules compares the chart's ClusterRole with config/rbac/role.yaml and checks it holds no
+// Secret access.
+func checkRules(t *testing.T, cr *unstructured.Unstructured) {
+	t.Helper()
+	var got, want rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(cr.Object, &got); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../../config/rbac/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Rules) != fmt.Sprint(want.Rules) {
+		t.Errorf("chart rules differ from config/rbac/role.yaml:\n%v\n%v", got.Rules, want.Rules)
+	}
+	for _, r := range got.Rules {
+		for _, res := range r.Resources {
+			if res == "secrets" || res == "*" {
+				t.Errorf("the manager must not read Secrets: %+v", r)
+			}
+		}
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		values string
+		want   []string
+	}{
+		{"replicas: 2\n", []string{"replicas", "not allowed"}},
+		{"replicaCount: 0\n", []string{"replicaCount", "minimum"}},
+		{"cache: {defaultSize: ten-gigs}\n", []string{"defaultSize"}},
+		{"metrics: {serviceMonitor: {enabled: yes-please}}\n", []string{"enabled"}},
+		{"buildkit: {image: \"\"}\n", []string{"image"}},
+		{"logLevel: verbose\n", []string{"logLevel"}},
+		{"retryBackoff: soon\n", []string{"retryBackoff"}},
+	} {
+		_, err := render(t, tc.values)
+		if err == nil {
+			t.Errorf("values %q were accepted", tc.values)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("values %q: error does not mention %q:\n%v", tc.values, w, err)
+			}
+		}
+	}
+}
+
+func TestHelmLint(t *testing.T) {
+	out, err := exec.Command(helm, "lint", "--strict", chartDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+}
