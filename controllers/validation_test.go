@@ -161,3 +161,40 @@ func TestSamplesAreAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsInvalidExamplesAreRejected applies every YAML block in docs/ that starts with
+// "# docs-invalid: MESSAGE" and checks that the API server refuses it with that message.
+func TestDocsInvalidExamplesAreRejected(t *testing.T) {
+	ns := newNamespace(t)
+	files, _ := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	found := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := strings.Split(string(data), "```yaml\n")
+		for _, b := range blocks[1:] {
+			body, _, _ := strings.Cut(b, "```")
+			first, rest, _ := strings.Cut(body, "\n")
+			want, ok := strings.CutPrefix(first, "# docs-invalid: ")
+			if !ok {
+				continue
+			}
+			found++
+			obj := map[string]any{}
+			if err := yaml.Unmarshal([]byte(rest), &obj); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			u := &unstructured.Unstructured{Object: obj}
+			u.SetNamespace(ns)
+			err := k8sClient.Create(context.Background(), u, client.DryRunAll)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %s: got %v\nwant the message the docs show: %s", f, u.GetName(), err, want)
+			}
+		}
+	}
+	if found == 0 {
+		t.Fatal("no docs-invalid examples found: the test proves nothing")
+	}
+}

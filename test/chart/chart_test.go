@@ -148,7 +148,7 @@ func TestChartRendersAndApplies(t *testing.T) {
 				t.Error("metrics off: no Service, metrics endpoint off")
 			}
 		}},
-		{"images, cache, scheduling", `image: {repository: registry.local/kiln, tag: dev}
+		{"images cache and scheduling", `image: {repository: registry.local/kiln, tag: dev}
 buildkit: {image: registry.local/buildkit:v0.33.0-rootless}
 runner: {image: registry.local/kiln-runner:dev}
 cache: {defaultSize: 50Gi, defaultStorageClass: fast}
@@ -163,7 +163,7 @@ priorityClassName: system-cluster-critical
 				}
 			}
 		}},
-		{"existing service account, no RBAC", "serviceAccount: {create: false, name: builder}\nrbac: {create: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+		{"existing service account and no RBAC", "serviceAccount: {create: false, name: builder}\nrbac: {create: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
 			if find(objs, "ServiceAccount") != nil || find(objs, "ClusterRole") != nil {
 				t.Error("nothing to create")
 			}
