@@ -356,8 +356,11 @@ func TestPendingClaimIsReported(t *testing.T) {
 	ib := newImageBuild(ns, "stuck", func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.StorageClassName = ptr.To("no-such-class") })
 	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
 	g.Eventually(podExists(ns, "stuck-build-1")).Should(BeTrue())
+	g.Eventually(func(g Gomega) { g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady)).NotTo(BeNil()) }).Should(Succeed())
 	g.Consistently(func(g Gomega) {
-		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).NotTo(ContainSubstring("Pending for"))
+		ready := condition(getIB(g, ib), kilnv1.ConditionReady)
+		g.Expect(ready).NotTo(BeNil())
+		g.Expect(ready.Message).NotTo(ContainSubstring("Pending for"))
 	}, time.Second).Should(Succeed())
 
 	clockOffset.Store(int64(3 * time.Minute))
