@@ -117,55 +117,57 @@ func leaseName(claim string) string {
 	return truncateName("kiln-cache-"+claim, "")
 }
 
-// acquireCacheLease takes the claim's Lease for the build pod podName. It returns ("", nil) when
-// the Lease is now held for podName, or the name of the pod that holds it. Creating the Lease is
+// acquireCacheLease takes the claim's Lease for the build pod podName. It returns the Lease when
+// it is now held for podName, or the name of the pod that holds it. Creating the Lease is
 // atomic, and taking over a stale one is an update guarded by its resourceVersion, so two
 // managers (or two workers) never both win.
-func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim, podName string) (string, error) {
+func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim, podName string) (*coordinationv1.Lease, string, error) {
 	now := metav1.NewMicroTime(r.now())
 	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim)}
-	lease := &coordinationv1.Lease{}
-	err := r.APIReader.Get(ctx, key, lease)
-	if apierrors.IsNotFound(err) {
-		lease = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: key.Name, Namespace: key.Namespace,
-				Labels:      map[string]string{LabelManagedBy: "kiln"},
-				Annotations: map[string]string{AnnotationCacheClaim: claim},
-			},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(podName), AcquireTime: &now, RenewTime: &now},
-		}
-		if err := r.Create(ctx, lease); err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				return "(another build)", nil
-			}
-			return "", fmt.Errorf("creating lease %s: %w", key.Name, err)
-		}
-		return "", nil
+	// Most claims are free: try to create the Lease first, and read it only when it exists.
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: key.Name, Namespace: key.Namespace,
+			Labels:      map[string]string{LabelManagedBy: "kiln"},
+			Annotations: map[string]string{AnnotationCacheClaim: claim},
+		},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(podName), AcquireTime: &now, RenewTime: &now},
 	}
-	if err != nil {
-		return "", fmt.Errorf("reading lease %s: %w", key.Name, err)
+	err := r.Create(ctx, lease)
+	if err == nil {
+		return lease, "", nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, "", fmt.Errorf("creating lease %s: %w", key.Name, err)
+	}
+	lease = &coordinationv1.Lease{}
+	if err := r.APIReader.Get(ctx, key, lease); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, "(another build)", nil // released meanwhile: try again soon
+		}
+		return nil, "", fmt.Errorf("reading lease %s: %w", key.Name, err)
 	}
 	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
 	if holder == podName {
-		return "", nil
+		return lease, "", nil
 	}
 	if holder != "" {
 		busy, err := r.holderBusy(ctx, ib.Namespace, holder, lease)
 		if err != nil || busy {
-			return holder, err
+			return nil, holder, err
 		}
 	}
 	lease.Spec.HolderIdentity = ptr.To(podName)
 	lease.Spec.AcquireTime = &now
 	lease.Spec.RenewTime = &now
+	delete(lease.Annotations, annotationHolderCreated)
 	if err := r.Update(ctx, lease); err != nil {
 		if apierrors.IsConflict(err) {
-			return "(another build)", nil
+			return nil, "(another build)", nil
 		}
-		return "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, holder, err)
+		return nil, "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, holder, err)
 	}
-	return "", nil
+	return lease, "", nil
 }
 
 // holderBusy reports whether the pod holding a Lease may still be using the claim: it exists and
@@ -195,12 +197,8 @@ func (r *ImageBuildReconciler) holderBusy(ctx context.Context, namespace, holder
 const annotationHolderCreated = "kiln.dev/holder-created"
 
 // confirmCacheLease marks on the Lease that its holder pod now exists.
-func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, namespace, claim, podName string) error {
-	lease := &coordinationv1.Lease{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: leaseName(claim)}, lease); err != nil {
-		return fmt.Errorf("reading lease of cache claim %s: %w", claim, err)
-	}
-	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName || lease.Annotations[annotationHolderCreated] == podName {
+func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, lease *coordinationv1.Lease, podName string) error {
+	if lease.Annotations[annotationHolderCreated] == podName {
 		return nil
 	}
 	if lease.Annotations == nil {
@@ -208,7 +206,7 @@ func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, namespace,
 	}
 	lease.Annotations[annotationHolderCreated] = podName
 	if err := r.Update(ctx, lease); err != nil {
-		return fmt.Errorf("marking lease of cache claim %s: %w", claim, err)
+		return fmt.Errorf("marking lease %s: %w", lease.Name, err)
 	}
 	return nil
 }

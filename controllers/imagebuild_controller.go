@@ -285,23 +285,30 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 
 // startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
-	// Starting builds is serialized: admission, the Lease and the pod creation are one step.
+	// Admission is serialized: a worker admitted here reserves its slot before the lock is
+	// released, so parallel workers never overshoot; the Lease and the pod come after.
+	podName := buildPodName(ib, n)
+	slotKey := types.NamespacedName{Namespace: ib.Namespace, Name: podName}
 	r.slots.mu.Lock()
-	defer r.slots.mu.Unlock()
 	if r.MaxConcurrentBuilds > 0 {
 		a, err := r.admit(ctx, ib)
-		if err != nil {
-			return err
-		}
-		if !a.ok {
+		if err != nil || !a.ok {
+			r.slots.mu.Unlock()
+			if err != nil {
+				return err
+			}
 			st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue; %d of %d slots in use (--max-concurrent-builds)",
 				a.position, a.queued, a.running, r.MaxConcurrentBuilds))
 			st.requeueAfter(3 * time.Second)
 			return nil
 		}
 	}
-	podName := buildPodName(ib, n)
-	holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
+	r.slots.reserve(slotKey, r.now())
+	r.slots.mu.Unlock()
+	created := false
+	defer func() { r.slots.settle(slotKey, created) }()
+
+	lease, holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
 	if err != nil {
 		return err
 	}
@@ -323,8 +330,8 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
 		return fmt.Errorf("creating build pod %s: %w", podName, err)
 	}
-	r.slots.created(pod, r.now())
-	if err := r.confirmCacheLease(ctx, ib.Namespace, claim.Name, podName); err != nil {
+	created = true
+	if err := r.confirmCacheLease(ctx, lease, podName); err != nil {
 		return err
 	}
 	ib.Status.LastHandledResetCacheAt = resetAt

@@ -19,7 +19,13 @@ import (
 // even before the cache shows them, so parallel workers never overshoot the limit.
 type buildSlots struct {
 	mu     sync.Mutex
-	recent map[types.NamespacedName]time.Time
+	recent map[types.NamespacedName]slot
+}
+
+// slot is a build pod that holds a slot before the cache shows it: reserved, then created.
+type slot struct {
+	at      time.Time
+	created bool
 }
 
 // recentGrace is how long a created pod counts while the cache has not shown it yet.
@@ -88,9 +94,13 @@ func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
 		}
 	}
 	now := r.now()
-	for key, at := range r.slots.recent {
-		if seen[key] || now.Sub(at) > recentGrace {
+	for key, sl := range r.slots.recent {
+		if seen[key] || now.Sub(sl.at) > recentGrace {
 			delete(r.slots.recent, key)
+			continue
+		}
+		if !sl.created {
+			n++ // reserved: its pod is being created
 			continue
 		}
 		// Not in the cache yet: ask the API server, since it may already be gone again.
@@ -108,11 +118,25 @@ func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// created notes a pod just created, so that it counts before the cache shows it. The caller
-// holds s.mu.
-func (s *buildSlots) created(pod *corev1.Pod, at time.Time) {
+// reserve holds a slot for a pod about to be created. The caller holds s.mu.
+func (s *buildSlots) reserve(key types.NamespacedName, at time.Time) {
 	if s.recent == nil {
-		s.recent = map[types.NamespacedName]time.Time{}
+		s.recent = map[types.NamespacedName]slot{}
 	}
-	s.recent[types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}] = at
+	s.recent[key] = slot{at: at}
+}
+
+// settle marks a reserved slot's pod created, or frees the slot when no pod was made.
+func (s *buildSlots) settle(key types.NamespacedName, created bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl, ok := s.recent[key]
+	switch {
+	case !ok:
+	case created:
+		sl.created = true
+		s.recent[key] = sl
+	default:
+		delete(s.recent, key)
+	}
 }
