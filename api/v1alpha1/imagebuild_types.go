@@ -28,6 +28,10 @@ type ImageBuildSpec struct {
 	// +optional
 	Budget *Budget `json:"budget,omitempty"`
 
+	// Advice tunes kiln's findings about the Dockerfile and the image (see docs/advice.md).
+	// +optional
+	Advice *AdviceSpec `json:"advice,omitempty"`
+
 	// Timeout ends a build that runs longer, counted from the build pod's start.
 	// +kubebuilder:default="30m0s"
 	// +optional
@@ -79,6 +83,17 @@ type ImageBuildSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// AdviceSpec tunes kiln's advice.
+type AdviceSpec struct {
+	// Ignore silences these rule ids, like a `# kiln:ignore=<rule-id>` comment in the Dockerfile.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]+(-[a-z0-9]+)*$`
+	// +listType=set
+	// +optional
+	Ignore []string `json:"ignore,omitempty"`
 }
 
 // Source is the build context: exactly one of its fields is set.
