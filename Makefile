@@ -84,6 +84,24 @@ test-unit: envtest-bins test-deps $(HELM) ## Unit, envtest (real kube-apiserver)
 test-integration: test-deps ## Only the runner's and the harness's real-parts tests.
 	go test $(GO_TEST_FLAGS) -v ./internal/runner/... ./internal/testenv/...
 
+##@ Cluster
+
+.PHONY: cluster-up
+cluster-up: ## Bring up the local single-node cluster (builds its binaries and images the first time).
+	hack/local-cluster/up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and leave the machine clean.
+	hack/local-cluster/down
+
+.PHONY: demo
+demo: ## kiln's main job end to end: cluster, Helm install, a budgeted Go build, a warm rebuild.
+	bash hack/demo.sh
+
+.PHONY: e2e
+e2e: $(HELM) ## End-to-end tests against the local cluster (brings it up and installs kiln first).
+	bash hack/e2e.sh
+
 ##@ Build
 
 .PHONY: build

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
 	"github.com/kiln-dev/kiln/internal/units"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 // Config is one run of the runner.
@@ -83,7 +84,7 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	var res contract.Result
 	spec := r.req.Spec
-	fmt.Fprintf(r.out, "kiln runner: building %s/%s (build %d) into %s\n", r.req.Namespace, r.req.Name, r.req.Build, r.imageName())
+	fmt.Fprintf(r.out, "kiln runner %s: building %s/%s (build %d) into %s, as uid %d\n", version.Version, r.req.Namespace, r.req.Name, r.req.Build, r.imageName(), os.Getuid())
 	in, err := prepare(r.req, cfg.Paths)
 	if err != nil {
 		return res, err

@@ -16,16 +16,23 @@ import (
 // its children stop when the test ends.
 func StartGitDaemon(t testing.TB, base string) string {
 	t.Helper()
+	return StartGitDaemonOn(t, base, "127.0.0.1")
+}
+
+// StartGitDaemonOn is StartGitDaemon listening on host, an address of this machine (the local
+// cluster's bridge gateway, so that pods reach it).
+func StartGitDaemonOn(t testing.TB, base, host string) string {
+	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Fatalf("testenv: git is not installed (run hack/install-test-deps.sh)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), "--base-path="+base, base)
+	cmd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--listen="+host, fmt.Sprintf("--port=%d", port), "--base-path="+base, base)
 	// A log file, not a pipe: the daemon's children would keep a pipe open past Wait. Its own
 	// process group, so that the children go with it.
 	logPath := filepath.Join(t.TempDir(), "git-daemon.log")
@@ -40,7 +47,7 @@ func StartGitDaemon(t testing.TB, base string) string {
 		t.Fatalf("testenv: starting git daemon: %v", err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := net.JoinHostPort(host, fmt.Sprint(port))
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
