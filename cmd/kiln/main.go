@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kiln-dev/kiln/internal/advice"
 	"github.com/kiln-dev/kiln/internal/manager"
 	"github.com/kiln-dev/kiln/internal/runner"
 )
@@ -15,6 +16,7 @@ const usage = `kiln builds container images in Kubernetes with rootless BuildKit
 Usage:
   kiln manager [flags]   run the ImageBuild controller
   kiln runner  [flags]   run one build (inside a build pod)
+  kiln advise  [flags]   find what makes an image big or a build slow, before you push
 
 Run "kiln <command> -h" for a command's flags.
 `
@@ -30,6 +32,8 @@ func main() {
 		os.Exit(manager.Main(args))
 	case "runner":
 		os.Exit(runner.Main(args))
+	case "advise":
+		os.Exit(advice.Main(args, os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

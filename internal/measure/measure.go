@@ -47,6 +47,20 @@ type Image struct {
 	WastedBytes       int64
 	// Waste lists the largest hidden copies, largest first (at most MaxWasteItems).
 	Waste []Waste
+	// WasteGroups sums every hidden copy by the layer that added it and the one that hid it:
+	// exact, however many files there are.
+	WasteGroups []WasteGroup
+}
+
+// WasteGroup is the hidden copies one layer added and a later one deleted or overwrote.
+type WasteGroup struct {
+	AddedIn, RemovedIn int
+	Bytes              int64
+	Files              int
+	Deleted            bool
+	// Largest is the path of the biggest hidden copy in the group.
+	Largest      string
+	largestBytes int64
 }
 
 // MaxWasteItems bounds Image.Waste.
@@ -115,6 +129,10 @@ func MeasureImage(img v1.Image, platform string) (Image, error) {
 		fs.waste = fs.waste[:MaxWasteItems]
 	}
 	out.Waste = fs.waste
+	for _, g := range fs.groups {
+		out.WasteGroups = append(out.WasteGroups, *g)
+	}
+	sort.Slice(out.WasteGroups, func(i, j int) bool { return out.WasteGroups[i].Bytes > out.WasteGroups[j].Bytes })
 	return out, nil
 }
 
@@ -191,6 +209,7 @@ type overlay struct {
 	live   map[string]fileCopy
 	wasted int64
 	waste  []Waste
+	groups map[[2]int]*WasteGroup
 }
 
 type fileCopy struct {
@@ -198,7 +217,9 @@ type fileCopy struct {
 	layer int
 }
 
-func newOverlay() *overlay { return &overlay{live: map[string]fileCopy{}} }
+func newOverlay() *overlay {
+	return &overlay{live: map[string]fileCopy{}, groups: map[[2]int]*WasteGroup{}}
+}
 
 const whiteoutPrefix = ".wh."
 const opaqueWhiteout = ".wh..wh..opq"
@@ -283,6 +304,17 @@ func (o *overlay) hide(p string, layer int, deleted bool) {
 	if prev.size > 0 {
 		o.wasted += prev.size
 		o.waste = append(o.waste, Waste{Path: "/" + p, Bytes: prev.size, AddedIn: prev.layer, RemovedIn: layer, Deleted: deleted})
+		g := o.groups[[2]int{prev.layer, layer}]
+		if g == nil {
+			g = &WasteGroup{AddedIn: prev.layer, RemovedIn: layer, Deleted: deleted}
+			o.groups[[2]int{prev.layer, layer}] = g
+		}
+		if prev.size > g.largestBytes {
+			g.Largest, g.largestBytes = "/"+p, prev.size
+		}
+		g.Bytes += prev.size
+		g.Files++
+		g.Deleted = g.Deleted && deleted
 	}
 }
 

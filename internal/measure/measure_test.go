@@ -80,6 +80,13 @@ func TestWastedBytes(t *testing.T) {
 			if m.WastedBytes != tc.want {
 				t.Errorf("wasted %d, want %d (%+v)", m.WastedBytes, tc.want, m.Waste)
 			}
+			var grouped int64
+			for _, g := range m.WasteGroups {
+				grouped += g.Bytes
+			}
+			if grouped != m.WastedBytes {
+				t.Errorf("waste groups sum to %d, want %d", grouped, m.WastedBytes)
+			}
 		})
 	}
 }

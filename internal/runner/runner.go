@@ -139,6 +139,7 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	verdict := budget.Judge(spec.Budget, res.Platforms, baseline)
 	res.Budget = &verdict
 	r.report(measured, res.Platforms, verdict)
+	res.Advice = r.advise(in, measured)
 
 	if verdict.Verdict == kilnv1.VerdictOverBudget && verdict.Enforcement == kilnv1.EnforcementEnforce {
 		return res, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))

@@ -139,6 +139,42 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
 	t.Run("failed build carries a redacted log tail", func(t *testing.T) { e.testLogTail(t) })
 	t.Run("reset cache empties it before the build", func(t *testing.T) { e.testResetCache(t) })
+	t.Run("download then delete yields measured advice", func(t *testing.T) { e.testAdvice(t) })
+}
+
+func (e *env) testAdvice(t *testing.T) {
+	req := e.request("advised")
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
+		"RUN head -c 5000000 /dev/urandom > /tmp/pkg.tar.gz && echo downloaded\n" +
+		"RUN rm /tmp/pkg.tar.gz\n"}))
+	if res.FailureClass != "" {
+		t.Fatalf("build failed: %s", res.Message)
+	}
+	wasted := res.Platforms[0].WastedBytes
+	if wasted != 5_000_000 {
+		t.Fatalf("measured waste %d, want the 5000000-byte download", wasted)
+	}
+	var measured, static *kilnv1.Advice
+	for i, a := range res.Advice {
+		switch a.Rule {
+		case "wasted-bytes":
+			measured = &res.Advice[i]
+		case "files-deleted-later":
+			static = &res.Advice[i]
+		}
+	}
+	if measured == nil || static == nil {
+		t.Fatalf("advice lacks wasted-bytes or files-deleted-later: %+v", res.Advice)
+	}
+	if measured.Line != 2 || !strings.Contains(measured.Message, "3") {
+		t.Errorf("wasted-bytes finding should point at the download (line 2) and name the deleting line 3: %+v", *measured)
+	}
+	if diff := measured.SavingBytes - wasted; diff < -wasted/20 || diff > wasted/20 {
+		t.Errorf("saving %d is not within 5%% of the measured waste %d", measured.SavingBytes, wasted)
+	}
+	if static.Line != 2 {
+		t.Errorf("files-deleted-later at line %d, want 2", static.Line)
+	}
 }
 
 func (e *env) testLogTail(t *testing.T) {

@@ -1,0 +1,4 @@
+FROM busybox
+WORKDIR /
+COPY . ./
+CMD []

@@ -1,0 +1,4 @@
+# ❌ Bad: HTTPS calls will fail
+FROM scratch
+COPY myapp /myapp
+CMD ["/myapp"]

@@ -1,0 +1,5 @@
+# ✅ Good: Copy timezone data
+FROM scratch
+COPY --from=builder /usr/share/zoneinfo /usr/share/zoneinfo
+COPY myapp /myapp
+CMD ["/myapp"]

@@ -1,0 +1,96 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/advice"
+	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/units"
+)
+
+// maxAdviceInResult is how many findings the result carries; the log has all of them.
+const maxAdviceInResult = 5
+
+// advise runs kiln's rules on the Dockerfile (when it is local) and on the largest platform
+// image, prints every finding, and returns the most valuable ones for the status.
+func (r *run) advise(in *inputs, m measure.Index) []kilnv1.Advice {
+	spec := r.req.Spec
+	ai := advice.Input{Dockerfile: in.dockerfile, DockerfileName: in.dockerfileName, Target: spec.Dockerfile.Target}
+	if spec.Advice != nil {
+		ai.Ignore = spec.Advice.Ignore
+	}
+	if in.contextDir != "" {
+		entries, _ := os.ReadDir(in.contextDir)
+		ai.ContextFiles = []string{}
+		for _, e := range entries {
+			ai.ContextFiles = append(ai.ContextFiles, e.Name())
+		}
+		if dt, err := os.ReadFile(filepath.Join(in.contextDir, ".dockerignore")); err == nil {
+			ai.Dockerignore = dt
+		}
+	}
+	if img, ok := largestImage(m); ok {
+		ai.Image = adviceImage(in, spec.Dockerfile.Target, img)
+	}
+	findings := advice.Analyze(ai)
+	if len(findings) == 0 {
+		fmt.Fprintln(r.out, "Advice: none")
+		return nil
+	}
+	fmt.Fprintf(r.out, "Advice (%d findings, largest saving first):\n", len(findings))
+	var out []kilnv1.Advice
+	for _, f := range findings {
+		where := ""
+		if f.Line > 0 {
+			where = fmt.Sprintf(" (%s:%d)", in.dockerfileName, f.Line)
+		}
+		saving := ""
+		if f.SavingBytes > 0 {
+			saving = fmt.Sprintf(" [saves ~%s]", units.Bytes(f.SavingBytes))
+		}
+		fmt.Fprintf(r.out, "  - %s%s%s: %s\n", f.Rule, where, saving, f.Message)
+		if len(out) < maxAdviceInResult {
+			out = append(out, kilnv1.Advice{Rule: f.Rule, Message: f.Message, Line: int32(f.Line), SavingBytes: f.SavingBytes})
+		}
+	}
+	return out
+}
+
+func largestImage(m measure.Index) (measure.Image, bool) {
+	if len(m.Images) == 0 {
+		return measure.Image{}, false
+	}
+	big := m.Images[0]
+	for _, img := range m.Images[1:] {
+		if img.CompressedBytes > big.CompressedBytes {
+			big = img
+		}
+	}
+	return big, true
+}
+
+// adviceImage is the measured image as the rules see it: layers named by their instruction, and
+// the hidden copies summed per (adding layer, hiding layer), exactly.
+func adviceImage(in *inputs, target string, img measure.Image) *advice.Image {
+	origins := attribute(in, target, img.Layers)
+	out := &advice.Image{CompressedBytes: img.CompressedBytes}
+	for _, l := range img.Layers {
+		o := origins[l.Index]
+		out.Layers = append(out.Layers, advice.Layer{
+			Index: l.Index, CompressedBytes: l.CompressedBytes, UncompressedBytes: l.UncompressedBytes,
+			CreatedBy: o.createdBy, Line: o.line, Base: o.line == 0 && strings.HasPrefix(o.createdBy, "base image"),
+		})
+	}
+	for _, g := range img.WasteGroups {
+		path := g.Largest
+		if g.Files > 1 {
+			path = fmt.Sprintf("%s and %d more files", g.Largest, g.Files-1)
+		}
+		out.Waste = append(out.Waste, advice.Waste{Path: path, Bytes: g.Bytes, AddedIn: g.AddedIn, RemovedIn: g.RemovedIn, Deleted: g.Deleted})
+	}
+	return out
+}
