@@ -26,6 +26,7 @@ K8S_LDFLAGS := -s -w \
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 
 GO_TEST_FLAGS ?= -count=1
+FUZZTIME      ?= 20s
 
 # What `make generate manifests` writes.
 GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml \
@@ -74,11 +75,15 @@ verify: generate manifests ## Regenerate and fail if generated files differ from
 ##@ Test
 
 .PHONY: test
-test: lint verify helm-lint test-unit ## Run every test: lint, generated files, helm lint, unit, envtest, chart and real-parts suites.
+test: lint verify helm-lint test-unit fuzz ## Run every test: lint, generated files, helm lint, unit, envtest, chart and real-parts suites.
 
 .PHONY: test-unit
 test-unit: envtest-bins test-deps $(HELM) ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz the advice rule engine for FUZZTIME (default 20s): no input may panic it.
+	go test -run='^$$' -fuzz=FuzzAnalyze -fuzztime=$(FUZZTIME) ./internal/advice/
 
 .PHONY: test-integration
 test-integration: test-deps ## Only the runner's and the harness's real-parts tests.
