@@ -5,7 +5,6 @@ import (
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,32 +17,18 @@ import (
 // its parent directory and the commits.
 func repo(t *testing.T) (base string, first, second string) {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
+	work, git := testenv.GitRepo(t, map[string]string{"a": "a"})
+	first = git("rev-parse", "HEAD")
+	git("tag", "v1")
+	git("tag", "-a", "v1-annotated", "-m", "annotated")
+	if err := os.WriteFile(filepath.Join(work, "b"), []byte("b"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	work, base := t.TempDir(), t.TempDir()
-	git := func(dir string, args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=k", "GIT_AUTHOR_EMAIL=k@example.com", "GIT_COMMITTER_NAME=k", "GIT_COMMITTER_EMAIL=k@example.com")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	git(work, "init", "-q", "-b", "main")
-	_ = os.WriteFile(filepath.Join(work, "a"), []byte("a"), 0o644)
-	git(work, "add", ".")
-	git(work, "commit", "-q", "-m", "one")
-	first = git(work, "rev-parse", "HEAD")
-	git(work, "tag", "v1")
-	git(work, "tag", "-a", "v1-annotated", "-m", "annotated")
-	_ = os.WriteFile(filepath.Join(work, "b"), []byte("b"), 0o644)
-	git(work, "add", ".")
-	git(work, "commit", "-q", "-m", "two")
-	second = git(work, "rev-parse", "HEAD")
-	git(work, "clone", "-q", "--bare", work, filepath.Join(base, "app.git"))
+	git("add", ".")
+	git("commit", "-q", "-m", "two")
+	second = git("rev-parse", "HEAD")
+	base = t.TempDir()
+	git("clone", "-q", "--bare", work, filepath.Join(base, "app.git"))
 	return base, first, second
 }
 

@@ -87,7 +87,7 @@ func MeasureImage(img v1.Image, platform string) (Image, error) {
 		return out, fmt.Errorf("reading manifest: %w", err)
 	}
 	out.ConfigBytes = m.Config.Size
-	out.CompressedBytes = m.Config.Size
+	out.CompressedBytes = ManifestSize(m)
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return out, fmt.Errorf("reading config: %w", err)
@@ -119,7 +119,6 @@ func MeasureImage(img v1.Image, platform string) (Image, error) {
 			return out, fmt.Errorf("layer %d (%s): %w", i, desc.Digest, err)
 		}
 		layer.UncompressedBytes, layer.Files = n, files
-		out.CompressedBytes += desc.Size
 		out.UncompressedBytes += n
 		out.Layers = append(out.Layers, layer)
 	}
@@ -193,6 +192,16 @@ func isAttestation(d v1.Descriptor) bool {
 		return true
 	}
 	return d.Platform != nil && d.Platform.OS == "unknown" && d.Platform.Architecture == "unknown"
+}
+
+// ManifestSize is an image's compressed size as DESIGN defines it: its config blob plus every
+// layer blob, as the manifest lists them.
+func ManifestSize(m *v1.Manifest) int64 {
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size
 }
 
 // PlatformString renders a platform as os/arch[/variant].

@@ -97,10 +97,7 @@ func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]int64
 		if err != nil {
 			return err
 		}
-		size := m.Config.Size
-		for _, l := range m.Layers {
-			size += l.Size
-		}
+		size := measure.ManifestSize(m)
 		if platform == "" {
 			cf, err := img.ConfigFile()
 			if err != nil {

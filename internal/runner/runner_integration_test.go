@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
 	"github.com/kiln-dev/kiln/internal/testenv"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
@@ -248,10 +248,7 @@ func (e *env) testHello(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := img.Manifest()
-	want := m.Config.Size
-	for _, l := range m.Layers {
-		want += l.Size
-	}
+	want := measure.ManifestSize(m)
 	if len(res.Platforms) != 1 || res.Platforms[0].CompressedBytes != want {
 		t.Fatalf("result platforms %+v; registry manifest totals %d", res.Platforms, want)
 	}
@@ -469,11 +466,7 @@ func (e *env) testTwoPlatforms(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			size := m.Config.Size
-			for _, l := range m.Layers {
-				size += l.Size
-			}
-			platforms[d.Platform.OS+"/"+d.Platform.Architecture] = size
+			platforms[d.Platform.OS+"/"+d.Platform.Architecture] = measure.ManifestSize(m)
 		}
 	}
 	if len(platforms) != 2 || len(res.Platforms) != 2 {
@@ -540,30 +533,11 @@ func (e *env) testPushAuth(t *testing.T) {
 }
 
 func (e *env) testGit(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
-	}
+	work, git := testenv.GitRepo(t, map[string]string{"app/hello.txt": "from git\n"})
+	git("tag", "v1")
+	commit := git("rev-parse", "HEAD")
 	repo := filepath.Join(t.TempDir(), "app.git")
-	work := t.TempDir()
-	gitRun := func(dir string, args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=kiln", "GIT_AUTHOR_EMAIL=kiln@example.com", "GIT_COMMITTER_NAME=kiln",
-			"GIT_COMMITTER_EMAIL=kiln@example.com", "GIT_AUTHOR_DATE=2026-01-02T03:04:05Z", "GIT_COMMITTER_DATE=2026-01-02T03:04:05Z")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	_ = os.MkdirAll(filepath.Join(work, "app"), 0o755)
-	_ = os.WriteFile(filepath.Join(work, "app", "hello.txt"), []byte("from git\n"), 0o644)
-	gitRun(work, "init", "-q", "-b", "main")
-	gitRun(work, "add", ".")
-	gitRun(work, "commit", "-q", "-m", "first")
-	gitRun(work, "tag", "v1")
-	commit := gitRun(work, "rev-parse", "HEAD")
-	gitRun(work, "clone", "-q", "--bare", work, repo)
+	git("clone", "-q", "--bare", work, repo)
 	addr := testenv.StartGitDaemon(t, filepath.Dir(repo))
 
 	req := e.request("fromgit", func(s *kilnv1.ImageBuildSpec) {

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/measure"
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
@@ -181,11 +182,7 @@ func registryDigest(t *testing.T, ref string) (string, int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := m.Config.Size
-	for _, l := range m.Layers {
-		size += l.Size
-	}
-	return desc.Digest.String(), size
+	return desc.Digest.String(), measure.ManifestSize(m)
 }
 
 func buildSeconds(t *testing.T, ib *kilnv1.ImageBuild) float64 {
