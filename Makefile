@@ -99,6 +99,16 @@ cluster-up: ## Bring up the local single-node cluster (builds its binaries and i
 cluster-down: ## Stop the local cluster and leave the machine clean.
 	hack/local-cluster/down
 
+.PHONY: cluster-push-kiln cluster-smoke cluster-purge cluster-bins
+cluster-push-kiln: ## Rebuild kiln from the working tree and push kiln:dev to the running local cluster.
+	hack/local-cluster/push-kiln
+cluster-smoke: ## Check the running local cluster: a busybox pod and a build-pod-shaped rootless BuildKit build.
+	hack/local-cluster/smoke/run
+cluster-purge: ## Stop the local cluster and also delete its registry storage and logs.
+	hack/local-cluster/down --purge
+cluster-bins: ## Build the local cluster's binaries (Kubernetes, containerd, BuildKit) into bin/.
+	hack/local-cluster/build-bins
+
 .PHONY: demo
 demo: ## kiln's main job end to end: cluster, Helm install, a budgeted Go build, a warm rebuild.
 	bash hack/demo.sh
