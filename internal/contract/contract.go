@@ -11,7 +11,8 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
-// Paths inside the build pod.
+// Paths inside the build pod. They live under /var/kiln: kiln's image holds its binary at /kiln,
+// so nothing can be mounted below that path.
 const (
 	// SocketDir is the emptyDir both containers mount; buildkitd listens on Socket inside it.
 	SocketDir = "/run/buildkit"
@@ -20,15 +21,15 @@ const (
 	// BuildKitStateDir is rootless buildkitd's root, on the cache claim.
 	BuildKitStateDir = "/home/user/.local/share/buildkit"
 	// WorkDir is scratch space for the runner (the OCI layout before push).
-	WorkDir = "/kiln/work"
+	WorkDir = "/var/kiln/work"
 	// ContextDir is where a ConfigMap context is mounted.
-	ContextDir = "/kiln/context"
+	ContextDir = "/var/kiln/context"
 	// PushSecretDir holds the push Secret's .dockerconfigjson.
-	PushSecretDir = "/kiln/secrets/push"
+	PushSecretDir = "/var/kiln/secrets/push"
 	// GitSecretDir holds the git Secret's keys (token, ssh-privatekey, known_hosts).
-	GitSecretDir = "/kiln/secrets/git"
+	GitSecretDir = "/var/kiln/secrets/git"
 	// BuildSecretsDir holds one directory per build secret id, with the value in BuildSecretFile.
-	BuildSecretsDir = "/kiln/secrets/build"
+	BuildSecretsDir = "/var/kiln/secrets/build"
 	// BuildSecretFile is the file name of a build secret's value inside its directory.
 	BuildSecretFile = "value"
 	// ResultPath is where the runner writes its Result.
