@@ -28,6 +28,9 @@ say "Installing kiln with its Helm chart"
 "$HELM" upgrade --install kiln charts/kiln --namespace kiln-system --create-namespace --wait --timeout 3m \
 	--set image.repository="${KILN_IMAGE%:*}" --set image.tag="${KILN_IMAGE##*:}" --set image.pullPolicy=Always \
 	--set buildkit.image="$BUILDKIT_IMAGE" --set cache.defaultSize=2Gi --set retryBackoff=5s
+# The image tag stays kiln:dev; restart so the manager runs the image just pushed.
+k -n kiln-system rollout restart deployment/kiln >/dev/null
+k -n kiln-system rollout status deployment/kiln --timeout=3m
 k -n kiln-system get pods -o wide
 
 ns=kiln-demo
