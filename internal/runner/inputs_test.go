@@ -1,10 +1,12 @@
 package runner
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -165,5 +167,15 @@ func TestCommitTime(t *testing.T) {
 	}
 	if got := commitTime(nil); !got.IsZero() {
 		t.Errorf("no object gives %v", got)
+	}
+}
+
+func TestInterruptedRunIsPodLost(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as SIGTERM does
+	p := Paths{Context: configMapDir(t, map[string]string{"Dockerfile": "FROM scratch\n"}), Work: t.TempDir()}
+	res := Run(ctx, Config{Request: request(), Addr: "unix:///nonexistent.sock", Paths: p, ConnectTimeout: time.Second})
+	if res.FailureClass != kilnv1.FailurePodLost || !kilnv1.Transient(res.FailureClass) {
+		t.Errorf("an interrupted build is %q (%s), want the retryable PodLost", res.FailureClass, res.Message)
 	}
 }

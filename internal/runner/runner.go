@@ -70,6 +70,11 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 		r.pushBackoff = 2 * time.Second
 	}
 	res, err := r.do(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		// SIGTERM: the pod was deleted, evicted or drained mid-build. That says nothing about the
+		// build itself, so it is the retryable PodLost, not whatever the cancelled solve returned.
+		err = fail(kilnv1.FailurePodLost, "the build pod was stopped before the build finished (deleted, evicted or its node drained): %v", err)
+	}
 	if err != nil {
 		res.FailureClass = classOf(err)
 		res.Message = err.Error()
