@@ -8,29 +8,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-env_file=.kiln/local-cluster/env
-if [[ ! -f $env_file ]] || ! (set -a; . "$env_file"; "$KUBECTL" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1); then
-	say "Bringing up the local cluster (hack/local-cluster/up)"
-	hack/local-cluster/up
-else
-	say "Using the running local cluster; refreshing kiln's image"
-	hack/local-cluster/push-kiln
-fi
+hack/install-kiln.sh
 set -a
 # shellcheck disable=SC1090
-. "$env_file"
+. .kiln/local-cluster/env
 set +a
 k() { "$KUBECTL" "$@"; }
-make -s helm >/dev/null
-HELM="$root/$(ls -d bin/helm-* | tail -1)"
-
-say "Installing kiln with its Helm chart"
-"$HELM" upgrade --install kiln charts/kiln --namespace kiln-system --create-namespace --wait --timeout 3m \
-	--set image.repository="${KILN_IMAGE%:*}" --set image.tag="${KILN_IMAGE##*:}" --set image.pullPolicy=Always \
-	--set buildkit.image="$BUILDKIT_IMAGE" --set cache.defaultSize=2Gi --set retryBackoff=5s
-# The image tag stays kiln:dev; restart so the manager runs the image just pushed.
-k -n kiln-system rollout restart deployment/kiln >/dev/null
-k -n kiln-system rollout status deployment/kiln --timeout=3m
 k -n kiln-system get pods -o wide
 
 ns=kiln-demo
