@@ -1,6 +1,7 @@
 // Package measure measures images exactly as kiln's design defines: compressed size (config plus
 // layer blobs), uncompressed size (layer tarballs), layers, and wasted bytes (lower copies of files
-// that upper layers overwrite or delete).
+// that upper layers overwrite or delete, once no remaining name, hard links included, reaches
+// them).
 package measure
 
 import (
@@ -27,13 +28,15 @@ type Layer struct {
 	Files int
 }
 
-// Waste is bytes hidden in a lower layer by an upper one.
+// Waste is bytes hidden in a lower layer by an upper one: a file's data that no name of the
+// final filesystem reaches any more. A file with hard links is wasted once, when its last name
+// goes; Path is that name.
 type Waste struct {
 	Path      string
-	Bytes     int64
-	AddedIn   int // layer index that added the hidden copy
-	RemovedIn int // layer index that deleted or overwrote it
-	Deleted   bool
+	Bytes     int64 // the file's size, as its tar entry in the adding layer gives it
+	AddedIn   int   // layer index whose tarball holds the hidden bytes
+	RemovedIn int   // layer index that deleted or overwrote the last name reaching them
+	Deleted   bool  // the last name was deleted (a whiteout), not overwritten
 }
 
 // Image is one measured platform image.
@@ -214,6 +217,11 @@ func PlatformString(p v1.Platform) string {
 }
 
 // overlay replays layers as the union filesystem does, to find hidden lower copies.
+//
+// A regular file's bytes are a data object that one or more names reach: the file's own entry
+// and the hard links (tar TypeLink entries) to it. A name an upper layer deletes or overwrites
+// wastes nothing while another name still reaches the data; the data's bytes are wasted when
+// its last name goes.
 type overlay struct {
 	live   map[string]fileCopy
 	wasted int64
@@ -221,9 +229,18 @@ type overlay struct {
 	groups map[[2]int]*WasteGroup
 }
 
+// fileCopy is one name in the merged view.
 type fileCopy struct {
+	layer int   // layer that added the name
+	dir   bool  // a directory
+	data  *data // the bytes the name reaches; nil for directories and entries without data
+}
+
+// data is the content of a regular file, in the layer whose tarball holds it.
+type data struct {
 	size  int64
 	layer int
+	names int // names in the merged view that reach it
 }
 
 func newOverlay() *overlay {
@@ -233,6 +250,17 @@ func newOverlay() *overlay {
 const whiteoutPrefix = ".wh."
 const opaqueWhiteout = ".wh..wh..opq"
 
+// entry is an addition of one layer: a file, a directory, or a hard link to an earlier entry.
+type entry struct {
+	name string
+	dir  bool
+	size int64
+	link string // hard link target, cleaned; "" when the entry is not a hard link
+	// lower is the data a hard link to a lower layer's file reaches, resolved (and counted as
+	// a name) before the layer's whiteouts apply.
+	lower *data
+}
+
 // apply reads one layer tarball; it returns the tarball's size and its entry count.
 func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 	cr := &countingReader{r: r}
@@ -240,10 +268,6 @@ func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 	files := 0
 	// Within one layer, whiteouts apply to lower layers only: collect this layer's entries first
 	// so an opaque directory does not hide files the same layer adds.
-	type entry struct {
-		name string
-		size int64
-	}
 	var adds []entry
 	var deletes []string
 	var opaques []string
@@ -266,7 +290,9 @@ func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 			deletes = append(deletes, path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
 		case h.Typeflag == tar.TypeDir:
 			// A directory replacing a file hides the file.
-			adds = append(adds, entry{name: name, size: -1})
+			adds = append(adds, entry{name: name, dir: true})
+		case h.Typeflag == tar.TypeLink:
+			adds = append(adds, entry{name: name, link: clean(h.Linkname)})
 		default:
 			size := int64(0)
 			if h.Typeflag == tar.TypeReg {
@@ -279,6 +305,22 @@ func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return cr.n, files, err
 	}
+	// A hard link names an earlier entry of the same layer (the OCI image spec keeps hard links
+	// within a layer); one to a lower layer's file is resolved against the view below this
+	// layer, before its whiteouts apply, so deleting the old name keeps the data reachable.
+	if len(adds) > 0 {
+		seen := make(map[string]bool, len(adds))
+		for i := range adds {
+			a := &adds[i]
+			if a.link != "" && !seen[a.link] {
+				if prev, ok := o.live[a.link]; ok && prev.data != nil {
+					a.lower = prev.data
+					a.lower.names++
+				}
+			}
+			seen[a.name] = true
+		}
+	}
 	for _, d := range opaques {
 		o.hideUnder(d, layer, false, true)
 	}
@@ -287,56 +329,82 @@ func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 		o.hideUnder(d, layer, true, false)
 	}
 	for _, a := range adds {
-		if a.size < 0 {
-			if prev, ok := o.live[a.name]; ok && prev.layer < layer && prev.size >= 0 {
+		if prev, ok := o.live[a.name]; ok {
+			switch {
+			case prev.layer < layer:
 				o.hide(a.name, layer, false)
+				if !a.dir {
+					o.hideUnder(a.name, layer, false, false) // a file replacing a directory
+				}
+			case prev.data != nil:
+				prev.data.names-- // the same layer names the path twice: the later entry wins
 			}
-			o.live[a.name] = fileCopy{size: -1, layer: layer}
-			continue
 		}
-		if prev, ok := o.live[a.name]; ok && prev.layer < layer {
-			o.hide(a.name, layer, false)
-			o.hideUnder(a.name, layer, false, false) // a file replacing a directory
+		c := fileCopy{layer: layer, dir: a.dir}
+		switch {
+		case a.dir:
+		case a.lower != nil:
+			c.data = a.lower // counted when resolved
+		case a.link != "":
+			if t, ok := o.live[a.link]; ok && t.layer == layer && t.data != nil {
+				c.data = t.data
+				c.data.names++
+			}
+		default:
+			c.data = &data{size: a.size, layer: layer, names: 1}
 		}
-		o.live[a.name] = fileCopy{size: a.size, layer: layer}
+		o.live[a.name] = c
 	}
 	return cr.n, files, nil
 }
 
-// hide removes a lower copy of p, counting its bytes as wasted.
+// hide removes a lower name p; when no other name reaches its data, the data's bytes are
+// wasted.
 func (o *overlay) hide(p string, layer int, deleted bool) {
 	prev, ok := o.live[p]
 	if !ok || prev.layer >= layer {
 		return
 	}
 	delete(o.live, p)
-	if prev.size > 0 {
-		o.wasted += prev.size
-		o.waste = append(o.waste, Waste{Path: "/" + p, Bytes: prev.size, AddedIn: prev.layer, RemovedIn: layer, Deleted: deleted})
-		g := o.groups[[2]int{prev.layer, layer}]
-		if g == nil {
-			g = &WasteGroup{AddedIn: prev.layer, RemovedIn: layer, Deleted: deleted}
-			o.groups[[2]int{prev.layer, layer}] = g
-		}
-		if prev.size > g.largestBytes {
-			g.Largest, g.largestBytes = "/"+p, prev.size
-		}
-		g.Bytes += prev.size
-		g.Files++
-		g.Deleted = g.Deleted && deleted
+	d := prev.data
+	if d == nil {
+		return
 	}
+	d.names--
+	if d.names > 0 || d.size <= 0 || d.layer >= layer {
+		return
+	}
+	o.wasted += d.size
+	o.waste = append(o.waste, Waste{Path: "/" + p, Bytes: d.size, AddedIn: d.layer, RemovedIn: layer, Deleted: deleted})
+	g := o.groups[[2]int{d.layer, layer}]
+	if g == nil {
+		g = &WasteGroup{AddedIn: d.layer, RemovedIn: layer, Deleted: deleted}
+		o.groups[[2]int{d.layer, layer}] = g
+	}
+	if d.size > g.largestBytes {
+		g.Largest, g.largestBytes = "/"+p, d.size
+	}
+	g.Bytes += d.size
+	g.Files++
+	g.Deleted = g.Deleted && deleted
 }
 
-// hideUnder hides every lower copy below directory d.
+// hideUnder hides every lower copy below directory d, in path order (so that which name of a
+// hard-linked file is reported as its last one does not depend on map order).
 func (o *overlay) hideUnder(d string, layer int, deleted, opaque bool) {
 	prefix := d + "/"
 	if d == "." || d == "" {
 		prefix = ""
 	}
-	for p := range o.live {
-		if strings.HasPrefix(p, prefix) && p != d {
-			o.hide(p, layer, deleted || opaque)
+	var under []string
+	for p, c := range o.live {
+		if strings.HasPrefix(p, prefix) && p != d && c.layer < layer {
+			under = append(under, p)
 		}
+	}
+	sort.Strings(under)
+	for _, p := range under {
+		o.hide(p, layer, deleted || opaque)
 	}
 }
 
