@@ -35,6 +35,9 @@ type Input struct {
 	Dockerfile     []byte
 	DockerfileName string // for messages, default "Dockerfile"
 	Target         string // stage built; "" = last
+	// BuildArgs are the build's --build-arg values (spec.dockerfile.buildArgs), by name: they
+	// override ARG defaults, as in BuildKit. nil = none.
+	BuildArgs map[string]string
 	// ContextFiles lists the context's top-level paths when known (nil = unknown, e.g. a git
 	// context: the context rules are skipped).
 	ContextFiles []string
@@ -120,7 +123,7 @@ func Analyze(in Input) (out []Finding) {
 	if a.name == "" {
 		a.name = "Dockerfile"
 	}
-	if m, err := parse(in.Dockerfile, in.Target); err == nil {
+	if m, err := parse(in.Dockerfile, in.Target, in.BuildArgs); err == nil {
 		a.m = m
 	}
 	ignored := map[string]bool{}

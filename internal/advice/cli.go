@@ -15,7 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
-const adviseUsage = `Usage: kiln advise [--context DIR] [-f Dockerfile] [--target T] [-o text|json] [--ignore id,id] [--rules]
+const adviseUsage = `Usage: kiln advise [--context DIR] [-f Dockerfile] [--target T] [--build-arg NAME=VALUE]... [-o text|json] [--ignore id,id] [--rules]
 
 Checks a Dockerfile against kiln's advice rules before you push: what makes the image big or the
 build slow, and what to change. Exit code 0 when it ran (findings or not), 1 when the Dockerfile
@@ -39,6 +39,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fsys.StringVar(output, "output", "text", "same as -o")
 	ignore := fsys.String("ignore", "", "comma-separated rule `ids` to silence")
 	listRules := fsys.Bool("rules", false, "list the rules and exit")
+	buildArgs := buildArgFlag{}
+	fsys.Var(buildArgs, "build-arg", "a build arg `NAME=VALUE`, as docker build takes it (repeatable; NAME alone takes the value of the environment variable NAME)")
 	fsys.Usage = func() {
 		fmt.Fprint(stderr, adviseUsage)
 		fsys.PrintDefaults()
@@ -70,6 +72,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 
 	in := Input{Target: *target}
+	if len(buildArgs) > 0 {
+		in.BuildArgs = buildArgs
+	}
 	for _, id := range strings.Split(*ignore, ",") {
 		if id = strings.TrimSpace(id); id == "" {
 			continue
@@ -121,7 +126,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	m, err := parse(in.Dockerfile, "")
+	m, err := parse(in.Dockerfile, "", in.BuildArgs)
 	if err != nil {
 		var pe *parseError
 		if errors.As(err, &pe) && pe.line > 0 {
@@ -160,6 +165,27 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	printText(stdout, dfPath, findings)
 	return 0
+}
+
+// buildArgFlag collects --build-arg NAME=VALUE flags.
+type buildArgFlag map[string]string
+
+func (f buildArgFlag) String() string { return "" }
+
+func (f buildArgFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if name == "" || strings.ContainsAny(name, " \t") {
+		return fmt.Errorf("want NAME=VALUE, not %q", s)
+	}
+	if !ok {
+		v, set := os.LookupEnv(name)
+		if !set {
+			return nil // docker build drops a NAME that the environment does not set
+		}
+		value = v
+	}
+	f[name] = value
+	return nil
 }
 
 func describeErr(err error) string {

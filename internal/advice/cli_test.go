@@ -205,3 +205,42 @@ func TestRulesDoc(t *testing.T) {
 		t.Errorf("docs/advice.md has %d rule sections, there are %d rules", len(sections), len(Rules()))
 	}
 }
+
+// TestMainBuildArg checks that --build-arg values override ARG defaults, as in docker build.
+func TestMainBuildArg(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": L("ARG BASE=alpine:3.19", "FROM ${BASE}", "USER 65534", "COPY app /app"), ".dockerignore": ".git\n"})
+	t.Setenv("KILN_TEST_BASE", "node:20")
+	for _, tc := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{nil, "", 0},
+		{[]string{"--build-arg", "BASE=golang:1.22"}, "final-stage-toolchain:2", 0},
+		{[]string{"--build-arg", "BASE=golang:1.22", "--build-arg", "BASE=alpine:3.20"}, "", 0}, // the last one wins
+		{[]string{"--build-arg", "KILN_TEST_BASE"}, "", 0},                                      // an ARG the Dockerfile does not declare
+		{[]string{"--build-arg", "=x"}, "", 2},
+	} {
+		code, out, errs := runMain(append([]string{"--context", dir, "-o", "json"}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("%v: exit %d, want %d (%s)", tc.args, code, tc.code, errs)
+			continue
+		}
+		if code != 0 {
+			continue
+		}
+		var got []Finding
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatal(err)
+		}
+		if g := strings.Join(ruleLines(got), " "); g != tc.want {
+			t.Errorf("%v: findings %q, want %q", tc.args, g, tc.want)
+		}
+	}
+	// NAME alone takes the environment's value
+	dir = writeContext(t, map[string]string{"Dockerfile": L("ARG KILN_TEST_BASE=alpine:3.19", "FROM ${KILN_TEST_BASE}", "USER 65534", "COPY app /app"), ".dockerignore": ".git\n"})
+	code, out, _ := runMain("--context", dir, "-o", "json", "--build-arg", "KILN_TEST_BASE")
+	if code != 0 || !strings.Contains(out, "final-stage-toolchain") {
+		t.Errorf("--build-arg NAME from the environment: exit %d, %s", code, out)
+	}
+}

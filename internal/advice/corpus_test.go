@@ -101,7 +101,7 @@ func TestCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := parse(dt, ""); err != nil {
+			if _, err := parse(dt, "", nil); err != nil {
 				t.Fatalf("the corpus file does not parse: %v", err)
 			}
 			got := Analyze(Input{Dockerfile: dt, DockerfileName: name})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,14 +25,18 @@ type model struct {
 type stage struct {
 	index  int
 	name   string
-	base   string // FROM's image or stage name, build args expanded
+	base   string // FROM's image or stage name, build args expanded as BuildKit expands them
 	line   int
 	parent int      // index of the stage this one starts FROM, -1 for an image
 	image  imageRef // the image the stage's chain starts from (its own, or its parent's)
 	steps  []*step
-	envEnd map[string]string // ENV at the end of the stage (a child stage inherits it)
+	// envEnd is the environment at the end of the stage, ENV and ARG values both: BuildKit
+	// starts a stage FROM another one with that stage's state, so a child stage inherits both.
+	envEnd map[string]string
 	// workdirEnd is the WORKDIR at the end of the stage.
 	workdirEnd string
+	// shellEnd is the SHELL at the end of the stage (nil: the image's, /bin/sh -c on Linux).
+	shellEnd []string
 }
 
 // step is one instruction of a stage.
@@ -42,11 +45,11 @@ type step struct {
 	line    int
 	kind    string // upper-case instruction name: RUN, COPY, ADD, ENV, ARG, USER, WORKDIR…
 	cmd     instructions.Command
-	sh      []shCmd               // RUN: the script's simple commands
+	sh      []shCmd               // RUN: the simple commands of the shell script it runs
 	mounts  []*instructions.Mount // RUN: --mount flags
 	workdir string                // WORKDIR in effect
 	env     map[string]string     // ENV (inherited and own) and the stage's ARGs in effect
-	script  string                // RUN: the shell script, for messages
+	script  string                // RUN: what it runs, heredocs included, for messages
 }
 
 // parseError is a Dockerfile that BuildKit's parser rejects.
@@ -57,8 +60,14 @@ type parseError struct {
 
 func (e *parseError) Error() string { return e.msg }
 
-// parse reads a Dockerfile with BuildKit's own parser and builds the model.
-func parse(dt []byte, target string) (m *model, err error) {
+// platformArgs are the build args BuildKit defines in the global scope (dockerfile2llb's
+// defaultArgs); their values depend on the platforms of the build.
+var platformArgs = []string{"BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
+	"TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT"}
+
+// parse reads a Dockerfile with BuildKit's own parser and builds the model. buildArgs are the
+// build's --build-arg values: they override ARG defaults, as in BuildKit.
+func parse(dt []byte, target string, buildArgs map[string]string) (m *model, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			m, err = nil, &parseError{msg: fmt.Sprintf("the Dockerfile parser failed: %v", r)}
@@ -67,7 +76,7 @@ func parse(dt []byte, target string) (m *model, err error) {
 			}
 		}
 	}()
-	res, err := parser.Parse(bytes.NewReader(dt))
+	res, err := parser.Parse(bytes.NewReader(heredocSafe(dt)))
 	if err != nil {
 		return nil, newParseError(err)
 	}
@@ -78,21 +87,17 @@ func parse(dt []byte, target string) (m *model, err error) {
 	if len(stages) == 0 {
 		return nil, &parseError{msg: "it has no FROM instruction"}
 	}
-	meta := map[string]string{}
-	for _, a := range metaArgs {
-		for _, kv := range a.Args {
-			if kv.Value != nil {
-				meta[kv.Key] = *kv.Value
-			} else if _, ok := meta[kv.Key]; !ok {
-				meta[kv.Key] = ""
-			}
+	m = &model{final: len(stages) - 1}
+	for i, s := range stages {
+		if target != "" && strings.EqualFold(s.Name, target) {
+			m.final = i
 		}
 	}
 	lex := shell.NewLex(res.EscapeToken)
-	m = &model{final: len(stages) - 1}
+	global := globalArgs(lex, metaArgs, buildArgs, stages[m.final].Name)
 	for i, s := range stages {
 		st := &stage{index: i, name: s.Name, parent: -1, line: firstLine(s.Location)}
-		st.base = expand(lex, s.BaseName, meta)
+		st.base = expandGlobal(lex, s.BaseName, global)
 		for j := i - 1; j >= 0; j-- {
 			if stages[j].Name != "" && strings.EqualFold(stages[j].Name, st.base) {
 				st.parent = j
@@ -105,12 +110,57 @@ func parse(dt []byte, target string) (m *model, err error) {
 			st.image = parseImageRef(st.base)
 		}
 		m.stages = append(m.stages, st)
-		if target != "" && strings.EqualFold(s.Name, target) {
-			m.final = i
-		}
-		st.build(s, m, meta)
+		st.build(s, m, res.EscapeToken, global, buildArgs)
 	}
 	return m, nil
+}
+
+// heredocSafe replaces NUL bytes and invalid UTF-8 in the lines that may start a heredoc (they
+// hold "<<"): BuildKit's parser runs its shell lexer on them, and text/scanner, under it, prints
+// such bytes to stderr. Line numbers stay.
+func heredocSafe(dt []byte) []byte {
+	if !bytes.Contains(dt, []byte("<<")) || cleanText(string(dt)) {
+		return dt
+	}
+	lines := bytes.SplitAfter(dt, []byte("\n"))
+	for i, l := range lines {
+		if bytes.Contains(l, []byte("<<")) && !cleanText(string(l)) {
+			lines[i] = bytes.ReplaceAll(bytes.ToValidUTF8(l, []byte("\uFFFD")), []byte{0}, []byte("\uFFFD"))
+		}
+	}
+	return bytes.Join(lines, nil)
+}
+
+// globalArgs is the global scope FROM lines are expanded in, as dockerfile2llb builds it
+// (defaultArgs, then buildMetaArgs): the platform args, TARGETSTAGE, then each ARG before the
+// first FROM — its --build-arg value, else its default expanded in the scope so far; an ARG
+// with neither is unset. The platform args are unknown here: each stands for itself
+// ("${TARGETARCH}"), so a FROM that uses one stays unexpanded and is judged unknown.
+func globalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string, target string) map[string]string {
+	g := map[string]string{}
+	for _, k := range platformArgs {
+		g[k] = "${" + k + "}"
+		if v, ok := buildArgs[k]; ok {
+			g[k] = v
+		}
+	}
+	if target == "" {
+		target = "default"
+	}
+	g["TARGETSTAGE"] = target
+	if v, ok := buildArgs["TARGETSTAGE"]; ok {
+		g["TARGETSTAGE"] = v
+	}
+	for _, a := range metaArgs {
+		for _, kv := range a.Args {
+			if v, ok := buildArgs[kv.Key]; ok {
+				g[kv.Key] = v
+			} else if kv.Value != nil {
+				g[kv.Key] = expandGlobal(lex, *kv.Value, g)
+			}
+		}
+	}
+	return g
 }
 
 func newParseError(err error) *parseError {
@@ -148,12 +198,24 @@ func (e mapEnv) Keys() []string {
 	return keys
 }
 
-// expand substitutes build args in a FROM; a word it cannot expand is returned as written.
-func expand(lex *shell.Lex, word string, env map[string]string) string {
+// expandGlobal expands a word of the global scope (FROM, a global ARG's default) exactly as
+// BuildKit does: quotes removed, $X and ${X} replaced, ${X:-default} and the other forms of
+// its shell lexer applied, an unset variable empty. A word the lexer rejects is returned as
+// written.
+func expandGlobal(lex *shell.Lex, word string, env map[string]string) string {
+	return expandWord(lex, word, env, false)
+}
+
+// expandWord runs BuildKit's shell lexer on one word. With keepUnset, a variable the
+// environment does not hold stays as written ($X): inside a stage, the base image's ENV,
+// which kiln does not know, may hold it.
+func expandWord(lex *shell.Lex, word string, env map[string]string, keepUnset bool) string {
 	// text/scanner, under the lexer, prints NUL and invalid UTF-8 to stderr: leave such words
-	if !strings.Contains(word, "$") || !cleanText(word) {
+	if !cleanText(word) {
 		return word
 	}
+	lex.SkipUnsetEnv = keepUnset
+	defer func() { lex.SkipUnsetEnv = false }()
 	out, _, err := lex.ProcessWord(word, mapEnv(env))
 	if err != nil {
 		return word
@@ -161,53 +223,69 @@ func expand(lex *shell.Lex, word string, env map[string]string) string {
 	return out
 }
 
-// build fills a stage's steps: their lines, scripts, mounts, WORKDIR and environment.
-func (st *stage) build(s instructions.Stage, m *model, meta map[string]string) {
+// build fills a stage's steps: their lines, scripts, mounts, WORKDIR, SHELL and environment.
+// It expands each instruction's words as dockerfile2llb's dispatch does (the instructions
+// that support expansion, with the ARG and ENV values in effect), and gives each ARG its
+// value as dispatchArg does: the --build-arg value, else its default expanded, else the
+// global ARG of the same name.
+func (st *stage) build(s instructions.Stage, m *model, escape rune, global, buildArgs map[string]string) {
 	env := map[string]string{}
 	workdir := "/"
+	var shellCmd []string
 	if st.parent >= 0 {
 		p := m.stages[st.parent]
-		for k, v := range p.envEnd {
-			env[k] = v
-		}
+		env = copyMap(p.envEnd)
 		workdir = p.workdirEnd
+		shellCmd = p.shellEnd
 	}
-	envOnly := map[string]string{}
-	for k, v := range env {
-		envOnly[k] = v
-	}
+	lex := shell.NewLex(escape)
+	expander := func(word string) (string, error) { return expandWord(lex, word, env, true), nil }
 	for _, c := range s.Commands {
 		sp := &step{stage: st.index, line: firstLine(c.Location()), kind: strings.ToUpper(c.Name()), cmd: c, workdir: workdir, env: copyMap(env)}
+		a, isArg := c.(*instructions.ArgCommand)
+		if isArg {
+			for i, kv := range a.Args {
+				switch v, given := buildArgs[kv.Key]; {
+				case given:
+					kv.Value = &v
+				case kv.Value != nil:
+					x := expandWord(lex, *kv.Value, env, true)
+					kv.Value = &x
+				default:
+					if g, ok := global[kv.Key]; ok {
+						kv.Value = &g
+					}
+				}
+				a.Args[i] = kv
+				if kv.Value != nil {
+					env[kv.Key] = *kv.Value
+				}
+			}
+		}
+		var expandErr error
+		if ex, ok := c.(instructions.SupportsSingleWordExpansion); ok && !isArg {
+			expandErr = ex.Expand(expander) // an error leaves the words as written
+		}
 		switch cmd := c.(type) {
 		case *instructions.RunCommand:
-			sp.script = runScript(cmd)
-			sp.sh = runCommands(cmd, sp.script)
-			if err := cmd.Expand(func(w string) (string, error) { return w, nil }); err == nil {
+			sp.script, sp.sh = runProgram(cmd, shellCmd)
+			if expandErr == nil {
 				sp.mounts = instructions.GetMounts(cmd)
 			}
 		case *instructions.EnvCommand:
 			for _, kv := range cmd.Env {
 				env[kv.Key] = kv.Value
-				envOnly[kv.Key] = kv.Value
-			}
-		case *instructions.ArgCommand:
-			for _, kv := range cmd.Args {
-				switch {
-				case kv.Value != nil:
-					env[kv.Key] = *kv.Value
-				default:
-					if v, ok := meta[kv.Key]; ok {
-						env[kv.Key] = v
-					}
-				}
 			}
 		case *instructions.WorkdirCommand:
 			workdir = joinDir(workdir, cmd.Path)
+		case *instructions.ShellCommand:
+			shellCmd = cmd.Shell
 		}
 		st.steps = append(st.steps, sp)
 	}
-	st.envEnd = envOnly
+	st.envEnd = env
 	st.workdirEnd = workdir
+	st.shellEnd = shellCmd
 }
 
 // cleanText reports valid UTF-8 without NUL bytes.
@@ -231,38 +309,88 @@ func joinDir(dir, p string) string {
 	return path.Join(dir, p)
 }
 
-var bareHeredoc = regexp.MustCompile(`^<<-?["']?[A-Za-z0-9_]+["']?$`)
-
-// runScript returns the shell script a RUN step runs (a heredoc body when the step is only a
-// heredoc), or its exec-form arguments joined.
-func runScript(r *instructions.RunCommand) string {
-	line := strings.Join(r.CmdLine, " ")
-	if r.PrependShell && len(r.Files) > 0 && bareHeredoc.MatchString(strings.TrimSpace(line)) {
-		body := r.Files[0].Data
-		if strings.HasPrefix(body, "#!") {
-			first, _, _ := strings.Cut(body, "\n")
-			if !strings.Contains(first, "sh") {
-				return "" // a script in another language
-			}
+// runProgram returns what a RUN step runs, as dockerfile2llb's dispatchRun builds it, and the
+// simple commands of its shell script (none when the script is not POSIX shell):
+//   - a RUN that is only a heredoc (RUN <<EOF) runs the document: as a file when it starts
+//     with #! (its interpreter decides the language), else with the stage's SHELL;
+//   - any other RUN with heredocs (RUN <<EOF bash, RUN bash <<EOF, RUN cat <<EOF > f) is the
+//     command line followed by the documents, which the SHELL reads: a document fed to a shell
+//     (sh, bash…) on standard input is a script too;
+//   - the exec form runs its arguments; sh -c "script" runs the script.
+//
+// The documents come from BuildKit's parser (RunCommand.Files); the command line is
+// ShellDependantCmdLine.CmdLine.
+func runProgram(r *instructions.RunCommand, shellCmd []string) (string, []shCmd) {
+	args := r.CmdLine
+	posix := len(shellCmd) == 0 || isShell(shellCmd[0])
+	if len(r.Files) > 0 && len(args) == 1 && r.PrependShell {
+		if !cleanText(args[0]) {
+			return args[0], nil // the lexer under MustParseHeredoc prints NUL to stderr
 		}
-		return body
+		if parser.MustParseHeredoc(args[0]) != nil {
+			data := docData(r.Files[0])
+			if strings.HasPrefix(data, "#!") {
+				first, _, _ := strings.Cut(data, "\n")
+				if !isShell(shebang(first)) {
+					return data, nil // a script in another language
+				}
+				return data, splitShell(data)
+			}
+			if !posix {
+				return data, nil
+			}
+			return data, splitShell(data)
+		}
+		var b strings.Builder
+		b.WriteString(args[0])
+		docs := make([]string, 0, len(r.Files))
+		for _, f := range r.Files {
+			b.WriteString("\n" + f.Data + f.Name)
+			docs = append(docs, docData(f))
+		}
+		if !posix {
+			return b.String(), nil
+		}
+		return b.String(), splitShellDocs(args[0], docs, 0)
 	}
-	return line
+	script := strings.Join(args, " ")
+	switch {
+	case r.PrependShell && posix:
+		return script, splitShell(script)
+	case r.PrependShell:
+		return script, nil
+	case len(args) == 0:
+		return script, nil
+	}
+	if sh, _, ok := shellInvocation(args); ok && sh != "" {
+		return sh, splitShell(sh)
+	}
+	return script, []shCmd{makeCmd(append([]string{}, args...), nil)}
 }
 
-// runCommands splits a RUN step into simple commands.
-func runCommands(r *instructions.RunCommand, script string) []shCmd {
-	if r.PrependShell {
-		return splitShell(script)
+// docData is a heredoc's content as the command receives it (<<- drops leading tabs).
+func docData(f instructions.ShellInlineFile) string {
+	if f.Chomp {
+		return parser.ChompHeredocContent(f.Data)
 	}
-	args := r.CmdLine
-	if len(args) >= 3 && (path.Base(args[0]) == "sh" || path.Base(args[0]) == "bash") && args[1] == "-c" {
-		return splitShell(args[2])
+	return f.Data
+}
+
+// shebang returns the interpreter a #! line names: "#!/usr/bin/env bash" → "bash".
+func shebang(line string) string {
+	f := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(f) == 0 {
+		return ""
 	}
-	if len(args) == 0 {
-		return nil
+	if path.Base(f[0]) == "env" {
+		for _, a := range f[1:] {
+			if !strings.HasPrefix(a, "-") && !strings.Contains(a, "=") {
+				return a
+			}
+		}
+		return ""
 	}
-	return []shCmd{makeCmd(append([]string{}, args...), nil)}
+	return f[0]
 }
 
 // chain returns the stages an image built from stage i is made of, oldest first.

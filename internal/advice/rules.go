@@ -312,7 +312,7 @@ func goBuilds(sp *step) []goBuild {
 		if c.name() == "export" {
 			for _, a := range c.args[1:] {
 				if k, v, ok := strings.Cut(a, "="); ok {
-					runEnv[k] = v
+					runEnv[k] = shellValue(v, sp.env)
 				}
 			}
 			continue
@@ -343,13 +343,31 @@ func goBuilds(sp *step) []goBuild {
 				env[k] = v
 			}
 			for k, v := range c.env {
-				env[k] = v
+				env[k] = shellValue(v, env)
 			}
 			out = append(out, goBuild{sub: sub, args: rest, env: env})
 			break
 		}
 	}
 	return out
+}
+
+// shellValue resolves a value that is only a variable ($CGO, ${CGO}) from the ARG and ENV
+// values the shell runs with; any other value is returned as written.
+func shellValue(v string, env map[string]string) string {
+	name, ok := strings.CutPrefix(v, "$")
+	if !ok {
+		return v
+	}
+	if inner, ok := strings.CutPrefix(name, "{"); ok {
+		if name, ok = strings.CutSuffix(inner, "}"); !ok {
+			return v
+		}
+	}
+	if x, ok := env[name]; ok {
+		return x
+	}
+	return v
 }
 
 type goBuild struct {
@@ -731,9 +749,9 @@ func checkDeletedLater(a *analysis) {
 	for _, sp := range a.m.finalSteps() {
 		switch c := sp.cmd.(type) {
 		case *instructions.CopyCommand:
-			made = append(made, copyDests(sp.workdir, c.SourcePaths, c.DestPath, sp.line)...)
+			made = append(made, copyDests(sp.workdir, copySources(c.SourcesAndDest), c.DestPath, sp.line)...)
 		case *instructions.AddCommand:
-			made = append(made, copyDests(sp.workdir, c.SourcePaths, c.DestPath, sp.line)...)
+			made = append(made, copyDests(sp.workdir, copySources(c.SourcesAndDest), c.DestPath, sp.line)...)
 		}
 		if sp.kind != "RUN" {
 			continue
@@ -800,6 +818,16 @@ func sortedKeys(m map[int]*removal) []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// copySources lists a COPY's or ADD's sources: its paths, and the names of its heredocs
+// (COPY <<EOF /etc/x), which BuildKit's parser keeps apart in SourceContents.
+func copySources(sd instructions.SourcesAndDest) []string {
+	srcs := append([]string{}, sd.SourcePaths...)
+	for _, c := range sd.SourceContents {
+		srcs = append(srcs, c.Path)
+	}
+	return srcs
 }
 
 // copyDests lists what a COPY or ADD writes.

@@ -42,6 +42,24 @@ var ruleCases = []ruleCase{
 	{rule: "final-stage-toolchain", name: "jre", df: L("FROM eclipse-temurin:21-jre", "COPY app.jar /app.jar")},
 	{rule: "final-stage-toolchain", name: "unknown build arg", df: L("ARG BASE", "FROM ${BASE}", "COPY app /app")},
 	{rule: "final-stage-toolchain", name: "toolchain only in the builder", df: L("FROM golang:1.22 AS b", "RUN go build -o /app .", "FROM alpine:3.19", "COPY --from=b /app /app")},
+	// ARG values expanded as BuildKit's shell lexer expands them (issue 10, item 8)
+	{rule: "final-stage-toolchain", name: "ARG default in double quotes", df: L(`ARG BASE="golang:1.22"`, "FROM ${BASE}", "COPY app /app"), want: []int{2}},
+	{rule: "final-stage-toolchain", name: "ARG default in single quotes", df: L(`ARG BASE='golang:1.22'`, "FROM $BASE", "COPY app /app"), want: []int{2}},
+	{rule: "final-stage-toolchain", name: "ARG built from an earlier ARG", df: L("ARG REGISTRY=docker.io", `ARG BASE="${REGISTRY}/library/golang:1.22"`, "FROM ${BASE}", "COPY app /app"), want: []int{3}},
+	{rule: "final-stage-toolchain", name: "${VAR:-default} of an unset ARG", df: L("ARG BASE", "FROM ${BASE:-golang:1.22}", "COPY app /app"), want: []int{2}},
+	{rule: "final-stage-toolchain", name: "${VAR:-default} of an undeclared variable", df: L("FROM golang:${GO_VERSION:-1.22}", "COPY app /app"), want: []int{1}},
+	{rule: "final-stage-toolchain", name: "${VAR:+word}", df: L("ARG SLIM=1", "FROM python:3.12${SLIM:+-slim}", "COPY app /app")},
+	{rule: "final-stage-toolchain", name: "build arg overrides the default", df: L("ARG BASE=alpine:3.19", "FROM ${BASE}", "COPY app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"BASE": "golang:1.22"} }, want: []int{2}},
+	{rule: "final-stage-toolchain", name: "build arg overrides a toolchain default", df: L("ARG BASE=golang:1.22", "FROM ${BASE}", "COPY app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"BASE": "gcr.io/distroless/static-debian12"} }},
+	{rule: "final-stage-toolchain", name: "build arg of an ARG without default", df: L("ARG BASE", "FROM ${BASE}", "COPY app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"BASE": "node:20"} }, want: []int{2}},
+	{rule: "final-stage-toolchain", name: "an undeclared build arg is not in scope", df: L("FROM ${BASE}", "COPY app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"BASE": "node:20"} }},
+	{rule: "final-stage-toolchain", name: "platform args are unknown", df: L("FROM ${TARGETARCH}/golang:1.22", "COPY app /app")},
+	{rule: "final-stage-toolchain", name: "platform arg given as a build arg", df: L("FROM ${TARGETARCH}/golang:1.22", "COPY app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"TARGETARCH": "arm64v8"} }, want: []int{1}},
 
 	// single-stage-build
 	{rule: "single-stage-build", name: "go build in the final stage", df: L("FROM alpine:3.19", "RUN apk add --no-cache go", "COPY . .", "RUN go build -o /app ."), want: []int{4}},
@@ -116,6 +134,23 @@ var ruleCases = []ruleCase{
 	{rule: "go-cgo", name: "distroless base has glibc", df: L("FROM golang:1.22 AS b", "RUN go build -o /app .", "FROM gcr.io/distroless/base-debian12", "COPY --from=b /app /app")},
 	{rule: "go-cgo", name: "alpine builder, alpine final", df: L("FROM golang:1.22-alpine AS b", "RUN go build -o /app .", "FROM alpine:3.19", "COPY --from=b /app /app")},
 	{rule: "go-cgo", name: "debian final", df: L("FROM golang:1.22 AS b", "RUN go build -o /app .", "FROM debian:bookworm-slim", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "ENV value in quotes", df: L("FROM golang:1.22 AS b", `ENV CGO_ENABLED="0"`, "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "ARG value in quotes", df: L("FROM golang:1.22 AS b", `ARG CGO_ENABLED='0'`, "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "ENV from an ARG", df: L("FROM golang:1.22 AS b", "ARG CGO=0", "ENV CGO_ENABLED=${CGO}", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "build arg overrides ARG CGO_ENABLED=1", df: L("FROM golang:1.22 AS b", "ARG CGO_ENABLED=1", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"CGO_ENABLED": "0"} }},
+	{rule: "go-cgo", name: "build arg overrides ARG CGO_ENABLED=0", df: L("FROM golang:1.22 AS b", "ARG CGO_ENABLED=0", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"CGO_ENABLED": "1"} }, want: []int{3}},
+	{rule: "go-cgo", name: "build arg for an ARG without default", df: L("FROM golang:1.22 AS b", "ARG CGO_ENABLED", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"CGO_ENABLED": "0"} }},
+	{rule: "go-cgo", name: "a build arg without its ARG is not in the environment", df: L("FROM golang:1.22 AS b", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app"),
+		in: func(in *Input) { in.BuildArgs = map[string]string{"CGO_ENABLED": "0"} }, want: []int{2}},
+	{rule: "go-cgo", name: "ARG of a parent stage is inherited, as BuildKit does", df: L("FROM golang:1.22 AS base", "ARG CGO_ENABLED=0", "FROM base AS b", "RUN go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "inline value from an ARG", df: L("FROM golang:1.22 AS b", "ARG CGO=0", "RUN CGO_ENABLED=${CGO} go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "exported value from an ENV", df: L("FROM golang:1.22 AS b", "ENV CGO=0", "RUN export CGO_ENABLED=$CGO && go build -o /app .", "FROM scratch", "COPY --from=b /app /app")},
+	{rule: "go-cgo", name: "inline value from an unknown variable", df: L("FROM golang:1.22 AS b", "RUN CGO_ENABLED=$CGO go build -o /app .", "FROM scratch", "COPY --from=b /app /app"), want: []int{2}},
+	{rule: "go-cgo", name: "go build in bash -c", df: L("FROM golang:1.22 AS b", `RUN bash -c "go build -o /app ."`, "FROM scratch", "COPY --from=b /app /app"), want: []int{2}},
+	{rule: "go-cgo", name: "go build in a heredoc for sh", df: L("FROM golang:1.22 AS b", "RUN sh <<EOF", "CGO_ENABLED=0 go build -o /app .", "EOF", "FROM scratch", "COPY --from=b /app /app")},
 
 	// go-build-flags
 	{rule: "go-build-flags", name: "plain go build", df: L("FROM golang:1.22 AS b", "RUN CGO_ENABLED=0 go build -o /app .", "FROM scratch", "COPY --from=b /app /app"), want: []int{2}},
@@ -133,12 +168,38 @@ var ruleCases = []ruleCase{
 	{rule: "apt-no-recommends", name: "--no-install-recommends", df: L("FROM debian:bookworm-slim", "RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*")},
 	{rule: "apt-no-recommends", name: "apt.conf", df: L("FROM debian:bookworm-slim", `RUN echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/99norecommends`, "RUN apt-get install -y curl")},
 	{rule: "apt-no-recommends", name: "builder stage only", df: L("FROM debian:bookworm AS b", "RUN apt-get install -y gcc", "FROM scratch", "COPY --from=b /app /app")},
+	// heredocs as BuildKit's parser reports them (issue 10, item 8)
+	{rule: "apt-no-recommends", name: "RUN <<EOF", df: L("FROM debian:bookworm-slim", "RUN <<EOF", "apt-get update", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN <<EOF bash", df: L("FROM debian:bookworm-slim", "RUN <<EOF bash", "apt-get update", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN bash <<EOF", df: L("FROM debian:bookworm-slim", "RUN bash <<EOF", "apt-get update", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN sh -e <<'EOF'", df: L("FROM debian:bookworm-slim", "RUN sh -e <<'EOF'", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN bash -euo pipefail <<-EOF, tabs", df: L("FROM debian:bookworm-slim", "RUN bash -euo pipefail <<-EOF", "\tapt-get install -y curl", "\tEOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN DEBIAN_FRONTEND=noninteractive sudo bash <<EOF", df: L("FROM debian:bookworm-slim", "RUN DEBIAN_FRONTEND=noninteractive sudo bash <<EOF", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "RUN busybox sh <<EOF", df: L("FROM debian:bookworm-slim", "RUN busybox sh <<EOF", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "heredoc with a #!/bin/bash line", df: L("FROM debian:bookworm-slim", "RUN <<EOF", "#!/bin/bash", "set -e", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "heredoc with #!/usr/bin/env bash", df: L("FROM debian:bookworm-slim", "RUN <<EOF", "#!/usr/bin/env bash", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "cat <<EOF | sh", df: L("FROM debian:bookworm-slim", "RUN cat <<EOF | sh", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "bash <<< here-string", df: L("FROM debian:bookworm-slim", `RUN bash <<< "apt-get install -y curl"`), want: []int{2}},
+	{rule: "apt-no-recommends", name: "sh -c in a shell-form RUN", df: L("FROM debian:bookworm-slim", `RUN sh -c "apt-get update && apt-get install -y curl"`), want: []int{2}},
+	{rule: "apt-no-recommends", name: "exec form with bash -o pipefail -c", df: L("FROM debian:bookworm-slim", `RUN ["/bin/bash", "-o", "pipefail", "-c", "apt-get install -y curl"]`), want: []int{2}},
+	{rule: "apt-no-recommends", name: "two heredocs, the second for bash", df: L("FROM debian:bookworm-slim", "RUN cat <<CONF > /etc/motd && bash <<EOF", "apt-get install -y curl", "CONF", "apt-get install -y curl", "EOF"), want: []int{2}},
+	{rule: "apt-no-recommends", name: "SHELL bash", df: L("FROM debian:bookworm-slim", `SHELL ["/bin/bash", "-o", "pipefail", "-c"]`, "RUN apt-get install -y curl"), want: []int{3}},
+	{rule: "apt-no-recommends", name: "heredoc for python3", df: L("FROM debian:bookworm-slim", "RUN python3 <<EOF", "import subprocess", "apt-get install -y curl", "EOF")},
+	{rule: "apt-no-recommends", name: "heredoc with #!/usr/bin/env python3", df: L("FROM debian:bookworm-slim", "RUN <<EOF", "#!/usr/bin/env python3", "apt-get install -y curl", "EOF")},
+	{rule: "apt-no-recommends", name: "heredoc written to a file", df: L("FROM debian:bookworm-slim", "RUN cat <<EOF > /notes.txt", "apt-get install -y curl", "EOF")},
+	{rule: "apt-no-recommends", name: "heredoc is the input of a script file", df: L("FROM debian:bookworm-slim", "RUN bash /setup.sh <<EOF", "apt-get install -y curl", "EOF")},
+	{rule: "apt-no-recommends", name: "heredoc for fd 3", df: L("FROM debian:bookworm-slim", "RUN bash 3<<EOF", "apt-get install -y curl", "EOF")},
+	{rule: "apt-no-recommends", name: "apt.conf written by a heredoc", df: L("FROM debian:bookworm-slim", "RUN cat <<EOF > /etc/apt/apt.conf.d/99norecommends", `APT::Install-Recommends "false";`, "EOF", "RUN apt-get install -y curl")},
+	{rule: "apt-no-recommends", name: "SHELL powershell", df: L("FROM debian:bookworm-slim", `SHELL ["pwsh", "-Command"]`, "RUN apt-get install -y curl")},
+	{rule: "apt-no-recommends", name: "bash -c in a heredoc's here-document", df: L("FROM debian:bookworm-slim", "RUN <<EOF", "cat <<'INNER' > /x.sh", "apt-get install -y curl", "INNER", "EOF")},
 
 	// apt-lists
 	{rule: "apt-lists", name: "lists kept", df: L("FROM debian:bookworm-slim", "RUN apt-get update && apt-get install -y --no-install-recommends curl"), want: []int{2}},
 	{rule: "apt-lists", name: "removed in a later RUN", df: L("FROM debian:bookworm-slim", "RUN apt-get update", "RUN apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*"), want: []int{2}},
 	{rule: "apt-lists", name: "removed", df: L("FROM debian:bookworm-slim", "RUN apt-get update \\", "  && apt-get install -y --no-install-recommends curl \\", "  && rm -rf /var/lib/apt/lists/*")},
 	{rule: "apt-lists", name: "removed relative to cd", df: L("FROM debian:bookworm-slim", "RUN apt-get update && apt-get install -y --no-install-recommends curl && cd /var/lib/apt && rm -rf lists")},
+	{rule: "apt-lists", name: "RUN <<EOF bash", df: L("FROM debian:bookworm-slim", "RUN <<EOF bash", "apt-get update", "apt-get install -y --no-install-recommends curl", "EOF"), want: []int{2}},
+	{rule: "apt-lists", name: "RUN bash <<EOF, lists removed", df: L("FROM debian:bookworm-slim", "RUN bash <<EOF", "apt-get update", "apt-get install -y --no-install-recommends curl", "rm -rf /var/lib/apt/lists/*", "EOF")},
 	{rule: "apt-lists", name: "cache mounts", df: L("FROM debian:bookworm-slim", "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt,sharing=locked apt-get update && apt-get install -y --no-install-recommends curl")},
 
 	// apk-no-cache
@@ -156,6 +217,7 @@ var ruleCases = []ruleCase{
 	{rule: "pip-no-cache-dir", name: "--no-cache-dir", df: L("FROM python:3.12-slim", "RUN pip install --no-cache-dir flask")},
 	{rule: "pip-no-cache-dir", name: "PIP_NO_CACHE_DIR", df: L("FROM python:3.12-slim", "ENV PIP_NO_CACHE_DIR=1", "RUN pip install flask")},
 	{rule: "pip-no-cache-dir", name: "cache mount", df: L("FROM python:3.12-slim", "RUN --mount=type=cache,target=/root/.cache/pip pip install flask")},
+	{rule: "pip-no-cache-dir", name: "cache mount on a target from an ARG", df: L("FROM python:3.12-slim", `ARG PIP_CACHE="/root/.cache/pip"`, "RUN --mount=type=cache,target=${PIP_CACHE} pip install flask")},
 	{rule: "pip-no-cache-dir", name: "builder stage", df: L("FROM python:3.12 AS b", "RUN pip install --prefix=/install flask", "FROM python:3.12-slim", "COPY --from=b /install /usr/local")},
 
 	// no-cache-mount
@@ -168,6 +230,8 @@ var ruleCases = []ruleCase{
 	{rule: "no-cache-mount", name: "with a cache mount", df: L("FROM golang:1.22", "RUN --mount=type=cache,target=/go/pkg/mod go mod download")},
 	{rule: "no-cache-mount", name: "apk add --no-cache", df: L("FROM alpine:3.19", "RUN apk add --no-cache curl")},
 	{rule: "no-cache-mount", name: "go build", df: L("FROM golang:1.22", "RUN go build -o /app .")},
+	{rule: "no-cache-mount", name: "RUN bash <<EOF", df: L("FROM debian:bookworm-slim", "RUN bash <<EOF", "apt-get update", "apt-get install -y --no-install-recommends curl", "EOF"), want: []int{2}},
+	{rule: "no-cache-mount", name: "cache target from an ENV", df: L("FROM python:3.12-slim", "ENV PIP_CACHE=/root/.cache/pip", "RUN --mount=type=cache,target=$PIP_CACHE pip install flask")},
 
 	// add-local
 	{rule: "add-local", name: "ADD a local file", df: L("FROM alpine:3.19", "ADD app.py /app/"), want: []int{2}},
@@ -192,6 +256,10 @@ var ruleCases = []ruleCase{
 	{rule: "files-deleted-later", name: "same RUN", df: L("FROM debian:bookworm-slim", "RUN curl -fsSL -o /tmp/x.tgz https://example.com/x.tgz && tar -xzf /tmp/x.tgz -C /opt && rm /tmp/x.tgz")},
 	{rule: "files-deleted-later", name: "virtual package removed in the same RUN", df: L("FROM alpine:3.19", "RUN apk add --no-cache --virtual .build-deps gcc && make && apk del .build-deps")},
 	{rule: "files-deleted-later", name: "rm of something the Dockerfile did not create", df: L("FROM debian:bookworm-slim", "RUN curl -o /tmp/x.tgz https://example.com/x.tgz && rm /tmp/x.tgz", "RUN rm -rf /usr/share/doc")},
+	{rule: "files-deleted-later", name: "COPY to a path from an ARG", df: L("FROM alpine:3.19", `ARG DIR="/tmp"`, "COPY big.tar ${DIR}/big.tar", "RUN tar -xf /tmp/big.tar -C /opt", "RUN rm /tmp/big.tar"), want: []int{3}},
+	{rule: "files-deleted-later", name: "WORKDIR from an ENV", df: L("FROM debian:bookworm-slim", "ENV DL=/dl", "WORKDIR $DL", "RUN curl -fsSLO https://example.com/x.tgz", "RUN rm -rf /dl"), want: []int{4}},
+	{rule: "files-deleted-later", name: "COPY of a heredoc", df: L("FROM alpine:3.19", "COPY <<EOF /tmp/setup.sh", "echo hi", "EOF", "RUN sh /tmp/setup.sh", "RUN rm /tmp/setup.sh"), want: []int{2}},
+	{rule: "files-deleted-later", name: "curl in a heredoc for bash, rm later", df: L("FROM debian:bookworm-slim", "RUN bash <<EOF", "curl -fsSL -o /tmp/x.tgz https://example.com/x.tgz", "EOF", "RUN rm /tmp/x.tgz"), want: []int{2}},
 	{rule: "files-deleted-later", name: "builder stage", df: L("FROM alpine:3.19 AS b", "RUN wget -O /tmp/a.zip https://example.com/a.zip", "RUN rm /tmp/a.zip", "FROM scratch", "COPY --from=b /etc/passwd /etc/passwd")},
 
 	// base-latest
@@ -216,6 +284,8 @@ var ruleCases = []ruleCase{
 	{rule: "no-user", name: "USER 65534:65534", df: L("FROM scratch", "COPY app /app", "USER 65534:65534")},
 	{rule: "no-user", name: "distroless nonroot", df: L("FROM gcr.io/distroless/static-debian12:nonroot", "COPY app /app")},
 	{rule: "no-user", name: "chainguard", df: L("FROM cgr.dev/chainguard/static:latest", "COPY app /app")},
+	{rule: "no-user", name: "USER from an ARG", df: L("FROM alpine:3.19", `ARG RUNAS="root"`, "USER ${RUNAS}"), want: []int{3}},
+	{rule: "no-user", name: "USER from a build arg", df: L("FROM alpine:3.19", "ARG RUNAS=root", "USER $RUNAS"), in: func(in *Input) { in.BuildArgs = map[string]string{"RUNAS": "app"} }},
 	{rule: "no-user", name: "USER in the parent stage", df: L("FROM alpine:3.19 AS base", "USER app", "FROM base", "COPY app /app")},
 }
 
@@ -235,7 +305,7 @@ func TestRules(t *testing.T) {
 			if tc.in != nil {
 				tc.in(&in)
 			}
-			if _, err := parse(in.Dockerfile, in.Target); err != nil {
+			if _, err := parse(in.Dockerfile, in.Target, in.BuildArgs); err != nil {
 				t.Fatalf("the case does not parse: %v", err)
 			}
 			got := Analyze(in)
@@ -357,7 +427,7 @@ func TestUnparsableDockerfile(t *testing.T) {
 }
 
 func TestParseErrorLine(t *testing.T) {
-	_, err := parse([]byte("FROM alpine\n\nNOTANINSTRUCTION x\n"), "")
+	_, err := parse([]byte("FROM alpine\n\nNOTANINSTRUCTION x\n"), "", nil)
 	pe, ok := err.(*parseError)
 	if !ok || pe.line != 3 || !strings.Contains(pe.msg, "unknown instruction") {
 		t.Errorf("err = %#v", err)
@@ -376,6 +446,17 @@ func TestSplitShell(t *testing.T) {
 		{`cd $(go env GOPATH) && python3 -m pip install --no-cache-dir -r r.txt`, []string{"cd $(go env GOPATH)", "pip install --no-cache-dir -r r.txt"}},
 		{"go build \\\n  -o x", []string{"go build -o x"}},
 		{`a "unterminated`, []string{"a unterminated"}},
+		// here-documents: a body is input, not commands; one fed to a shell is its script
+		{"cat <<EOF > /etc/motd\nrm -rf /\nEOF\necho done", []string{"cat >/etc/motd", "echo done"}},
+		{"bash <<'EOF' && echo after\napt-get install -y curl\nEOF", []string{"bash", "apt-get install -y curl", "echo after"}},
+		{"<<-EOF sh -e\n\tmake\n\tEOF", []string{"sh -e", "make"}},
+		{"cat <<A <<B\none\nA\ntwo\nB\nmake # after both bodies", []string{"cat", "make"}},
+		{"sh <<EOF\nunterminated", []string{"sh", "unterminated"}},
+		{"bash /x.sh <<EOF\nnot a script\nEOF", []string{"bash /x.sh"}},
+		{`sh -c 'apt-get update && apt-get install -y curl'`, []string{"sh -c apt-get update && apt-get install -y curl", "apt-get update", "apt-get install -y curl"}},
+		{`echo "make all" | sh`, []string{"echo make all", "sh", "make all"}},
+		{`bash <<< "make"`, []string{"bash", "make"}},
+		{"cat file | sh", []string{"cat file", "sh"}},
 	} {
 		var got []string
 		for _, c := range splitShell(tc.in) {
@@ -415,5 +496,61 @@ func TestImageRef(t *testing.T) {
 		if r.repo != tc.repo || r.name != tc.name || r.tag != tc.tag || r.digest != tc.digest {
 			t.Errorf("%s: %+v", tc.in, r)
 		}
+	}
+}
+
+// TestExpandedMessages checks that messages show ARG values as BuildKit expands them: quotes
+// removed (issue 10, item 8).
+func TestExpandedMessages(t *testing.T) {
+	for _, df := range []string{
+		L(`ARG BASE="golang:1.22"`, "FROM ${BASE}", "COPY app /app"),
+		L(`ARG BASE='golang:1.22'`, "FROM $BASE", "COPY app /app"),
+		L(`ARG TAG="1.22"`, `FROM "golang:${TAG}"`, "COPY app /app"),
+	} {
+		got := findings(Analyze(Input{Dockerfile: []byte(df)}), "final-stage-toolchain")
+		if len(got) != 1 {
+			t.Errorf("%q: %d final-stage-toolchain findings", df, len(got))
+			continue
+		}
+		if !strings.Contains(got[0].Message, "built on golang:1.22 (the Go toolchain)") || strings.ContainsAny(got[0].Message, `"'`) {
+			t.Errorf("%q: %s", df, got[0].Message)
+		}
+	}
+}
+
+// TestRunPrograms checks what the rules see of a RUN step: the script BuildKit gives the
+// interpreter, and its commands only when it is POSIX shell.
+func TestRunPrograms(t *testing.T) {
+	for _, tc := range []struct {
+		name, df string
+		script   string // substring of step.script
+		cmds     string // the commands' names, space-separated
+	}{
+		{"bare heredoc", L("FROM alpine", "RUN <<EOF", "apk add curl", "make", "EOF"), "apk add curl", "apk make"},
+		{"heredoc for bash", L("FROM alpine", "RUN <<EOF bash", "apk add curl", "EOF"), "<<EOF bash\napk add curl\nEOF", "bash apk"},
+		{"bash reads the heredoc", L("FROM alpine", "RUN bash <<EOF", "apk add curl", "EOF"), "bash <<EOF\napk add curl\nEOF", "bash apk"},
+		{"heredoc for python3", L("FROM alpine", "RUN python3 <<EOF", "import os", "EOF"), "import os", "python3"},
+		{"#! python3", L("FROM alpine", "RUN <<EOF", "#!/usr/bin/python3", "import os", "EOF"), "import os", ""},
+		{"#! env -S bash -e", L("FROM alpine", "RUN <<EOF", "#!/usr/bin/env -S bash -e", "make", "EOF"), "make", "make"},
+		{"exec form", L("FROM alpine", `RUN ["make", "all"]`), "make all", "make"},
+		{"exec form sh -ec", L("FROM alpine", `RUN ["sh", "-ec", "make all"]`), "make all", "make"},
+		{"SHELL cmd", L("FROM alpine", `SHELL ["cmd", "/S", "/C"]`, "RUN make"), "make", ""},
+		{"SHELL inherited from the parent stage", L("FROM alpine AS a", `SHELL ["pwsh", "-c"]`, "FROM a", "RUN make"), "make", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := parse([]byte(tc.df), "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := m.finalSteps()
+			sp := steps[len(steps)-1]
+			var names []string
+			for _, c := range sp.sh {
+				names = append(names, c.name())
+			}
+			if !strings.Contains(sp.script, tc.script) || strings.Join(names, " ") != tc.cmds {
+				t.Errorf("script %q, commands %q; want a script with %q, commands %q", sp.script, names, tc.script, tc.cmds)
+			}
+		})
 	}
 }

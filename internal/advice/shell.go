@@ -12,6 +12,11 @@ type shCmd struct {
 	env  map[string]string // assignments written before the command
 	args []string          // the command and its arguments, quotes removed, wrappers (sudo, env…) dropped
 	out  []string          // files written by output redirections
+	// stdin is what a heredoc (<<EOF) or here-string (<<<) gives the command on standard
+	// input; hasStdin tells an empty document from none.
+	stdin    string
+	hasStdin bool
+	piped    bool // the command reads the previous command's output (cmd | this)
 }
 
 // name is the command's base name: "/usr/bin/apt-get" → "apt-get".
@@ -130,17 +135,42 @@ func makeCmd(words, out []string) shCmd {
 	return c
 }
 
+// maxShellDepth bounds how deep scripts run by shells inside scripts are read.
+const maxShellDepth = 4
+
 // splitShell splits a POSIX shell script into simple commands. It is a heuristic reader, not a
-// shell: it knows quotes, escapes, comments, command separators, $(…) and redirections, which
-// is what the rules need to see which programs a RUN step calls with which arguments.
-func splitShell(s string) []shCmd {
+// shell: it knows quotes, escapes, comments, command separators, $(…), redirections and here
+// documents, which is what the rules need to see which programs a RUN step calls with which
+// arguments. The script a shell in it runs (sh -c "…", bash <<EOF, bash <<< "…", cat <<EOF |
+// sh) is read too, its commands following the shell's.
+func splitShell(s string) []shCmd { return splitShellDocs(s, nil, 0) }
+
+// hereDoc is a here-document redirection waiting for its body at the end of its line.
+type hereDoc struct {
+	cmd   int // serial number of the command it feeds
+	delim string
+	chomp bool // <<-: leading tabs are dropped
+	stdin bool // it feeds standard input (no file descriptor, or 0)
+}
+
+// splitShellDocs is splitShell where the here-documents of the script's first line have the
+// bodies docs, in order (BuildKit's parser has read them), instead of the lines that follow.
+// depth counts the shells around the script.
+func splitShellDocs(s string, docs []string, depth int) []shCmd {
 	var (
 		cmds    []shCmd
 		words   []string
 		outs    []string
 		cur     strings.Builder
 		inWord  bool
-		pending int // 0: none, 1: next word is an output file, 2: next word is an input file
+		pending int // 0: none, 1: output file, 2: input file, 3: here-string, 4: here-document delimiter
+		fd0     bool
+		chomp   bool
+		serial  int             // the command being read
+		index   = map[int]int{} // serial → index in cmds
+		stdin   = map[int]string{}
+		waiting []hereDoc
+		piped   bool // the command being read follows a |
 	)
 	flush := func() {
 		if !inWord {
@@ -153,20 +183,67 @@ func splitShell(s string) []shCmd {
 		case 1:
 			outs = append(outs, w)
 		case 2:
+		case 3:
+			if fd0 {
+				stdin[serial] = w
+			}
+		case 4:
+			waiting = append(waiting, hereDoc{cmd: serial, delim: w, chomp: chomp, stdin: fd0})
 		default:
 			words = append(words, w)
 		}
 		pending = 0
 	}
-	end := func() {
+	end := func(pipe bool) {
 		flush()
 		pending = 0
 		if len(words) > 0 || len(outs) > 0 {
-			cmds = append(cmds, makeCmd(words, outs))
+			c := makeCmd(words, outs)
+			c.piped = piped
+			index[serial] = len(cmds)
+			cmds = append(cmds, c)
 		}
 		words, outs = nil, nil
+		serial++
+		piped = pipe
 	}
 	rs := []rune(s)
+	// bodies reads the here-documents waiting at the end of a line, the line break at i.
+	bodies := func(i int) int {
+		for _, d := range waiting {
+			body := ""
+			if len(docs) > 0 {
+				body, docs = docs[0], docs[1:]
+			} else {
+				var b strings.Builder
+				for i+1 < len(rs) {
+					j := i + 1
+					for j < len(rs) && rs[j] != '\n' {
+						j++
+					}
+					line := string(rs[i+1 : j])
+					i = j
+					check := line
+					if d.chomp {
+						check = strings.TrimLeft(line, "\t")
+					}
+					if check == d.delim {
+						break
+					}
+					if d.chomp {
+						line = check
+					}
+					b.WriteString(line + "\n")
+				}
+				body = b.String()
+			}
+			if d.stdin {
+				stdin[d.cmd] = body
+			}
+		}
+		waiting = nil
+		return i
+	}
 	for i := 0; i < len(rs); i++ {
 		c := rs[i]
 		switch {
@@ -234,16 +311,28 @@ func splitShell(s string) []shCmd {
 			inWord = true
 			i = j
 		case c == '#' && !inWord:
-			for i < len(rs) && rs[i] != '\n' {
+			for i+1 < len(rs) && rs[i+1] != '\n' {
 				i++
 			}
-			end()
 		case c == ' ' || c == '\t' || c == '\r':
 			flush()
-		case c == '\n' || c == ';' || c == '&' || c == '|' || c == '(' || c == ')':
-			end()
+		case c == '\n':
+			end(false)
+			if len(waiting) > 0 {
+				i = bodies(i)
+			}
+		case c == '|':
+			pipe := i+1 >= len(rs) || rs[i+1] != '|'
+			if !pipe {
+				i++
+			}
+			end(pipe)
+		case c == ';' || c == '&' || c == '(' || c == ')':
+			end(false)
 		case c == '>' || c == '<':
+			fd := ""
 			if inWord && isDigits(cur.String()) {
+				fd = cur.String()
 				cur.Reset() // "2>" redirects a file descriptor
 				inWord = false
 			} else {
@@ -251,12 +340,29 @@ func splitShell(s string) []shCmd {
 			}
 			kind := 1
 			if c == '<' {
-				kind = 2
+				n := 1
+				for i+1 < len(rs) && rs[i+1] == '<' {
+					i++
+					n++
+				}
+				switch {
+				case n == 2:
+					kind = 4
+					chomp = i+1 < len(rs) && rs[i+1] == '-'
+					if chomp {
+						i++
+					}
+				case n > 2:
+					kind = 3
+				default:
+					kind = 2
+				}
+				fd0 = fd == "" || fd == "0"
 			}
-			for i+1 < len(rs) && (rs[i+1] == c || rs[i+1] == '|' || rs[i+1] == '-') {
+			for kind <= 2 && i+1 < len(rs) && (rs[i+1] == c || rs[i+1] == '|' || rs[i+1] == '-') {
 				i++
 			}
-			if i+1 < len(rs) && rs[i+1] == '&' { // >&2, 2>&1
+			if kind <= 2 && i+1 < len(rs) && rs[i+1] == '&' { // >&2, 2>&1
 				i++
 				for i+1 < len(rs) && (isDigits(string(rs[i+1])) || rs[i+1] == '-') {
 					i++
@@ -269,8 +375,114 @@ func splitShell(s string) []shCmd {
 			inWord = true
 		}
 	}
-	end()
-	return cmds
+	end(false)
+	if len(waiting) > 0 {
+		bodies(len(rs))
+	}
+	for serial, body := range stdin {
+		if i, ok := index[serial]; ok {
+			cmds[i].stdin, cmds[i].hasStdin = body, true
+		}
+	}
+	return expandShells(cmds, depth)
+}
+
+// expandShells adds, after each command that is a shell running a script (sh -c "…", bash
+// <<EOF, bash <<< "…", cat <<EOF | sh, echo "…" | sh), the commands of that script.
+func expandShells(cmds []shCmd, depth int) []shCmd {
+	if depth >= maxShellDepth {
+		return cmds
+	}
+	var out []shCmd
+	for i, c := range cmds {
+		out = append(out, c)
+		script, fromStdin, ok := shellInvocation(c.args)
+		if !ok {
+			continue
+		}
+		switch {
+		case script != "":
+		case fromStdin && c.hasStdin:
+			script = c.stdin
+		case fromStdin && c.piped && i > 0:
+			script = pipedText(cmds[i-1])
+		}
+		if script != "" {
+			out = append(out, splitShellDocs(script, nil, depth+1)...)
+		}
+	}
+	return out
+}
+
+// pipedText is what a command writes to a pipe when kiln can tell: cat of its standard input,
+// echo or printf of their arguments.
+func pipedText(c shCmd) string {
+	switch c.name() {
+	case "cat":
+		if len(positional(c.args[1:])) == 0 && len(c.out) == 0 {
+			return c.stdin
+		}
+	case "echo", "printf":
+		if len(c.out) == 0 {
+			return strings.Join(positional(c.args[1:]), " ")
+		}
+	}
+	return ""
+}
+
+// posixShells are the interpreters whose scripts the rules read as POSIX shell.
+var posixShells = map[string]bool{"sh": true, "bash": true, "dash": true, "ash": true, "ksh": true, "mksh": true, "zsh": true, "posh": true, "yash": true}
+
+// isShell reports whether a program (a path or a name) is a POSIX shell.
+func isShell(program string) bool { return posixShells[path.Base(program)] }
+
+// shellInvocation reads a shell's command line ("bash -euo pipefail -c script", "sh -s",
+// "busybox sh"): ok when args run a shell, with the script it runs from -c, or fromStdin when
+// it reads its script from standard input (no -c and no script file, or -s).
+func shellInvocation(args []string) (script string, fromStdin, ok bool) {
+	if len(args) > 1 && path.Base(args[0]) == "busybox" {
+		args = args[1:]
+	}
+	if len(args) == 0 || !isShell(args[0]) {
+		return "", false, false
+	}
+	cFlag, sFlag := false, false
+	i := 1
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || a == "-" {
+			i++
+			break
+		}
+		if a == "-o" || a == "+o" || a == "-O" || a == "+O" || a == "--rcfile" || a == "--init-file" {
+			i++
+			continue
+		}
+		if strings.HasPrefix(a, "--") {
+			continue // --login, --norc, --posix…
+		}
+		if len(a) > 1 && (a[0] == '-' || a[0] == '+') {
+			if a[0] == '-' {
+				cFlag = cFlag || strings.ContainsRune(a[1:], 'c')
+				sFlag = sFlag || strings.ContainsRune(a[1:], 's')
+			}
+			if last := a[len(a)-1]; last == 'o' || last == 'O' {
+				i++ // -euo pipefail: the option's name follows
+			}
+			continue
+		}
+		break
+	}
+	rest := args[min(i, len(args)):]
+	switch {
+	case cFlag && len(rest) > 0:
+		return rest[0], false, true
+	case cFlag:
+		return "", false, true
+	case sFlag || len(rest) == 0:
+		return "", true, true
+	}
+	return "", false, true // a script file
 }
 
 func isDigits(s string) bool {

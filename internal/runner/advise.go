@@ -23,6 +23,13 @@ func (r *run) advise(in *inputs, m measure.Index) []kilnv1.Advice {
 	if spec.Advice != nil {
 		ai.Ignore = spec.Advice.Ignore
 	}
+	if len(spec.Dockerfile.BuildArgs) > 0 {
+		// the same values solve gives BuildKit, so ARGs expand as in the build
+		ai.BuildArgs = make(map[string]string, len(spec.Dockerfile.BuildArgs))
+		for _, a := range spec.Dockerfile.BuildArgs {
+			ai.BuildArgs[a.Name] = a.Value
+		}
+	}
 	if in.contextDir != "" {
 		entries, _ := os.ReadDir(in.contextDir)
 		ai.ContextFiles = []string{}

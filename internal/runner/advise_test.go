@@ -1,0 +1,42 @@
+package runner
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/measure"
+)
+
+// TestAdviseBuildArgs checks that the spec's build args reach the advice engine and override
+// ARG defaults, as --build-arg does in the build.
+func TestAdviseBuildArgs(t *testing.T) {
+	df := []byte("ARG BASE=\"alpine:3.20\"\nFROM ${BASE}\nUSER 65534\nCOPY app /app\n")
+	for _, tc := range []struct {
+		name string
+		args []kilnv1.BuildArg
+		want bool // a final-stage-toolchain finding
+	}{
+		{"the ARG default", nil, false},
+		{"a build arg overrides it", []kilnv1.BuildArg{{Name: "BASE", Value: "golang:1.22"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			r := &run{req: request(func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.BuildArgs = tc.args }), out: &out}
+			got := r.advise(&inputs{dockerfile: df, dockerfileName: "Dockerfile"}, measure.Index{})
+			found := false
+			for _, a := range got {
+				if a.Rule == "final-stage-toolchain" {
+					found = true
+					if strings.Contains(a.Message, `"`) {
+						t.Errorf("the message keeps the ARG's quotes: %s", a.Message)
+					}
+				}
+			}
+			if found != tc.want {
+				t.Errorf("final-stage-toolchain = %v, want %v\n%s", found, tc.want, out.String())
+			}
+		})
+	}
+}
