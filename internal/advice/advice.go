@@ -18,6 +18,7 @@ const (
 	KindSize     = "size"
 	KindSpeed    = "speed"
 	KindSecurity = "security"
+	KindBuild    = "build" // the build fails, or will as the Dockerfile grows
 )
 
 // Finding is one piece of advice.
@@ -27,7 +28,7 @@ type Finding struct {
 	Line        int    `json:"line,omitempty"`        // Dockerfile line, 0 when none
 	SavingBytes int64  `json:"savingBytes,omitempty"` // estimated saving, 0 when unknown
 	Doc         string `json:"doc"`                   // DocBase + "#" + rule id
-	Kind        string `json:"kind"`                  // "size", "speed" or "security"
+	Kind        string `json:"kind"`                  // "size", "speed", "security" or "build"
 }
 
 // Input is what Analyze looks at.

@@ -35,6 +35,7 @@ var rules = []rule{
 	{RuleInfo{"add-local", KindSpeed, "ADD of a local file where COPY (or a bind mount) serves; ADD is for URLs, git repositories and unpacking local tar archives."}, checkAddLocal},
 	{RuleInfo{"files-deleted-later", KindSize, "Files or packages added in one layer are deleted in a later RUN, so their bytes stay in the image."}, checkDeletedLater},
 	{RuleInfo{"base-latest", KindSpeed, "A base image is untagged or :latest, so builds change under you and the cache misses when it moves."}, checkBaseLatest},
+	{RuleInfo{"layer-depth", KindBuild, "A stage stacks 400 or more layers (its RUN, COPY, ADD and WORKDIR steps, plus the base image's when measured), near the 500 an overlay mount holds; past it the build fails with an overlay mount error."}, checkLayerDepth},
 	{RuleInfo{"no-user", KindSecurity, "The final stage sets no USER (or USER root), so the container runs as root."}, checkNoUser},
 	{RuleInfo{"large-layer", KindSize, "Measured: a layer is more than 30% of the image."}, checkLargeLayer},
 	{RuleInfo{"wasted-bytes", KindSize, "Measured: files a layer adds are deleted or overwritten by a later layer, and still weigh in the image."}, checkWastedBytes},

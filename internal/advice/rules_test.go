@@ -274,6 +274,15 @@ var ruleCases = []ruleCase{
 	{rule: "base-latest", name: "stage name", df: L("FROM alpine:3.19 AS base", "FROM base", "COPY app /app")},
 	{rule: "base-latest", name: "build arg with a tag", df: L("ARG IMG=alpine:3.19", "FROM ${IMG}", "COPY app /app")},
 
+	// layer-depth: the static case is in TestLayerDepth (a 500-step Dockerfile is too big a
+	// fuzz seed); here the base image's measured layers bring a short Dockerfile near the limit.
+	{rule: "layer-depth", name: "measured base layers near the limit", df: L("FROM debian:bookworm-slim", "RUN true", "COPY a /a", "WORKDIR /app"),
+		in: func(in *Input) { in.Image = imageWithLayers(398, 3) }, want: []int{1}},
+	{rule: "layer-depth", name: "measured, far from the limit", df: L("FROM debian:bookworm-slim", "RUN true", "COPY a /a", "WORKDIR /app"),
+		in: func(in *Input) { in.Image = imageWithLayers(30, 3) }},
+	{rule: "layer-depth", name: "WORKDIR / adds no layer", df: L("FROM debian:bookworm-slim", "RUN true", "COPY a /a", "WORKDIR /"),
+		in: func(in *Input) { in.Image = imageWithLayers(397, 2) }},
+
 	// no-user
 	{rule: "no-user", name: "no USER", df: L("FROM alpine:3.19", "COPY app /app"), want: []int{1}},
 	{rule: "no-user", name: "scratch without USER", df: L("FROM scratch", "COPY app /app"), want: []int{1}},
@@ -390,7 +399,7 @@ func TestRulesList(t *testing.T) {
 			t.Errorf("rule id %q is not kebab-case", r.ID)
 		}
 		switch r.Kind {
-		case KindSize, KindSpeed, KindSecurity:
+		case KindSize, KindSpeed, KindSecurity, KindBuild:
 		default:
 			t.Errorf("rule %s: kind %q", r.ID, r.Kind)
 		}
