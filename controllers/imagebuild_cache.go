@@ -60,6 +60,16 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 			return claim, err
 		}
 		if err := r.Create(ctx, pvc); err != nil && !apierrors.IsAlreadyExists(err) {
+			switch quota, rejected := apiRefusal(err); {
+			case quota:
+				st.progress(kilnv1.PhasePending, kilnv1.ReasonQuotaExceeded, fmt.Sprintf("a ResourceQuota refused cache claim %s for now; kiln tries again every %s: %v", claim.Name, quotaRetry, err))
+				st.requeueAfter(quotaRetry)
+				st.waiting = true
+				return claim, nil
+			case rejected:
+				st.stall(kilnv1.ReasonClaimRejected, fmt.Sprintf("the API server refused cache claim %s (from spec.cache): %v", claim.Name, err))
+				return claim, nil
+			}
 			return claim, fmt.Errorf("creating cache claim %s: %w", claim.Name, err)
 		}
 	default:
@@ -70,13 +80,18 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		return claim, nil
 	}
 	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
-		if pending := r.now().Sub(pvc.CreationTimestamp.Time); pending > claimPendingWarning {
+		pending := r.now().Sub(pvc.CreationTimestamp.Time)
+		if pending <= claimPendingWarning {
+			// Nothing else may wake this object when the claim stays Pending: come back when
+			// the warning is due.
+			st.requeueAfter(claimPendingWarning - pending + time.Second)
+		} else {
 			class := "the cluster's default class"
 			if pvc.Spec.StorageClassName != nil {
 				class = fmt.Sprintf("StorageClass %q", *pvc.Spec.StorageClassName)
 			}
-			st.claimWarning = fmt.Sprintf("cache claim %s has been Pending for %s: no volume is bound to it; check that %s exists and can provision in this zone (kubectl describe pvc %s)",
-				claim.Name, pending.Round(time.Second), class, claim.Name)
+			st.claimWarning = fmt.Sprintf("cache claim %s has been Pending for more than %s (since %s): no volume is bound to it; check that %s exists and can provision in this zone (kubectl describe pvc %s)",
+				claim.Name, claimPendingWarning, pvc.CreationTimestamp.UTC().Format(time.RFC3339), class, claim.Name)
 		}
 	}
 	if c, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {

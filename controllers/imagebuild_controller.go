@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,18 +15,22 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
 )
 
 // ImageBuildReconciler runs one BuildKit pod per build of an ImageBuild and records its result.
@@ -50,6 +55,9 @@ type ImageBuildReconciler struct {
 	// RetryBackoff is the wait before the second attempt of a transient failure; it doubles for
 	// each further attempt, up to five minutes.
 	RetryBackoff time.Duration
+	// MaxBuildTimeout clamps every ImageBuild's spec.timeout (--max-build-timeout); 0 means the
+	// API's own bound of 24h.
+	MaxBuildTimeout time.Duration
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 
@@ -60,22 +68,37 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// SetupWithManager registers the controller: it watches ImageBuilds and the pods and claims
-// they own.
+// SetupWithManager registers the controller: it watches ImageBuilds, the pods and claims they
+// own, and the ConfigMaps their sources name. The manager's cache must be built with
+// CacheOptions.
 func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	registerCollector.Do(func() { metrics.Registry.MustRegister(NewPhaseCollector(mgr.GetClient())) })
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &kilnv1.ImageBuild{}, indexConfigMapSource, configMapSourceName); err != nil {
+		return fmt.Errorf("indexing ImageBuilds by ConfigMap source: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kilnv1.ImageBuild{}).
 		Owns(&corev1.Pod{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.imageBuildsForConfigMap)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
 
 var registerCollector sync.Once
+
+// CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods
+// are cached, and ConfigMaps are cached as metadata plus a content digest (transformConfigMap).
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:       {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.ConfigMap{}: {Transform: transformConfigMap},
+	}}
+}
 
 // SetMaxConcurrentBuilds changes the limit while the manager runs.
 func (r *ImageBuildReconciler) SetMaxConcurrentBuilds(n int) {
@@ -124,6 +147,8 @@ type buildState struct {
 	requeue   time.Duration
 	// claimWarning explains a cache claim that has stayed Pending too long.
 	claimWarning string
+	// waiting stops the steps after the current one: it waits for something outside kiln.
+	waiting bool
 }
 
 func (s *buildState) progress(phase kilnv1.Phase, reason, message string) {
@@ -159,8 +184,15 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		result, retErr = r.summarizeAndPatch(ctx, before, ib, st, retErr)
 	}()
 
+	if ib.Spec.DecodeError != "" {
+		st.stall(kilnv1.ReasonInvalidSpec, ib.Spec.DecodeError+" (it was stored before kiln's validation refused such values): correct the field, or delete and re-create the ImageBuild")
+		return reconcile.Result{}, nil
+	}
+	if err := r.reconcileSource(ctx, ib, st); err != nil || st.stalled {
+		return reconcile.Result{}, err
+	}
 	claim, err := r.reconcileCache(ctx, ib, st)
-	if err != nil || st.stalled {
+	if err != nil || st.stalled || st.waiting {
 		return reconcile.Result{}, err
 	}
 	r.reconcilePoll(ctx, ib, st)
@@ -237,16 +269,27 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		lb = ib.Status.LastBuild
 	}
 	sameKey := answers(ib, lb, key)
-	if current != nil && sameKey && lb.PodName == current.Name {
+	if current != nil && sameKey && lb.PodName == current.Name && lb.CompletionTime == nil {
 		if !podFinished(current) {
-			r.observeRunning(ib, current, st)
-			return nil
+			return r.observeRunning(ctx, ib, current, st)
 		}
-		if lb.CompletionTime == nil {
-			r.recordResult(ib, current)
-		}
+		r.recordResult(ib, current)
+		sameKey = answers(ib, lb, key) // a ConfigMap source may have built other content than the key's
 		if err := r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name); err != nil {
 			return err
+		}
+	} else if current != nil && sameKey && lb.PodName == current.Name {
+		switch {
+		case podFinished(current):
+			if err := r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name); err != nil {
+				return err
+			}
+		case current.DeletionTimestamp == nil && (lb.FailureReason == kilnv1.FailurePodStartFailed || lb.FailureReason == kilnv1.FailureImagePullFailed):
+			// kiln ended this build (a container could not start) and the pod is still there.
+			// Its Lease stays until it is gone: buildkitd may still hold the claim.
+			if err := r.Delete(ctx, current); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("deleting build pod %s: %w", current.Name, err)
+			}
 		}
 	} else if sameKey && lb.CompletionTime == nil {
 		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
@@ -318,17 +361,26 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		return nil
 	}
 	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
-	pod, err := renderBuildPod(ib, podOptions{
+	opts := podOptions{
 		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
-		ResetCache: resetAt != ib.Status.LastHandledResetCacheAt,
-	})
-	if err != nil {
-		return err
+		ResetCache: resetAt != ib.Status.LastHandledResetCacheAt, MaxTimeout: r.MaxBuildTimeout,
 	}
-	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+	req, err := renderRequest(ib, opts)
+	if err == nil {
+		err = r.createRequest(ctx, ib, req)
+	}
+	if err == nil {
+		err = r.Create(ctx, renderBuildPod(ib, opts))
+		if apierrors.IsAlreadyExists(err) {
+			err = nil
+		} else if err != nil {
+			err = fmt.Errorf("creating build pod %s: %w", podName, err)
+		}
+	}
+	if err != nil {
 		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
-		return fmt.Errorf("creating build pod %s: %w", podName, err)
+		return r.refused(ib, podName, n, attempt, err, st)
 	}
 	created = true
 	if err := r.confirmCacheLease(ctx, lease, podName); err != nil {
@@ -346,22 +398,159 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	return nil
 }
 
-// observeRunning reports a build pod that has not finished.
-func (r *ImageBuildReconciler) observeRunning(ib *kilnv1.ImageBuild, pod *corev1.Pod, st *buildState) {
-	if lb := ib.Status.LastBuild; lb != nil && lb.StartTime == nil && pod.Status.StartTime != nil {
+// createRequest creates the ConfigMap that carries the runner's request. One that exists
+// already must be this ImageBuild's (a retry of the same create); anything else is refused.
+func (r *ImageBuildReconciler) createRequest(ctx context.Context, ib *kilnv1.ImageBuild, cm *corev1.ConfigMap) error {
+	err := r.Create(ctx, cm)
+	if !apierrors.IsAlreadyExists(err) {
+		if err != nil {
+			return fmt.Errorf("creating the build request ConfigMap %s: %w", cm.Name, err)
+		}
+		return nil
+	}
+	existing := &corev1.ConfigMap{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cm), existing); err != nil {
+		return fmt.Errorf("reading the build request ConfigMap %s: %w", cm.Name, err)
+	}
+	if !metav1.IsControlledBy(existing, ib) {
+		return &refusal{fmt.Sprintf("a ConfigMap named %q already exists in namespace %q and is not kiln's: kiln needs that name for the build's request; rename or delete it", cm.Name, ib.Namespace)}
+	}
+	return nil
+}
+
+// refusal is a build that kiln itself refuses to start; the message says why.
+type refusal struct{ msg string }
+
+func (e *refusal) Error() string { return e.msg }
+
+// apiRefusal classifies an error from creating a build's objects: quota says the refusal is
+// for now (the caller waits and tries again); rejected says the API server refused what kiln
+// rendered from the spec, which will not change until the spec or the cluster's policy does.
+// Anything else (a timeout, a conflict, the API server unavailable) is neither: retried with
+// the controller's backoff.
+func apiRefusal(err error) (quota, rejected bool) {
+	var own *refusal
+	switch {
+	case errors.As(err, &own):
+		return false, true
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota"):
+		return true, false
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsForbidden(err),
+		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsMethodNotSupported(err):
+		return false, true
+	}
+	return false, false
+}
+
+// quotaRetry is how often kiln tries again after a ResourceQuota refused a claim or pod.
+const quotaRetry = 30 * time.Second
+
+// refused handles a build whose pod or request the API server did not create. A quota refusal
+// waits; a rejection ends the build as PodRejected with the server's message, which stalls the
+// ImageBuild until its spec changes (no loop: the failed build answers the build key).
+func (r *ImageBuildReconciler) refused(ib *kilnv1.ImageBuild, podName string, n int64, attempt int32, err error, st *buildState) error {
+	quota, rejected := apiRefusal(err)
+	switch {
+	case quota:
+		st.progress(kilnv1.PhasePending, kilnv1.ReasonQuotaExceeded, fmt.Sprintf("a ResourceQuota refused build pod %s for now; kiln tries again every %s: %v", podName, quotaRetry, err))
+		st.requeueAfter(quotaRetry)
+		return nil
+	case !rejected:
+		return err
+	}
+	key := keyOf(ib)
+	now := metav1.NewTime(r.now())
+	ib.Status.BuildCount = n
+	ib.Status.LastHandledRebuildAt = key.RebuildAt
+	ib.Status.LastBuild = &kilnv1.LastBuild{
+		PodName: podName, Attempt: attempt, Generation: key.Generation, PolledRevision: key.Polled,
+		CompletionTime: &now, FailureReason: kilnv1.FailurePodRejected,
+		Message: contract.Truncate("the API server refused the build: "+err.Error(), 1024),
+	}
+	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), 512))
+	r.settle(ib, st)
+	return nil
+}
+
+// imagePullGrace is how long a build pod may wait for an image before the build fails
+// (ImagePullFailed, retried): the kubelet itself backs off forever.
+const imagePullGrace = 5 * time.Minute
+
+// observeRunning reports a build pod that has not finished, and ends the build when a container
+// cannot start: the kubelet would wait or back off forever, holding a build slot and the cache.
+func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.ImageBuild, pod *corev1.Pod, st *buildState) error {
+	lb := ib.Status.LastBuild
+	if lb.StartTime == nil && pod.Status.StartTime != nil {
 		lb.StartTime = pod.Status.StartTime.DeepCopy()
+	}
+	if class, msg, wait := r.startFailure(pod); class != "" {
+		now := metav1.NewTime(r.now())
+		lb.CompletionTime, lb.FailureReason, lb.Message = &now, class, contract.Truncate(msg, 1024)
+		if lb.StartTime != nil {
+			lb.Duration = now.Sub(lb.StartTime.Time).Round(time.Second).String()
+		}
+		observeBuild(ib, 0, class)
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", pod.Name, class, contract.Truncate(msg, 512))
+		if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting build pod %s: %w", pod.Name, err)
+		}
+		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
+		st.requeueAfter(time.Second)
+		return nil
+	} else if wait > 0 {
+		st.requeueAfter(wait)
 	}
 	if pod.Status.Phase == corev1.PodRunning {
 		st.progress(kilnv1.PhaseBuilding, kilnv1.ReasonBuilding, fmt.Sprintf("build pod %s is running", pod.Name))
-		return
+		return nil
 	}
 	msg := fmt.Sprintf("build pod %s is %s", pod.Name, pod.Status.Phase)
-	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+	for _, cs := range containerStatuses(pod) {
 		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
 			msg += fmt.Sprintf("; container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
 		}
 	}
 	st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, msg)
+	return nil
+}
+
+func containerStatuses(pod *corev1.Pod) []corev1.ContainerStatus {
+	return append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+}
+
+// startFailure says whether a container of an unfinished build pod cannot start, as a failure
+// class and the kubelet's message; or, for an image still being pulled, how long until kiln
+// gives up on it. A spec or install problem (an image name the runtime refuses, a container
+// config that cannot be made, a binary that cannot be executed) is PodStartFailed and is not
+// retried; an image that does not arrive within imagePullGrace is ImagePullFailed, which is.
+func (r *ImageBuildReconciler) startFailure(pod *corev1.Pod) (class, msg string, wait time.Duration) {
+	for _, cs := range containerStatuses(pod) {
+		describe := func(reason, message string) string {
+			return strings.TrimSpace(fmt.Sprintf("container %s of build pod %s (image %s) cannot start: %s %s", cs.Name, pod.Name, cs.Image, reason, message))
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && t.Reason == "StartError" {
+			return kilnv1.FailurePodStartFailed, describe(t.Reason, t.Message), 0
+		}
+		w := cs.State.Waiting
+		if w == nil {
+			continue
+		}
+		switch w.Reason {
+		case "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+			return kilnv1.FailurePodStartFailed, describe(w.Reason, w.Message), 0
+		case "ErrImagePull", "ImagePullBackOff":
+			since := pod.CreationTimestamp.Time
+			if pod.Status.StartTime != nil {
+				since = pod.Status.StartTime.Time
+			}
+			left := imagePullGrace - r.now().Sub(since)
+			if left <= 0 {
+				return kilnv1.FailureImagePullFailed, describe(w.Reason, w.Message) + fmt.Sprintf(" (for more than %s)", imagePullGrace), 0
+			}
+			wait = left
+		}
+	}
+	return "", "", wait
 }
 
 // retryable says whether a failed build may be tried again.
@@ -430,6 +619,33 @@ func (r *ImageBuildReconciler) pruneHistory(ctx context.Context, stored, ib *kil
 		}
 		if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("deleting old build pod %s: %w", pod.Name, err))
+		}
+	}
+	return errors.Join(append(errs, r.pruneRequests(ctx, ib, pods))...)
+}
+
+// pruneRequests deletes the request ConfigMaps of builds whose pods are gone (pruned, lost or
+// never created), except the current build's.
+func (r *ImageBuildReconciler) pruneRequests(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod) error {
+	list := &corev1.ConfigMapList{}
+	if err := r.List(ctx, list, client.InNamespace(ib.Namespace), client.MatchingLabels{LabelImageBuild: ib.Name, LabelRole: RoleRequest}); err != nil {
+		return fmt.Errorf("listing build requests: %w", err)
+	}
+	kept := map[int64]bool{}
+	for _, pod := range pods {
+		if pod.DeletionTimestamp == nil {
+			kept[podBuild(pod)] = true
+		}
+	}
+	var errs []error
+	for i := range list.Items {
+		cm := &list.Items[i]
+		n, _ := strconv.ParseInt(cm.Annotations[AnnotationBuild], 10, 64)
+		if kept[n] || n >= ib.Status.BuildCount || !metav1.IsControlledBy(cm, ib) {
+			continue
+		}
+		if err := r.Delete(ctx, cm); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting build request %s: %w", cm.Name, err))
 		}
 	}
 	return errors.Join(errs...)

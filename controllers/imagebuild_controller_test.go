@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -153,8 +152,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	g.Expect(vols["build-secret-0"].Secret.Items).To(Equal([]corev1.KeyToPath{{Key: ".npmrc", Path: "value"}}))
 
 	// The runner's request carries the spec, not Secret values.
-	var req contract.Request
-	g.Expect(json.Unmarshal([]byte(run.Args[1][len("--request="):]), &req)).To(Succeed())
+	req := requestOf(g, pod)
 	g.Expect(req.Spec.Output.Image).To(Equal("registry.example.com/team/hello"))
 	g.Expect(req.Build).To(Equal(int64(1)))
 
@@ -393,8 +391,7 @@ func TestSpecEditReplacesRunningPod(t *testing.T) {
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "edit-build-2") }).Should(Succeed())
 	g.Expect(pod2.Annotations[AnnotationGeneration]).To(Equal("2"))
-	var req contract.Request
-	g.Expect(json.Unmarshal([]byte(pod2.Spec.Containers[0].Args[1][len("--request="):]), &req)).To(Succeed())
+	req := requestOf(g, pod2)
 	g.Expect(req.Spec.Output.Tags).To(Equal([]string{"v2"}))
 	g.Expect(getIB(g, ib).Status.LastBuild.Generation).To(Equal(int64(2)))
 }
@@ -413,7 +410,7 @@ func TestDeletedPodIsRetried(t *testing.T) {
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "lost-build-2") }).Should(Succeed())
 	g.Expect(pod2.Annotations[AnnotationAttempt]).To(Equal("2"))
-	g.Expect(getIB(g, ib).Status.LastBuild.Attempt).To(Equal(int32(2)))
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.LastBuild.Attempt).To(Equal(int32(2))) }).Should(Succeed())
 	finishPod(t, pod2, 0, resultJSON(t, okResult))
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
 }

@@ -1,9 +1,9 @@
 package controllers
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -16,8 +16,11 @@ import (
 
 // Labels and annotations kiln puts on build pods.
 const (
-	LabelImageBuild      = "kiln.dev/imagebuild"
-	LabelManagedBy       = "app.kubernetes.io/managed-by"
+	LabelImageBuild = "kiln.dev/imagebuild"
+	LabelManagedBy  = "app.kubernetes.io/managed-by"
+	// LabelRole tells kiln's own ConfigMaps apart: RoleRequest carries a runner's request.
+	LabelRole            = "kiln.dev/role"
+	RoleRequest          = "request"
 	AnnotationBuild      = "kiln.dev/build"
 	AnnotationGeneration = "kiln.dev/generation"
 	AnnotationRebuildAt  = "kiln.dev/rebuild-requested-at"
@@ -47,6 +50,49 @@ type podOptions struct {
 	CacheBytes int64
 	// ResetCache asks the runner to empty BuildKit's cache before building.
 	ResetCache bool
+	// MaxTimeout clamps spec.timeout (the manager's --max-build-timeout); 0 means no clamp.
+	MaxTimeout time.Duration
+}
+
+// requestConfigMapName is the ConfigMap that carries the request of build pod podName.
+func requestConfigMapName(podName string) string {
+	return truncateName(podName, "-request")
+}
+
+// buildTimeout is the deadline of ib's build pods: spec.timeout (default 30m), clamped to
+// maxTimeout when that is set.
+func buildTimeout(ib *kilnv1.ImageBuild, maxTimeout time.Duration) time.Duration {
+	d := 30 * time.Minute
+	if ib.Spec.Timeout != nil && ib.Spec.Timeout.Duration > 0 {
+		d = ib.Spec.Timeout.Duration
+	}
+	if maxTimeout > 0 && d > maxTimeout {
+		d = maxTimeout
+	}
+	return max(d, time.Second)
+}
+
+// renderRequest is the ConfigMap that carries the runner's request into build pod podName
+// (contract.RequestFiles); it is owned by the ImageBuild and deleted with its pod.
+func renderRequest(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.ConfigMap, error) {
+	podName := buildPodName(ib, opts.Build)
+	files, err := contract.RequestFiles(contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec, ResetCache: opts.ResetCache})
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      requestConfigMapName(podName),
+			Namespace: ib.Namespace,
+			Labels:    map[string]string{LabelImageBuild: ib.Name, LabelManagedBy: "kiln", LabelRole: RoleRequest},
+			Annotations: map[string]string{
+				AnnotationBuild: strconv.FormatInt(opts.Build, 10),
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ib, kilnv1.GroupVersion.WithKind("ImageBuild"))},
+		},
+		Immutable: ptr.To(true),
+		Data:      files,
+	}, nil
 }
 
 // buildPodName is the deterministic name of an ImageBuild's n-th build pod.
@@ -64,20 +110,19 @@ func gcKeepStorage(cacheBytes int64) string {
 
 // renderBuildPod is the build pod for one attempt of one build of ib. It is a pure function of
 // its inputs: the controller's tests and the pod rendering tests both rely on that.
-func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error) {
-	req := contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec, ResetCache: opts.ResetCache}
-	reqJSON, err := json.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the runner's request: %w", err)
-	}
-
+func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
+	podName := buildPodName(ib, opts.Build)
 	volumes := []corev1.Volume{
 		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: opts.ClaimName}}},
 		{Name: "buildkit-run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "request", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: requestConfigMapName(podName)},
+		}}},
 	}
 	runnerMounts := []corev1.VolumeMount{
+		{Name: "request", MountPath: contract.RequestDir, ReadOnly: true},
 		{Name: "buildkit-run", MountPath: contract.SocketDir},
 		{Name: "work", MountPath: contract.WorkDir},
 		{Name: "tmp", MountPath: "/tmp"},
@@ -155,7 +200,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error)
 	runner := corev1.Container{
 		Name:  containerRunner,
 		Image: opts.RunnerImage,
-		Args:  []string{"runner", "--request=" + string(reqJSON)},
+		Args:  []string{"runner", "--request-dir=" + contract.RequestDir},
 		Env: []corev1.EnvVar{
 			{Name: "BUILDKIT_HOST", Value: contract.Socket},
 			{Name: "HOME", Value: contract.WorkDir},
@@ -177,14 +222,11 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error)
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 
-	var deadline *int64
-	if ib.Spec.Timeout != nil && ib.Spec.Timeout.Duration > 0 {
-		deadline = ptr.To(int64(ib.Spec.Timeout.Duration.Seconds()))
-	}
+	deadline := ptr.To(int64(buildTimeout(ib, opts.MaxTimeout).Round(time.Second).Seconds()))
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      buildPodName(ib, opts.Build),
+			Name:      podName,
 			Namespace: ib.Namespace,
 			Labels: map[string]string{
 				LabelImageBuild: ib.Name,
@@ -222,5 +264,5 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.Pod, error)
 			Volumes:        volumes,
 		},
 	}
-	return pod, nil
+	return pod
 }

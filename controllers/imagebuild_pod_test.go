@@ -40,9 +40,30 @@ func TestRenderBuildPod(t *testing.T) {
 				t.Errorf("owner references %+v", pod.OwnerReferences)
 			}
 		}},
-		{"no timeout means no deadline", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = nil }), opts, func(t *testing.T, pod *corev1.Pod) {
-			if pod.Spec.ActiveDeadlineSeconds != nil {
-				t.Errorf("deadline %d", *pod.Spec.ActiveDeadlineSeconds)
+		{"no timeout means the 30m default, never no deadline", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = nil }), opts, func(t *testing.T, pod *corev1.Pod) {
+			if d := ptr.Deref(pod.Spec.ActiveDeadlineSeconds, 0); d != 1800 {
+				t.Errorf("deadline %d, want 1800", d)
+			}
+		}},
+		{"--max-build-timeout clamps spec.timeout", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = &metav1.Duration{Duration: 10 * time.Hour} }),
+			podOptions{BuildKitImage: "bk", RunnerImage: "r", Build: 1, ClaimName: "c", MaxTimeout: 2 * time.Hour}, func(t *testing.T, pod *corev1.Pod) {
+				if d := ptr.Deref(pod.Spec.ActiveDeadlineSeconds, 0); d != 7200 {
+					t.Errorf("deadline %d, want 7200", d)
+				}
+			}},
+		{"the request is a mounted file, never an argument", base(func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Dockerfile.Inline = strings.Repeat("RUN echo '<&>' \n", 4000)
+		}), opts, func(t *testing.T, pod *corev1.Pod) {
+			r := pod.Spec.Containers[0]
+			if strings.Join(r.Args, " ") != "runner --request-dir="+contract.RequestDir {
+				t.Errorf("runner args %q", r.Args)
+			}
+			v := volume(pod, "request")
+			if v == nil || v.ConfigMap == nil || v.ConfigMap.Name != "app-build-7-request" || v.ConfigMap.Optional != nil {
+				t.Fatalf("request volume %+v", v)
+			}
+			if !mounted(r, "request", contract.RequestDir) || mountedAny(pod.Spec.InitContainers[0], "request") {
+				t.Error("the request must be mounted in the runner only")
 			}
 		}},
 		{"timeout becomes the deadline", base(func(ib *kilnv1.ImageBuild) { ib.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Minute} }), opts, func(t *testing.T, pod *corev1.Pod) {
@@ -114,11 +135,7 @@ func TestRenderBuildPod(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pod, err := renderBuildPod(tc.ib, tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.check(t, pod)
+			tc.check(t, renderBuildPod(tc.ib, tc.opts))
 		})
 	}
 }

@@ -73,9 +73,9 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 // status says happened.
 func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.ContainerStateTerminated) (res contract.Result, class, msg, tail string) {
 	if pod.Status.Reason == "DeadlineExceeded" {
-		timeout := "spec.timeout"
-		if ib.Spec.Timeout != nil {
-			timeout = fmt.Sprintf("spec.timeout (%s)", ib.Spec.Timeout.Duration)
+		timeout := fmt.Sprintf("spec.timeout (%s)", buildTimeout(ib, 0))
+		if d := pod.Spec.ActiveDeadlineSeconds; d != nil && time.Duration(*d)*time.Second < buildTimeout(ib, 0) {
+			timeout = fmt.Sprintf("%s, which the manager's --max-build-timeout lowers to %s", timeout, time.Duration(*d)*time.Second)
 		}
 		if runner == nil && !runnerStarted(pod) {
 			// The runner waits for buildkitd's startup probe: this is BuildKit not coming up.
@@ -91,9 +91,19 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 			}
 			return parsed, class, msg, ""
 		}
+		if runner.Reason == "StartError" {
+			return res, kilnv1.FailurePodStartFailed, fmt.Sprintf("the runner container could not start: %s", runner.Message), ""
+		}
 		// TerminationMessageFallbackToLogsOnError: the runner died before writing its result,
-		// and the message holds the end of its log.
-		return res, kilnv1.FailureRunnerCrashed, fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason), runner.Message
+		// and the message holds the end of its log, whose last line usually says why.
+		msg := fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason)
+		if last := lastLine(runner.Message); last != "" {
+			msg += ": " + contract.Truncate(last, 300)
+		}
+		return res, kilnv1.FailureRunnerCrashed, msg, runner.Message
+	}
+	if runner != nil && runner.Reason == "StartError" {
+		return res, kilnv1.FailurePodStartFailed, "the runner container could not start (StartError)", ""
 	}
 	if runner != nil {
 		if pod.Status.Phase == corev1.PodSucceeded && runner.ExitCode == 0 {
@@ -106,6 +116,12 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 		reason = "Failed"
 	}
 	return res, kilnv1.FailurePodLost, strings.TrimSpace(fmt.Sprintf("build pod %s ended before the runner did: %s %s", pod.Name, reason, pod.Status.Message)), ""
+}
+
+// lastLine is the last line of s that is not blank.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 func runnerStarted(pod *corev1.Pod) bool {

@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,9 +30,26 @@ func podExists(ns, name string) func() bool {
 	}
 }
 
+// requestOf reads the runner's request of a build pod as the runner does: the ConfigMap its
+// request volume names, as files in a directory.
 func requestOf(g Gomega, pod *corev1.Pod) contract.Request {
-	var req contract.Request
-	g.Expect(json.Unmarshal([]byte(strings.TrimPrefix(pod.Spec.Containers[0].Args[1], "--request=")), &req)).To(Succeed())
+	g.Expect(pod.Spec.Containers[0].Args).To(Equal([]string{"runner", "--request-dir=" + contract.RequestDir}))
+	var name string
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == "request" {
+			name = v.ConfigMap.Name
+		}
+	}
+	cm := &corev1.ConfigMap{}
+	g.Expect(k8sClient.Get(context.Background(), types.NamespacedName{Namespace: pod.Namespace, Name: name}, cm)).To(Succeed())
+	dir, err := os.MkdirTemp("", "request")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer os.RemoveAll(dir)
+	for k, v := range cm.Data {
+		g.Expect(os.WriteFile(filepath.Join(dir, k), []byte(v), 0o600)).To(Succeed())
+	}
+	req, err := contract.ReadRequestDir(dir)
+	g.Expect(err).NotTo(HaveOccurred())
 	return req
 }
 
@@ -374,7 +391,7 @@ func TestPendingClaimIsReported(t *testing.T) {
 	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		msg := condition(getIB(g, ib), kilnv1.ConditionReconciling).Message
-		g.Expect(msg).To(ContainSubstring("cache claim stuck-cache has been Pending for 3m"))
+		g.Expect(msg).To(ContainSubstring("cache claim stuck-cache has been Pending for more than 2m0s (since "))
 		g.Expect(msg).To(ContainSubstring(`StorageClass "no-such-class"`))
 	}).Should(Succeed())
 }

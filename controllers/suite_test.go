@@ -95,6 +95,7 @@ func startManager(ctx context.Context) <-chan struct{} {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: metricsAddr},
+		Cache:   CacheOptions(),
 	})
 	if err != nil {
 		panic(err)
@@ -130,6 +131,11 @@ func newNamespace(t *testing.T) string {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t%d-%d", time.Now().Unix()%100000, nsCounter.Add(1))}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace: %v", err)
+	}
+	// newImageBuild's ConfigMap source.
+	src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "hello-src"}, Data: map[string]string{"Dockerfile": "FROM scratch\n"}}
+	if err := k8sClient.Create(context.Background(), src); err != nil {
+		t.Fatalf("creating ConfigMap: %v", err)
 	}
 	// envtest runs no garbage collector or namespace controller: remove what the test made, so
 	// that its unfinished build pods do not hold build slots in later tests.

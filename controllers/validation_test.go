@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -73,7 +75,7 @@ source: {git: {url: "ssh://git@example.com/a.git", pollInterval: 5m}}
 output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "pollInterval needs an https://, http:// or git:// url"}},
 		{"poll too often", `
 source: {git: {url: "https://example.com/a.git", pollInterval: 10s}}
-output: {image: registry.example.com/team/app}`, []string{"spec.source.git.pollInterval", "must be at least 1m"}},
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.pollInterval", "must be between 1m and 168h"}},
 		{"no output", `
 source: {configMap: {name: src}}`, []string{"spec.output", "Required value"}},
 	} {
@@ -133,6 +135,10 @@ func manyArgs(n int) string {
 // TestSamplesAreAccepted applies every object of config/samples to the real API server (dry run).
 func TestSamplesAreAccepted(t *testing.T) {
 	ns := newNamespace(t)
+	// The samples bring their own ConfigMap source.
+	if err := k8sClient.Delete(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-src"}}); err != nil {
+		t.Fatal(err)
+	}
 	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples found: %v", err)

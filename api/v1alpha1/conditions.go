@@ -30,6 +30,16 @@ const (
 	ReasonBuildCancelled  = "BuildCancelled"
 	ReasonNewRevision     = "NewRevision"
 	ReasonPollFailed      = "PollFailed"
+	// ReasonInvalidSpec: the stored spec does not decode (it predates kiln's validation).
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonClaimRejected: the API server refused the cache claim kiln rendered.
+	ReasonClaimRejected = "ClaimRejected"
+	// ReasonQuotaExceeded: a ResourceQuota refused the claim or pod for now; kiln tries again.
+	ReasonQuotaExceeded = "QuotaExceeded"
+	// ReasonSourceNotFound: the ConfigMap named in spec.source.configMap does not exist (yet).
+	ReasonSourceNotFound = "SourceNotFound"
+	// ReasonSourceChanged: the ConfigMap source's content changed, which starts a build.
+	ReasonSourceChanged = "SourceChanged"
 )
 
 // Failure classes: the runner's result says which one a failed build is, and the manager adds
@@ -46,13 +56,21 @@ const (
 	FailureRunnerCrashed = "RunnerCrashed"
 	// FailureCancelled marks a build stopped by spec.suspend; it starts again on resume.
 	FailureCancelled = "Cancelled"
+	// FailurePodRejected: the API server refused the build pod (or its request ConfigMap) that
+	// kiln rendered from the spec; the message is the server's.
+	FailurePodRejected = "PodRejected"
+	// FailurePodStartFailed: a container of the build pod could not be created or started
+	// (StartError, CreateContainerConfigError, InvalidImageName, ...); the kubelet's message says why.
+	FailurePodStartFailed = "PodStartFailed"
+	// FailureImagePullFailed: an image of the build pod could not be pulled for several minutes.
+	FailureImagePullFailed = "ImagePullFailed"
 )
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt
 // is worth making.
 func Transient(class string) bool {
 	switch class {
-	case FailurePushFailed, FailureBuildKitNotUp, FailurePodLost, FailureRunnerCrashed:
+	case FailurePushFailed, FailureBuildKitNotUp, FailurePodLost, FailureRunnerCrashed, FailureImagePullFailed:
 		return true
 	}
 	return false

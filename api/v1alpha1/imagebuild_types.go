@@ -32,8 +32,13 @@ type ImageBuildSpec struct {
 	// +optional
 	Advice *AdviceSpec `json:"advice,omitempty"`
 
-	// Timeout ends a build that runs longer, counted from the build pod's start.
+	// Timeout ends a build that runs longer, counted from the build pod's start: a duration
+	// between 1m and 24h, such as 45m or 1h30m. The manager's --max-build-timeout may lower it.
 	// +kubebuilder:default="30m0s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="must be a duration such as 30m, 1h or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('24h'))",message="must be between 1m and 24h"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
@@ -75,12 +80,18 @@ type ImageBuildSpec struct {
 
 	// PriorityClassName of the build pod.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as high-priority"
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// DecodeError is set, instead of any other field, when the stored spec does not decode into
+	// these types; it is never serialized. See UnmarshalJSON.
+	DecodeError string `json:"-"`
 
 	// ServiceAccountName runs the build pod under this service account (for image pull secrets or
 	// admission policy). Its token is never mounted into the pod.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as builder"
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 }
@@ -113,15 +124,21 @@ type Source struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || !has(self.secretRef)",message="pollInterval works only for repositories readable without credentials (kiln's manager never reads Secrets): remove secretRef, or start builds with the kiln.dev/rebuild-requested-at annotation"
 // +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || self.url.startsWith('https://') || self.url.startsWith('http://') || self.url.startsWith('git://')",message="pollInterval needs an https://, http:// or git:// url"
 type GitSource struct {
-	// URL of the repository: https://, ssh://, git:// or git@host:path.
+	// URL of the repository: https://, ssh://, git:// or git@host:path. Credentials never go in
+	// the URL (a user name is allowed for ssh): name a Secret in secretRef.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\\\\s]+$')",message="must be a git URL (https://, http://, ssh://, git:// or user@host:path)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(https?|git)://[^/]*@') && !self.matches('^ssh://[^/@]*:[^/@]*@')",message="must not carry credentials (user:password@ or token@): put them in a Secret and name it in spec.source.git.secretRef"
 	// +required
 	URL string `json:"url"`
 
-	// Revision is a branch, tag or commit. Empty means the remote's HEAD.
+	// Revision is a branch, tag or commit. Empty means the remote's HEAD. It follows git's rules
+	// for ref names (git check-ref-format): no whitespace or control characters, none of
+	// ':' '#' '~' '^' '?' '*' '[' backslash, no "..", "@{" or "//", and it does not start with '-' or '/'
+	// nor end with '/', '.' or ".lock".
 	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[\\\\x00-\\\\x20\\\\x7f:#~^?*\\\\[\\\\\\\\]|\\\\.\\\\.|@\\\\{|//|^[-/]|[/.]$|\\\\.lock$')",message="must be a branch, tag or commit name as git allows it: no whitespace or control characters, none of : # ~ ^ ? * [ or backslash, no '..', '@{' or '//', not starting with '-' or '/', not ending with '/', '.' or '.lock'"
 	// +optional
 	Revision string `json:"revision,omitempty"`
 
@@ -139,7 +156,10 @@ type GitSource struct {
 	// PollInterval, when set, makes kiln's manager check every interval which commit the
 	// revision (a branch, or a tag that may move) points to, and build when it changes. Public
 	// repositories only; the manager needs network access to the git server.
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="must be at least 1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="must be a duration such as 5m or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))",message="must be between 1m and 168h"
 	// +optional
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 }
@@ -149,6 +169,7 @@ type ConfigMapSource struct {
 	// Name of the ConfigMap, in the ImageBuild's namespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as app-src"
 	// +required
 	Name string `json:"name"`
 }
@@ -158,6 +179,7 @@ type LocalObjectReference struct {
 	// Name of the object.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as registry-credentials"
 	// +required
 	Name string `json:"name"`
 }
@@ -239,6 +261,7 @@ type SecretKeyReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as npm-token"
 	// +required
 	Name string `json:"name"`
 
@@ -310,6 +333,7 @@ type Cache struct {
 
 	// StorageClassName of the claim kiln creates. Empty means the cluster's default class.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as fast-ssd"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 
@@ -317,6 +341,7 @@ type Cache struct {
 	// kiln runs one build at a time on it and never deletes it.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as team-cache"
 	// +optional
 	ClaimName string `json:"claimName,omitempty"`
 }
@@ -615,6 +640,7 @@ type LastBuild struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ib,categories=kiln
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: kiln uses it as a label value on the build pods and the cache claim"
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.image`
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.size.compressed`
 // +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.status.budget.summary`

@@ -69,8 +69,8 @@ func ExitCode(class string) int {
 	return ExitInternal
 }
 
-// Request is what the manager asks the runner to do. It travels as JSON in the runner's
-// arguments: it holds references to Secrets, never their values.
+// Request is what the manager asks the runner to do. It travels as files (RequestFiles,
+// ReadRequestDir): it holds references to Secrets, never their values.
 type Request struct {
 	// Namespace and Name of the ImageBuild.
 	Namespace string `json:"namespace"`
@@ -81,6 +81,9 @@ type Request struct {
 	Spec kilnv1.ImageBuildSpec `json:"spec"`
 	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
 	ResetCache bool `json:"resetCache,omitempty"`
+	// InlineDockerfile says that spec.dockerfile.inline is in InlineDockerfileFile, beside the
+	// request; only RequestFiles and ReadRequestDir use it.
+	InlineDockerfile bool `json:"inlineDockerfile,omitempty"`
 }
 
 // Result is what the runner reports. Field names are short because the whole encoding must fit

@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -37,6 +33,7 @@ type Options struct {
 	DefaultCacheSize    string
 	DefaultStorageClass string
 	RetryBackoff        time.Duration
+	MaxBuildTimeout     time.Duration
 }
 
 // BindFlags registers the manager's flags on fs with their defaults.
@@ -52,6 +49,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DefaultCacheSize, "default-cache-size", "10Gi", "size of a cache claim whose ImageBuild sets no spec.cache.size")
 	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
+	fs.DurationVar(&o.MaxBuildTimeout, "max-build-timeout", 24*time.Hour, "longest build allowed: a longer spec.timeout is lowered to it (the API allows at most 24h)")
 }
 
 // Main parses args and runs the manager until it is signalled; it returns the exit code.
@@ -86,6 +84,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--default-cache-size %q is not a quantity: %w", o.DefaultCacheSize, err)
 	}
+	if o.MaxBuildTimeout < time.Minute {
+		return nil, fmt.Errorf("--max-build-timeout must be at least 1m, not %s", o.MaxBuildTimeout)
+	}
 	if o.MaxConcurrentBuilds < 0 {
 		return nil, fmt.Errorf("--max-concurrent-builds must be 0 (no limit) or more, not %d", o.MaxConcurrentBuilds)
 	}
@@ -97,10 +98,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "kiln-manager.kiln.dev",
 		LeaderElectionNamespace: o.LeaderElectionNS,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only build pods: the manager never caches the cluster's other pods.
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: "kiln"})},
-		}},
+		Cache:                   controllers.CacheOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -116,6 +114,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		DefaultStorageClass: o.DefaultStorageClass,
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
 		RetryBackoff:        o.RetryBackoff,
+		MaxBuildTimeout:     o.MaxBuildTimeout,
 	}
 	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, fmt.Errorf("registering the ImageBuild controller: %w", err)

@@ -5,14 +5,12 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -264,8 +262,9 @@ func Main(args []string) int {
 	fs := flag.NewFlagSet("kiln runner", flag.ContinueOnError)
 	def := DefaultPaths()
 	var (
-		reqJSON    = fs.String("request", "", "the build request as JSON (the manager passes it)")
-		reqFile    = fs.String("request-file", "", "read the build request from this file instead")
+		reqDir     = fs.String("request-dir", "", "read the build request from this directory (the manager mounts it at "+contract.RequestDir+")")
+		reqJSON    = fs.String("request", "", "the build request as JSON, for running by hand")
+		reqFile    = fs.String("request-file", "", "read the build request as JSON from this file, for running by hand")
 		addr       = fs.String("addr", envOr("BUILDKIT_HOST", contract.Socket), "buildkitd address")
 		resultPath = fs.String("result-path", contract.ResultPath, "where the result JSON is written")
 		wait       = fs.Duration("connect-timeout", 2*time.Minute, "how long to wait for buildkitd to be ready")
@@ -284,7 +283,7 @@ func Main(args []string) int {
 	defer stop()
 
 	var res contract.Result
-	req, err := readRequest(*reqJSON, *reqFile)
+	req, err := readRequest(*reqDir, *reqJSON, *reqFile)
 	if err != nil {
 		res = contract.Result{FailureClass: kilnv1.FailureBadInput, Message: err.Error()}
 		fmt.Fprintln(os.Stderr, err)
@@ -301,24 +300,21 @@ func Main(args []string) int {
 	return contract.ExitCode(res.FailureClass)
 }
 
-func readRequest(inline, file string) (contract.Request, error) {
-	var req contract.Request
+func readRequest(dir, inline, file string) (contract.Request, error) {
+	if dir != "" {
+		return contract.ReadRequestDir(dir)
+	}
 	data := []byte(inline)
 	if file != "" {
 		var err error
 		if data, err = os.ReadFile(file); err != nil {
-			return req, fmt.Errorf("reading --request-file: %w", err)
+			return contract.Request{}, fmt.Errorf("reading --request-file: %w", err)
 		}
 	}
 	if len(data) == 0 {
-		return req, fmt.Errorf("no build request: pass --request or --request-file")
+		return contract.Request{}, fmt.Errorf("no build request: pass --request-dir, --request or --request-file")
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("the build request is not valid JSON for this runner version: %w", err)
-	}
-	return req, nil
+	return contract.DecodeRequest(data)
 }
 
 func writeResult(path string, res contract.Result) error {

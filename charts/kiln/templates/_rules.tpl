@@ -4,19 +4,20 @@ rules:
 - apiGroups:
   - ""
   resources:
-  - persistentvolumeclaims
+  - configmaps
+  - pods
   verbs:
   - create
+  - delete
   - get
   - list
   - watch
 - apiGroups:
   - ""
   resources:
-  - pods
+  - persistentvolumeclaims
   verbs:
   - create
-  - delete
   - get
   - list
   - watch

@@ -1,0 +1,22 @@
+package v1alpha1
+
+import (
+	"fmt"
+
+	sigsjson "sigs.k8s.io/json"
+)
+
+// UnmarshalJSON decodes a spec without ever failing. A spec the Go types cannot hold (a value
+// stored before the CRD refused it, such as timeout "banana") decodes as an empty spec whose
+// DecodeError says why, so that one bad object ends Stalled on its own instead of breaking the
+// manager's list of every ImageBuild in the cluster.
+func (s *ImageBuildSpec) UnmarshalJSON(data []byte) error {
+	type plain ImageBuildSpec // the same fields, without this method
+	var p plain
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(data, &p); err != nil {
+		*s = ImageBuildSpec{DecodeError: fmt.Sprintf("spec cannot be decoded: %v", err)}
+		return nil
+	}
+	*s = ImageBuildSpec(p)
+	return nil
+}
