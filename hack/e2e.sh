@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make e2e: bring up the local cluster (or reuse it), install kiln's current code with its Helm
-# chart, and run the e2e suite against it.
+# chart, and run the e2e suite against it. Each test deletes its namespace (claims and volumes
+# included) when it ends; KILN_E2E_KEEP=1 keeps the namespace of a failed test for inspection.
+# Extra arguments go to `go test`: bash hack/e2e.sh -run TestManagerRestartMidBuild.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -41,8 +41,11 @@ ETCD_CLIENT_PORT=12379
 ETCD_PEER_PORT=12380
 NODE_NAME="$(hostname)"
 
-PV_COUNT="${KILN_LC_PV_COUNT:-8}"
-PV_SIZE="${KILN_LC_PV_SIZE:-20Gi}"
+# Storage: the default StorageClass, served by hack/local-cluster/provisioner (a host process):
+# one hostPath PV per claim, in a directory under VOLUMES_DIR, deleted with the claim.
+STORAGE_CLASS=local
+PROVISIONER_NAME=kiln.dev/local-hostpath
+VOLUMES_DIR="$STATE/volumes"
 
 KILN_IMAGE="$REGISTRY/kiln:dev"
 BUILDKIT_IMAGE="$REGISTRY/buildkit:$BUILDKIT_VERSION-rootless"

@@ -82,22 +82,65 @@ func kc(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// namespace makes the test's namespace afresh (deleting one a kept failure left) and deletes it
+// when the test ends, with its claims and their volumes, so that tests do not pile up claims on
+// the cluster. KILN_E2E_KEEP=1 keeps the namespace of a failed test for inspection.
 func namespace(t *testing.T, name string) string {
 	t.Helper()
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod-security.kubernetes.io/enforce": "privileged"}}}
-	_ = k8s.Delete(ctx, ns)
-	deadline := time.Now().Add(2 * time.Minute)
-	for k8s.Get(ctx, client.ObjectKeyFromObject(ns), &corev1.Namespace{}) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("namespace %s is not gone after 2m", name)
-		}
-		time.Sleep(time.Second)
+	if err := deleteNamespace(ctx, name); err != nil {
+		t.Fatal(err)
 	}
 	if err := k8s.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("KILN_E2E_KEEP") == "1" {
+			t.Logf("KILN_E2E_KEEP=1: keeping namespace %s of the failed test (kubectl delete namespace %s when done)", name, name)
+			return
+		}
+		if err := deleteNamespace(ctx, name); err != nil {
+			t.Error(err)
+		}
+	})
 	return name
+}
+
+// deleteNamespace deletes the namespace and waits until it is gone and so are the volumes its
+// claims were bound to (the local cluster's provisioner deletes them once the claims are gone).
+func deleteNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := k8s.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting namespace %s: %w", name, err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for k8s.Get(ctx, client.ObjectKeyFromObject(ns), &corev1.Namespace{}) == nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s is not gone 3m after its deletion", name)
+		}
+		time.Sleep(time.Second)
+	}
+	deadline = time.Now().Add(time.Minute)
+	for {
+		pvs := &corev1.PersistentVolumeList{}
+		if err := k8s.List(ctx, pvs); err != nil {
+			return err
+		}
+		var left []string
+		for _, pv := range pvs.Items {
+			if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == name && pv.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimDelete {
+				left = append(left, pv.Name+" ("+string(pv.Status.Phase)+")")
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s is gone but not the volumes of its claims: %s", name, strings.Join(left, ", "))
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 const helloDockerfile = `FROM %s AS build
