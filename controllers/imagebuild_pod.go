@@ -162,7 +162,8 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 	}
 	var buildkitResources corev1.ResourceRequirements
 	if ib.Spec.Resources != nil {
-		buildkitResources = *ib.Spec.Resources.DeepCopy()
+		r := ib.Spec.Resources.DeepCopy()
+		buildkitResources = corev1.ResourceRequirements{Limits: corev1.ResourceList(r.Limits), Requests: corev1.ResourceList(r.Requests)}
 	}
 
 	buildkitd := corev1.Container{

@@ -99,7 +99,7 @@ func TestRenderBuildPod(t *testing.T) {
 			}
 		}},
 		{"buildkitd resources and scheduling knobs", base(func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("4Gi")}}
+			ib.Spec.Resources = &kilnv1.BuildKitResources{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("4Gi")}}
 			ib.Spec.NodeSelector = map[string]string{"pool": "builders"}
 			ib.Spec.Tolerations = []corev1.Toleration{{Key: "builders", Operator: corev1.TolerationOpExists}}
 			ib.Spec.PriorityClassName = "low"

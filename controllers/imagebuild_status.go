@@ -50,6 +50,13 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 	}
 	lb.FailureReason, lb.Message, lb.LogTail = class, contract.Truncate(msg, 1024), contract.TruncateStart(tail, maxLogTail)
 	r.applyResult(ib, res)
+	if cm := ib.Spec.Source.ConfigMap; cm != nil && res.Revision != "" && lb.PolledRevision != "" && res.Revision != lb.PolledRevision {
+		// The kubelet mounted other content than the ConfigMap held when the build started:
+		// record what was built, so that this build does not answer the current content.
+		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonSourceChanged, "Build pod %s built ConfigMap %s content %s, not %s; building again",
+			pod.Name, cm.Name, shortDigest(res.Revision), shortDigest(lb.PolledRevision))
+		lb.PolledRevision = res.Revision
+	}
 	var took time.Duration
 	if lb.StartTime != nil {
 		took = end.Sub(lb.StartTime.Time)

@@ -76,6 +76,53 @@ output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "po
 		{"poll too often", `
 source: {git: {url: "https://example.com/a.git", pollInterval: 10s}}
 output: {image: registry.example.com/team/app}`, []string{"spec.source.git.pollInterval", "must be between 1m and 168h"}},
+		{"timeout that is not a duration (issue 10: it stopped every build in the cluster)", valid + `
+timeout: banana`, []string{"spec.timeout", "must be a duration such as 30m"}},
+		{"timeout under a minute", valid + `
+timeout: 500ms`, []string{"spec.timeout", "must be between 1m and 24h"}},
+		{"timeout zero, which meant no deadline", valid + `
+timeout: 0s`, []string{"spec.timeout", "must be between 1m and 24h"}},
+		{"timeout that overflows", valid + `
+timeout: 1000000h`, []string{"spec.timeout", "must be between 1m and 24h"}},
+		{"poll interval that is not a duration", `
+source: {git: {url: "https://example.com/a.git", pollInterval: soon}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.pollInterval", "must be a duration"}},
+		{"push secret that is not a name", `
+source: {configMap: {name: src}}
+output: {image: registry.example.com/team/app, pushSecretRef: {name: Bad_Name}}`, []string{"spec.output.pushSecretRef.name", "must be a lower-case DNS-1123 name"}},
+		{"ConfigMap source that is not a name", `
+source: {configMap: {name: "src files"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.configMap.name", "must be a lower-case DNS-1123 name"}},
+		{"git secret that is not a name", `
+source: {git: {url: "https://example.com/a.git", secretRef: {name: "../x"}}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.secretRef.name", "must be a lower-case DNS-1123 name"}},
+		{"build secret that is not a name", valid + `
+dockerfile: {secrets: [{id: npm, secretRef: {name: NPM, key: token}}]}`, []string{"spec.dockerfile.secrets[0].secretRef.name", "must be a lower-case DNS-1123 name"}},
+		{"claim that is not a name", valid + `
+cache: {claimName: "Team Cache"}`, []string{"spec.cache.claimName", "must be a lower-case DNS-1123 name"}},
+		{"service account that is not a name", valid + `
+serviceAccountName: "system:admin"`, []string{"spec.serviceAccountName", "must be a lower-case DNS-1123 name"}},
+		{"revision with a colon (BuildKit would read a subdirectory)", `
+source: {git: {url: "https://example.com/a.git", revision: "main:sub"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.revision", "as git allows it"}},
+		{"revision with ..", `
+source: {git: {url: "https://example.com/a.git", revision: "v1..v2"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.revision", "as git allows it"}},
+		{"revision that looks like an option", `
+source: {git: {url: "https://example.com/a.git", revision: "--upload-pack=x"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.revision", "as git allows it"}},
+		{"revision with whitespace", `
+source: {git: {url: "https://example.com/a.git", revision: "main branch"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.revision", "as git allows it"}},
+		{"git URL with a password", `
+source: {git: {url: "https://alice:s3cret@example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must not carry credentials", "secretRef"}},
+		{"git URL with a token as user", `
+source: {git: {url: "https://ghp_abc123@example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must not carry credentials"}},
+		{"ssh URL with a password", `
+source: {git: {url: "ssh://git:pw@example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must not carry credentials"}},
 		{"no output", `
 source: {configMap: {name: src}}`, []string{"spec.output", "Required value"}},
 	} {
@@ -99,6 +146,16 @@ source: {configMap: {name: src}}`, []string{"spec.output", "Required value"}},
 				}
 			}
 		})
+	}
+
+	// A name longer than a label value (kiln labels pods and claims with it) is refused.
+	long := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kiln.dev/v1alpha1", "kind": "ImageBuild",
+		"metadata": map[string]any{"namespace": ns, "name": strings.Repeat("n", 64)},
+		"spec":     map[string]any{"source": map[string]any{"configMap": map[string]any{"name": "src"}}, "output": map[string]any{"image": "registry.example.com/team/app"}},
+	}}
+	if err := k8sClient.Create(context.Background(), long); err == nil || !strings.Contains(err.Error(), "metadata.name must be at most 63 characters") {
+		t.Errorf("a 64-character name: got %v", err)
 	}
 
 	// And the valid base is accepted, so the table tests the rules and not a broken base.

@@ -64,7 +64,7 @@ type ImageBuildSpec struct {
 
 	// Resources for the buildkitd container, which does the actual building.
 	// +optional
-	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources *BuildKitResources `json:"resources,omitempty"`
 
 	// NodeSelector constrains the build pod to nodes with these labels.
 	// +optional
@@ -94,6 +94,23 @@ type ImageBuildSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as builder"
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// BuildKitResources are the buildkitd container's compute resources, as a container's
+// resources.limits and resources.requests. Every value must be a quantity the manager can parse
+// (the schema's pattern alone lets "1e99999999999999999999" through).
+type BuildKitResources struct {
+	// Limits, such as cpu: "4" and memory: 8Gi.
+	// +kubebuilder:validation:MaxProperties=8
+	// +kubebuilder:validation:XValidation:rule="self.all(k, isQuantity(string(self[k])))",message="each limit must be a quantity such as 2, 500m or 4Gi"
+	// +optional
+	Limits map[corev1.ResourceName]resource.Quantity `json:"limits,omitempty"`
+
+	// Requests, such as cpu: 500m and memory: 1Gi.
+	// +kubebuilder:validation:MaxProperties=8
+	// +kubebuilder:validation:XValidation:rule="self.all(k, isQuantity(string(self[k])))",message="each request must be a quantity such as 2, 500m or 4Gi"
+	// +optional
+	Requests map[corev1.ResourceName]resource.Quantity `json:"requests,omitempty"`
 }
 
 // AdviceSpec tunes kiln's advice.

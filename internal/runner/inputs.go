@@ -61,6 +61,8 @@ func classOf(err error) string {
 type inputs struct {
 	// contextDir is the local context (ConfigMap), copied without the volume's symlinks.
 	contextDir string
+	// contextDigest is the ConfigMap context's contract.ConfigMapDigest: the revision built.
+	contextDigest string
 	// gitRef is BuildKit's git context: url#ref:subdir.
 	gitRef string
 	// dockerfileDir and dockerfileName locate the Dockerfile when it is local (inline, or
@@ -89,11 +91,11 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 
 	switch {
 	case spec.Source.ConfigMap != nil:
-		dir, err := copyConfigMap(p.Context, filepath.Join(p.Work, "context"))
+		dir, digest, err := copyConfigMap(p.Context, filepath.Join(p.Work, "context"))
 		if err != nil {
 			return nil, fail(kilnv1.FailureBadInput, "ConfigMap %q (spec.source.configMap.name) in namespace %q: %v", spec.Source.ConfigMap.Name, req.Namespace, err)
 		}
-		in.contextDir = dir
+		in.contextDir, in.contextDigest = dir, digest
 	case spec.Source.Git != nil:
 		g := spec.Source.Git
 		in.gitRef = g.URL
@@ -273,15 +275,15 @@ func (in *inputs) readGitSecret(dir, name, namespace string) error {
 
 // copyConfigMap copies a mounted ConfigMap into dst as plain files: the volume's ..data
 // symlinks would otherwise end up in the build context.
-func copyConfigMap(src, dst string) (string, error) {
+func copyConfigMap(src, dst string) (dir, digest string, err error) {
 	entries, err := os.ReadDir(src)
 	if err != nil || len(entries) == 0 {
-		return "", errors.New("it is missing or empty")
+		return "", "", errors.New("it is missing or empty")
 	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return "", err
+		return "", "", err
 	}
-	n := 0
+	files := map[string][]byte{}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "..") {
 			continue
@@ -292,17 +294,17 @@ func copyConfigMap(src, dst string) (string, error) {
 		}
 		dt, err := os.ReadFile(filepath.Join(src, e.Name()))
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if err := os.WriteFile(filepath.Join(dst, e.Name()), dt, 0o644); err != nil {
-			return "", err
+			return "", "", err
 		}
-		n++
+		files[e.Name()] = dt
 	}
-	if n == 0 {
-		return "", errors.New("it has no files")
+	if len(files) == 0 {
+		return "", "", errors.New("it has no files")
 	}
-	return dst, nil
+	return dst, contract.ConfigMapDigest(files), nil
 }
 
 func listFiles(dir string) string {

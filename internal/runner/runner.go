@@ -111,6 +111,9 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	start := time.Now()
 	out, err := r.solve(ctx, c, in, dir)
 	res.Revision, res.CachedSteps, res.TotalSteps = out.revision, out.cached, out.total
+	if in.contextDigest != "" {
+		res.Revision = in.contextDigest // what the kubelet mounted, which the manager compares with the ConfigMap it sees
+	}
 	if err != nil {
 		return res, err
 	}

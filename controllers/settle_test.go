@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+// Every accepted object settles: these tests give kiln inputs the API server accepts but that
+// cannot become a running build, and check that each ends Stalled with its reason, once.
+
+func stalledWith(g Gomega, ib *kilnv1.ImageBuild, reason string, message ...string) {
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		st := condition(cur, kilnv1.ConditionStalled)
+		g.Expect(st).NotTo(BeNil(), "not stalled; conditions %+v", cur.Status.Conditions)
+		g.Expect(st.Reason).To(Equal(reason))
+		for _, m := range message {
+			g.Expect(st.Message).To(ContainSubstring(m))
+		}
+		g.Expect(condition(cur, kilnv1.ConditionReconciling)).To(BeNil())
+		g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
+	}).Should(Succeed())
+}
+
+func TestPodTheAPIServerRefusesStallsOnce(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "refused", func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"bad key": "x"} })
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	stalledWith(g, ib, kilnv1.FailurePodRejected, "the API server refused the build", "nodeSelector")
+	cur := getIB(g, ib)
+	g.Expect(cur.Status.LastBuild.FailureReason).To(Equal(kilnv1.FailurePodRejected))
+	g.Consistently(func(g Gomega) {
+		g.Expect(getIB(g, ib).Status.BuildCount).To(Equal(int64(1)), "no new attempts")
+		g.Expect(podExists(ns, "refused-build-1")()).To(BeFalse())
+	}).Should(Succeed())
+	// Fixing the spec builds.
+	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"pool": "builders"} })
+	g.Eventually(podExists(ns, "refused-build-2")).Should(BeTrue())
+}
+
+func TestConfigMapSourceIsFollowed(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "follow", func(ib *kilnv1.ImageBuild) { ib.Spec.Source.ConfigMap.Name = "later-src" })
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	stalledWith(g, ib, kilnv1.ReasonSourceNotFound, `ConfigMap "later-src" (spec.source.configMap.name) not found`, "the build starts when it is created")
+	g.Expect(podExists(ns, "follow-build-1")()).To(BeFalse())
+
+	// It appears: the build starts, keyed on its content.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "later-src"}, Data: map[string]string{"Dockerfile": "FROM scratch\n"}}
+	g.Expect(k8sClient.Create(ctx, cm)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "follow-build-1") }).Should(Succeed())
+	want := contract.ConfigMapDigest(map[string][]byte{"Dockerfile": []byte("FROM scratch\n")})
+	g.Expect(pod.Annotations[AnnotationPolled]).To(Equal(want))
+	res := okResult
+	res.Revision = want
+	finishPod(t, pod, 0, resultJSON(t, res))
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseSucceeded))
+		g.Expect(cur.Status.Revision).To(Equal(want), "status says which content was built")
+	}).Should(Succeed())
+
+	// Metadata changes build nothing.
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
+	cm.Labels = map[string]string{"team": "a"}
+	g.Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+	g.Consistently(podExists(ns, "follow-build-2")).Should(BeFalse())
+
+	// A content change builds, like a Deployment rolls on a template change.
+	cm.Data["main.go"] = "package main\n"
+	g.Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "follow-build-2") }).Should(Succeed())
+	g.Expect(pod.Annotations[AnnotationPolled]).NotTo(Equal(want))
+
+	// The kubelet mounted the old content: kiln builds again once the pod reports it.
+	res.Revision = want
+	finishPod(t, pod, 0, resultJSON(t, res))
+	g.Eventually(podExists(ns, "follow-build-3")).Should(BeTrue())
+}
+
+func TestContainerThatCannotStartEndsTheBuild(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "nostart")
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "nostart-build-1") }).Should(Succeed())
+	start := metav1.Now()
+	pod.Status.Phase, pod.Status.StartTime = corev1.PodPending, &start
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerRunner, Image: "registry.test/kiln:test",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `secret "x" not found`}}}}
+	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
+	stalledWith(g, ib, kilnv1.FailurePodStartFailed, "CreateContainerConfigError", `secret "x" not found`)
+	g.Eventually(func() bool {
+		p := &corev1.Pod{}
+		err := k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "nostart-build-1"}, p)
+		return apierrors.IsNotFound(err) || p.DeletionTimestamp != nil
+	}).Should(BeTrue(), "the pod that cannot start is deleted: it held a slot and the cache")
+	g.Consistently(podExists(ns, "nostart-build-2")).Should(BeFalse(), "not retried")
+}
+
+func TestRunnerStartErrorIsNotRetried(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "execfail")
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "execfail-build-1") }).Should(Succeed())
+	start := metav1.Now()
+	pod.Status.Phase, pod.Status.StartTime = corev1.PodFailed, &start
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerRunner, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+		ExitCode: 128, Reason: "StartError", Message: "exec: \"/kiln\": exec format error", StartedAt: start, FinishedAt: start}}}}
+	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
+	stalledWith(g, ib, kilnv1.FailurePodStartFailed, "exec format error")
+	g.Consistently(podExists(ns, "execfail-build-2")).Should(BeFalse())
+}
+
+func TestImageNeverPulledIsRetried(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "nopull", func(ib *kilnv1.ImageBuild) { ib.Spec.Retries = ptr.To[int32](1) })
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "nopull-build-1") }).Should(Succeed())
+	start := metav1.NewTime(time.Now().Add(-imagePullGrace - time.Minute))
+	pod.Status.Phase, pod.Status.StartTime = corev1.PodPending, &start
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: containerBuildKit, Image: "registry.test/buildkit:rootless",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
+	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
+	g.Eventually(podExists(ns, "nopull-build-2")).Should(BeTrue(), "ImagePullFailed is transient: retried")
+	g.Expect(getIB(g, ib).Status.LastBuild.Attempt).To(Equal(int32(2)))
+}
+
+func TestPendingClaimWarningHasARequeue(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "wake", func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.StorageClassName = ptr.To("no-such-class") })
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	g.Eventually(podExists(ns, "wake-build-1")).Should(BeTrue())
+	// envtest binds no claims: it stays Pending, and nothing else will wake the ImageBuild.
+	res, err := testReconciler.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(ib)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(BeNumerically(">", claimPendingWarning-30*time.Second))
+	g.Expect(res.RequeueAfter).To(BeNumerically("<=", claimPendingWarning+time.Second))
+}
