@@ -46,8 +46,8 @@ type run struct {
 	out          io.Writer
 	pushAttempts int
 	pushBackoff  time.Duration
-	// secrets are the values that must never reach the log tail in the result.
-	secrets []string
+	// red hides credentials and build-arg values in the log (out) and in the result.
+	red *redactor
 }
 
 // logTailLines is how many lines of the log a failed result carries.
@@ -63,7 +63,13 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 	if out == nil {
 		out = io.Discard
 	}
-	r := &run{req: cfg.Request, out: io.MultiWriter(out, tail), pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
+	red := &redactor{}
+	for _, a := range cfg.Request.Spec.Dockerfile.BuildArgs {
+		red.addBuildArg(a.Name, a.Value)
+	}
+	log := &redactWriter{w: io.MultiWriter(out, tail), red: red}
+	defer log.Flush()
+	r := &run{req: cfg.Request, out: log, red: red, pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
 	if r.pushBackoff <= 0 {
 		r.pushBackoff = 2 * time.Second
 	}
@@ -77,8 +83,9 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 		res.FailureClass = classOf(err)
 		res.Message = err.Error()
 		res.Pushed = false
-		res.LogTail = redact(tail.String(), r.secrets)
-		res.Message = redact(res.Message, r.secrets)
+		log.Flush()
+		res.LogTail = red.String(tail.String()) // lines are redacted already; a value cut by maxHeldBytes is not
+		res.Message = red.String(res.Message)
 		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, res.Message)
 	}
 	return res
@@ -92,7 +99,7 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	r.secrets = in.secretValues()
+	r.red.addSecrets(in.secretValues())
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
 	if err != nil {
 		return res, err
@@ -146,6 +153,9 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	res.Budget = &verdict
 	r.report(measured, res.Platforms, verdict)
 	res.Advice = r.advise(in, measured)
+	for i := range res.Advice {
+		res.Advice[i].Message = r.red.String(res.Advice[i].Message)
+	}
 
 	if verdict.Verdict == kilnv1.VerdictOverBudget && verdict.Enforcement == kilnv1.EnforcementEnforce {
 		return res, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))
@@ -201,8 +211,12 @@ func measureLayout(lay v1.ImageIndex) (measure.Index, error) {
 // Dockerfile instruction (and line) that created it.
 func (r *run) platformSizes(m measure.Index, in *inputs) []kilnv1.PlatformSize {
 	var out []kilnv1.PlatformSize
+	buildArgs := map[string]string{}
+	for _, a := range r.req.Spec.Dockerfile.BuildArgs {
+		buildArgs[a.Name] = a.Value
+	}
 	for _, img := range m.Images {
-		origins := attribute(in, r.req.Spec.Dockerfile.Target, img.Layers)
+		origins := attributeWith(in, r.req.Spec.Dockerfile.Target, buildArgs, img.Layers)
 		ps := kilnv1.PlatformSize{
 			Platform: img.Platform, CompressedBytes: img.CompressedBytes, UncompressedBytes: img.UncompressedBytes,
 			Layers: int32(len(img.Layers)), WastedBytes: img.WastedBytes,
@@ -212,7 +226,7 @@ func (r *run) platformSizes(m measure.Index, in *inputs) []kilnv1.PlatformSize {
 		for _, l := range layers[:min(len(layers), maxLayersReported)] {
 			o := origins[l.Index]
 			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{
-				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(o.createdBy, 120), Line: int32(o.line),
+				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(r.red.String(o.createdBy), 120), Line: int32(o.line),
 			})
 		}
 		out = append(out, ps)
