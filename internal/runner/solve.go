@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/advice"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
@@ -227,7 +229,7 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	wg.Wait()
 	out.cached, out.total = steps.counts()
 	if err != nil {
-		return out, classifySolveError(err, in.dockerfileName)
+		return out, classifySolveError(err, in)
 	}
 	return out, nil
 }
@@ -298,13 +300,17 @@ func orHEAD(rev string) string {
 }
 
 // classifySolveError turns a BuildKit error into a failure class and a message users can act on.
-func classifySolveError(err error, dockerfile string) error {
+func classifySolveError(err error, in *inputs) error {
 	var f *failure
 	if errors.As(err, &f) {
 		return err
 	}
+	dockerfile := in.dockerfileName
 	msg := cleanError(err)
 	lower := strings.ToLower(msg)
+	if f := layerDepthFailure(msg, in); f != nil {
+		return f
+	}
 	switch {
 	case strings.Contains(lower, "dockerfile parse error"), strings.Contains(lower, "unknown instruction"),
 		strings.Contains(lower, "target stage") && strings.Contains(lower, "could not be found"):
@@ -319,6 +325,109 @@ func classifySolveError(err error, dockerfile string) error {
 		return fail(kilnv1.FailureBuildKitNotUp, "lost buildkitd during the build: %s", msg)
 	}
 	return fail(kilnv1.FailureBuildFailed, "%s", msg)
+}
+
+// processRe finds the command of the step that failed in BuildKit's error.
+var processRe = regexp.MustCompile(`process ("(?:[^"\\]|\\.)*") did not complete successfully`)
+
+// layerDepthFailure recognises a step that failed because the layers under it are too many to
+// mount, and explains it; nil for any other error. BuildKit mounts a step's root filesystem as
+// one overlay whose lower directories are every layer below it, so a long chain of RUN, COPY and
+// ADD steps fails in one of two ways, found with a real rootless buildkitd (see
+// TestLayerDepthFailure):
+//   - Linux refuses more than 500 lower layers (advice.LayerDepthLimit): the mount fails with
+//     EINVAL ("mount source: "overlay" … lowerdir=504/fs:503/fs:…, err: invalid argument") at
+//     the step that would run on 501 layers (a one-layer base image and 500 steps);
+//   - before that, the lower directories' paths must fit in one page of mount options (4 KiB),
+//     which fewer layers fill when the paths are long, as snapshot numbers grow on a long-lived
+//     cache volume (4 digits allow ~480 layers, 5 digits ~430). Over 4096 bytes containerd fails
+//     with "mount options is too long"; at exactly 4096 it mounts, the kernel drops the last
+//     byte (no room for the terminating NUL) and the mount fails on the path it cut, usually
+//     with ENOENT ("… lowerdir=…/5/fs:4/f…, err: no such file or directory").
+func layerDepthFailure(msg string, in *inputs) error {
+	layers := 0
+	switch {
+	case strings.Contains(strings.ToLower(msg), "mount options is too long"):
+	case strings.Contains(msg, "fstype: overlay"):
+		data := mountData(msg)
+		if layers = lowerdirCount(data); layers <= advice.LayerDepthLimit && len(data) < mountOptionsMax {
+			return nil // an overlay refused for another reason
+		}
+	default:
+		return nil
+	}
+	where, line, own := in.dockerfileName, 0, -1
+	if m := processRe.FindStringSubmatch(msg); m != nil {
+		if cmd, err := strconv.Unquote(m[1]); err == nil {
+			line, own = failingStep(in, cmd)
+		}
+	}
+	if line > 0 {
+		where = fmt.Sprintf("%s:%d", in.dockerfileName, line)
+	}
+	var count string
+	switch {
+	case layers > 0:
+		count = fmt.Sprintf("on %d stacked layers", layers)
+	case own >= 0:
+		count = fmt.Sprintf("on the base image's layers and %d layers made by earlier steps", own)
+	default:
+		count = "on more stacked layers"
+	}
+	return fail(kilnv1.FailureBadInput, "%s: too many layers: this step runs %s, more than BuildKit's overlay filesystem can mount "+
+		"(Linux stacks at most %d layers, and fewer, down to about 400, when their paths outgrow the 4 KiB a mount's options may hold, as on a long-used cache). "+
+		"Merge RUN steps into one (RUN a && b), or build in an earlier stage and COPY --from only its result into a stage with few layers",
+		where, count, advice.LayerDepthLimit)
+}
+
+// mountOptionsMax is the room for a mount's options: one page, terminating NUL included.
+const mountOptionsMax = 4096
+
+// mountDataRe finds the options of the mount that failed in containerd's error.
+var mountDataRe = regexp.MustCompile(`data: ("(?:[^"\\]|\\.)*")`)
+
+// mountData returns the options of the mount that failed, "" when msg names none.
+func mountData(msg string) string {
+	m := mountDataRe.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	data, err := strconv.Unquote(m[1])
+	if err != nil {
+		return ""
+	}
+	return data
+}
+
+// lowerdirCount counts the lower directories in overlay mount options; 0 when they name none.
+func lowerdirCount(data string) int {
+	i := strings.Index(data, "lowerdir=")
+	if i < 0 {
+		return 0
+	}
+	dirs := data[i+len("lowerdir="):]
+	if end := strings.IndexByte(dirs, ','); end >= 0 {
+		dirs = dirs[:end]
+	}
+	return strings.Count(dirs, ":") + 1
+}
+
+// failingStep finds the RUN whose command BuildKit reports as failed: its line, and how many
+// layer-making steps come before it in its stage's chain; 0 and -1 when the Dockerfile is not
+// local or has no such RUN.
+func failingStep(in *inputs, process string) (line, before int) {
+	if in == nil {
+		return 0, -1
+	}
+	for idx := range in.stages {
+		chain, _ := stageChain(in, idx)
+		for j, c := range chain {
+			if c.op == "RUN" && c.process() == process {
+				return c.line, j
+			}
+		}
+	}
+	return 0, -1
 }
 
 // cleanError drops BuildKit's stack and grpc wrapping from an error message.
