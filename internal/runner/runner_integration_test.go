@@ -140,6 +140,7 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("failed build carries a redacted log tail", func(t *testing.T) { e.testLogTail(t) })
 	t.Run("reset cache empties it before the build", func(t *testing.T) { e.testResetCache(t) })
 	t.Run("download then delete yields measured advice", func(t *testing.T) { e.testAdvice(t) })
+	t.Run("a 64 Ki-character inline Dockerfile travels as request files and builds", func(t *testing.T) { e.testLargeInlineDockerfile(t) })
 }
 
 func (e *env) testAdvice(t *testing.T) {
