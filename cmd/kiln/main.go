@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	clog "github.com/containerd/log"
+
 	"github.com/kiln-dev/kiln/internal/advice"
 	"github.com/kiln-dev/kiln/internal/manager"
 	"github.com/kiln-dev/kiln/internal/runner"
@@ -31,6 +33,11 @@ func main() {
 	case "manager":
 		os.Exit(manager.Main(args))
 	case "runner":
+		// BuildKit's client logs through logrus' standard logger (containerd/log). At the default
+		// level its OCI export opens a containerd content store, which warns on every build that
+		// the build pod's filesystem has no fsverity ("failed check for fsverity support"): noise
+		// in the runner log the user reads. The runner reports its own failures; keep only errors.
+		_ = clog.SetLevel("error")
 		os.Exit(runner.Main(args))
 	case "advise":
 		os.Exit(advice.Main(args, os.Stdout, os.Stderr))

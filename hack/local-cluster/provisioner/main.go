@@ -189,8 +189,10 @@ func main() {
 	ctx = klog.NewContext(ctx, logger)
 	p := &hostPathProvisioner{root: filepath.Clean(*root), node: *node, uid: *uid, gid: *gid}
 	pc := controller.NewProvisionController(ctx, client, *name, p,
-		controller.LeaderElection(false), // one process per cluster, started by up
-		controller.ExponentialBackOffOnError(false), // retry failures every 15s, not up to 1000s
+		// One process per cluster, started by up: no leader election.
+		controller.LeaderElection(false),
+		// Retry a failed provisioning or deletion every 15s, not with backoff up to 1000s.
+		controller.ExponentialBackOffOnError(false),
 	)
 	logger.Info("serving", "provisioner", *name, "root", p.root, "node", p.node)
 	pc.Run(ctx)
