@@ -368,15 +368,10 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	}
 	req, err := renderRequest(ib, opts)
 	if err == nil {
-		err = r.createRequest(ctx, ib, req)
+		err = r.createOwned(ctx, ib, req, &corev1.ConfigMap{}, "the build request ConfigMap")
 	}
 	if err == nil {
-		err = r.Create(ctx, renderBuildPod(ib, opts))
-		if apierrors.IsAlreadyExists(err) {
-			err = nil
-		} else if err != nil {
-			err = fmt.Errorf("creating build pod %s: %w", podName, err)
-		}
+		err = r.createOwned(ctx, ib, renderBuildPod(ib, opts), &corev1.Pod{}, "build pod")
 	}
 	if err != nil {
 		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
@@ -398,22 +393,23 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	return nil
 }
 
-// createRequest creates the ConfigMap that carries the runner's request. One that exists
-// already must be this ImageBuild's (a retry of the same create); anything else is refused.
-func (r *ImageBuildReconciler) createRequest(ctx context.Context, ib *kilnv1.ImageBuild, cm *corev1.ConfigMap) error {
-	err := r.Create(ctx, cm)
+// createOwned creates one of a build's objects (its request ConfigMap, its pod). One that
+// exists already must be this ImageBuild's (a retry of the same create); one that is not, such
+// as a tenant's pod or ConfigMap that happens to have the name, is refused: kiln would otherwise
+// wait forever for a build it does not own.
+func (r *ImageBuildReconciler) createOwned(ctx context.Context, ib *kilnv1.ImageBuild, obj, existing client.Object, what string) error {
+	err := r.Create(ctx, obj)
 	if !apierrors.IsAlreadyExists(err) {
 		if err != nil {
-			return fmt.Errorf("creating the build request ConfigMap %s: %w", cm.Name, err)
+			return fmt.Errorf("creating %s %s: %w", what, obj.GetName(), err)
 		}
 		return nil
 	}
-	existing := &corev1.ConfigMap{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cm), existing); err != nil {
-		return fmt.Errorf("reading the build request ConfigMap %s: %w", cm.Name, err)
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
+		return fmt.Errorf("reading %s %s: %w", what, obj.GetName(), err)
 	}
 	if !metav1.IsControlledBy(existing, ib) {
-		return &refusal{fmt.Sprintf("a ConfigMap named %q already exists in namespace %q and is not kiln's: kiln needs that name for the build's request; rename or delete it", cm.Name, ib.Namespace)}
+		return &refusal{fmt.Sprintf("%s %q already exists in namespace %q and is not this ImageBuild's: kiln needs that name; rename or delete it", what, obj.GetName(), ib.Namespace)}
 	}
 	return nil
 }

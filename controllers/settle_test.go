@@ -160,3 +160,15 @@ func TestPendingClaimWarningHasARequeue(t *testing.T) {
 	g.Expect(res.RequeueAfter).To(BeNumerically(">", claimPendingWarning-30*time.Second))
 	g.Expect(res.RequeueAfter).To(BeNumerically("<=", claimPendingWarning+time.Second))
 }
+
+func TestForeignObjectWithTheBuildPodsNameStalls(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	squatter := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "squat-build-1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.test/other:1"}}}}
+	g.Expect(k8sClient.Create(ctx, squatter)).To(Succeed())
+	ib := newImageBuild(ns, "squat")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	stalledWith(g, ib, kilnv1.FailurePodRejected, `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
+}
