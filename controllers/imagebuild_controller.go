@@ -107,36 +107,6 @@ func (r *ImageBuildReconciler) SetMaxConcurrentBuilds(n int) {
 	r.MaxConcurrentBuilds = n
 }
 
-// buildKey is what a build answers: a generation of the spec and a rebuild request.
-type buildKey struct {
-	Generation int64
-	RebuildAt  string
-	Polled     string
-}
-
-func keyOf(ib *kilnv1.ImageBuild) buildKey {
-	return buildKey{Generation: ib.Generation, RebuildAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt], Polled: ib.Status.PolledRevision}
-}
-
-func podKey(pod *corev1.Pod) buildKey {
-	gen, _ := strconv.ParseInt(pod.Annotations[AnnotationGeneration], 10, 64)
-	return buildKey{Generation: gen, RebuildAt: pod.Annotations[AnnotationRebuildAt], Polled: pod.Annotations[AnnotationPolled]}
-}
-
-// answers reports whether the build lb answered key.
-func answers(ib *kilnv1.ImageBuild, lb *kilnv1.LastBuild, key buildKey) bool {
-	return lb != nil && lb.Generation == key.Generation && ib.Status.LastHandledRebuildAt == key.RebuildAt && lb.PolledRevision == key.Polled
-}
-
-func podBuild(pod *corev1.Pod) int64 {
-	n, _ := strconv.ParseInt(pod.Annotations[AnnotationBuild], 10, 64)
-	return n
-}
-
-func podFinished(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-}
-
 // buildState is what the steps found; the deferred summary turns it into conditions.
 type buildState struct {
 	phase     kilnv1.Phase
@@ -218,114 +188,6 @@ func (r *ImageBuildReconciler) buildPods(ctx context.Context, ib *kilnv1.ImageBu
 	return pods, nil
 }
 
-// reconcileBuild moves the current build forward: it cancels builds of an outdated spec, follows
-// the running pod, records a finished one, retries transient failures and starts new builds.
-func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, st *buildState) error {
-	pods, err := r.buildPods(ctx, ib)
-	if err != nil {
-		return err
-	}
-	key := keyOf(ib)
-	highest := ib.Status.BuildCount
-	var current *corev1.Pod
-	for _, pod := range pods {
-		highest = max(highest, podBuild(pod))
-		if podKey(pod) == key {
-			current = pod
-		}
-		if podFinished(pod) || pod.DeletionTimestamp != nil || (podKey(pod) == key && !ib.Spec.Suspend) {
-			continue
-		}
-		if err := r.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
-		}
-		why := "the ImageBuild changed"
-		if ib.Spec.Suspend {
-			why = "the ImageBuild is suspended"
-			if lb := ib.Status.LastBuild; lb != nil && lb.PodName == pod.Name && lb.CompletionTime == nil {
-				now := metav1.NewTime(r.now())
-				lb.CompletionTime, lb.FailureReason, lb.Message = &now, kilnv1.FailureCancelled, "stopped because spec.suspend is true"
-			}
-		}
-		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildCancelled, "Cancelled build pod %s: %s", pod.Name, why)
-	}
-	if current != nil && current.Name != buildPodName(ib, highest) {
-		current = nil // a retry of this key already started after it
-	}
-	if ib.Spec.Suspend {
-		st.suspended = true
-		st.progress(ib.Status.Phase, kilnv1.ReasonSuspended, "spec.suspend is true: no build runs")
-		return nil
-	}
-
-	lb := ib.Status.LastBuild
-	if current != nil && (lb == nil || lb.PodName != current.Name) && podBuild(current) >= ib.Status.BuildCount {
-		// The status is behind the pods (a stale read, or a patch that was lost): the newest
-		// pod of this key is the current build. Starting another would build twice.
-		attempt, _ := strconv.Atoi(current.Annotations[AnnotationAttempt])
-		ib.Status.BuildCount = podBuild(current)
-		ib.Status.LastHandledRebuildAt = key.RebuildAt
-		ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), Generation: key.Generation, PolledRevision: key.Polled}
-		lb = ib.Status.LastBuild
-	}
-	sameKey := answers(ib, lb, key)
-	if current != nil && sameKey && lb.PodName == current.Name && lb.CompletionTime == nil {
-		if !podFinished(current) {
-			return r.observeRunning(ctx, ib, current, st)
-		}
-		r.recordResult(ib, current)
-		sameKey = answers(ib, lb, key) // a ConfigMap source may have built other content than the key's
-		if err := r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name); err != nil {
-			return err
-		}
-	} else if current != nil && sameKey && lb.PodName == current.Name {
-		switch {
-		case podFinished(current):
-			if err := r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name); err != nil {
-				return err
-			}
-		case current.DeletionTimestamp == nil && (lb.FailureReason == kilnv1.FailurePodStartFailed || lb.FailureReason == kilnv1.FailureImagePullFailed):
-			// kiln ended this build (a container could not start) and the pod is still there.
-			// Its Lease stays until it is gone: buildkitd may still hold the claim.
-			if err := r.Delete(ctx, current); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("deleting build pod %s: %w", current.Name, err)
-			}
-		}
-	} else if sameKey && lb.CompletionTime == nil {
-		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, &corev1.Pod{})
-		if err == nil {
-			st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("waiting for build pod %s", lb.PodName))
-			st.requeueAfter(time.Second)
-			return nil
-		}
-		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading build pod %s: %w", lb.PodName, err)
-		}
-		r.recordLost(ib)
-	}
-
-	attempt := int32(1)
-	switch {
-	case sameKey && lb.CompletionTime != nil && lb.FailureReason == kilnv1.FailureCancelled:
-		attempt = lb.Attempt // resumed after spec.suspend: the same attempt again
-	case sameKey && lb.CompletionTime != nil:
-		if lb.FailureReason == "" || !r.retryable(ib, lb) {
-			r.settle(ib, st)
-			return nil
-		}
-		wait := r.backoff(lb.Attempt) - r.now().Sub(lb.CompletionTime.Time)
-		if wait > 0 {
-			st.progress(kilnv1.PhaseFailed, kilnv1.ReasonRetrying, fmt.Sprintf("attempt %d of %d failed (%s: %s); retrying in %s",
-				lb.Attempt, maxAttempts(ib), lb.FailureReason, lb.Message, wait.Round(time.Second)))
-			st.requeueAfter(wait)
-			return nil
-		}
-		attempt = lb.Attempt + 1
-	}
-	return r.startBuild(ctx, ib, claim, highest+1, attempt, st)
-}
-
 // startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
 	// Admission is serialized: a worker admitted here reserves its slot before the lock is
@@ -382,10 +244,8 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		return err
 	}
 	ib.Status.LastHandledResetCacheAt = resetAt
-	key := keyOf(ib)
 	ib.Status.BuildCount = n
-	ib.Status.LastHandledRebuildAt = key.RebuildAt
-	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, Generation: key.Generation, PolledRevision: key.Polled}
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, BuildKey: keyOf(ib)}
 	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
 	msg := fmt.Sprintf("Started build pod %s (attempt %d) on cache claim %s", podName, attempt, claim.Name)
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)
@@ -454,17 +314,15 @@ func (r *ImageBuildReconciler) refused(ib *kilnv1.ImageBuild, podName string, n 
 	case !rejected:
 		return err
 	}
-	key := keyOf(ib)
 	now := metav1.NewTime(r.now())
 	ib.Status.BuildCount = n
-	ib.Status.LastHandledRebuildAt = key.RebuildAt
 	ib.Status.LastBuild = &kilnv1.LastBuild{
-		PodName: podName, Attempt: attempt, Generation: key.Generation, PolledRevision: key.Polled,
+		PodName: podName, Attempt: attempt, BuildKey: keyOf(ib),
 		CompletionTime: &now, FailureReason: kilnv1.FailurePodRejected,
 		Message: contract.Truncate("the API server refused the build: "+err.Error(), 1024),
 	}
 	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), 512))
-	r.settle(ib, st)
+	r.reportOutcome(ib, st)
 	return nil
 }
 
@@ -547,47 +405,6 @@ func (r *ImageBuildReconciler) startFailure(pod *corev1.Pod) (class, msg string,
 		}
 	}
 	return "", "", wait
-}
-
-// retryable says whether a failed build may be tried again.
-func (r *ImageBuildReconciler) retryable(ib *kilnv1.ImageBuild, lb *kilnv1.LastBuild) bool {
-	return kilnv1.Transient(lb.FailureReason) && lb.Attempt < maxAttempts(ib)
-}
-
-func maxAttempts(ib *kilnv1.ImageBuild) int32 {
-	if ib.Spec.Retries == nil {
-		return 1
-	}
-	return *ib.Spec.Retries + 1
-}
-
-// backoff is the wait after the given failed attempt.
-func (r *ImageBuildReconciler) backoff(attempt int32) time.Duration {
-	base := r.RetryBackoff
-	if base <= 0 {
-		base = 10 * time.Second
-	}
-	d := base << min(attempt-1, 10)
-	return min(d, 5*time.Minute)
-}
-
-// settle reports the final outcome of the current build.
-func (r *ImageBuildReconciler) settle(ib *kilnv1.ImageBuild, st *buildState) {
-	lb := ib.Status.LastBuild
-	switch {
-	case lb.FailureReason == "":
-		st.progress(kilnv1.PhaseSucceeded, kilnv1.ReasonBuildSucceeded, successMessage(ib))
-	case lb.FailureReason == kilnv1.FailureOverBudget:
-		st.progress(kilnv1.PhaseBudgetExceeded, kilnv1.ReasonBudgetExceeded, lb.Message)
-		st.stall(kilnv1.ReasonBudgetExceeded, lb.Message)
-	default:
-		msg := fmt.Sprintf("%s: %s", lb.FailureReason, lb.Message)
-		if kilnv1.Transient(lb.FailureReason) {
-			msg = fmt.Sprintf("gave up after %d attempts; last: %s", lb.Attempt, msg)
-		}
-		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
-		st.stall(lb.FailureReason, msg)
-	}
 }
 
 // pruneHistory deletes finished build pods beyond spec.historyLimit, newest kept. A pod whose

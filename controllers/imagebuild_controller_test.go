@@ -390,7 +390,7 @@ func TestSpecEditReplacesRunningPod(t *testing.T) {
 	}).Should(BeTrue(), "the old generation's pod is deleted")
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "edit-build-2") }).Should(Succeed())
-	g.Expect(pod2.Annotations[AnnotationGeneration]).To(Equal("2"))
+	g.Expect(podKey(pod2).Generation).To(Equal(int64(2)))
 	req := requestOf(g, pod2)
 	g.Expect(req.Spec.Output.Tags).To(Equal([]string{"v2"}))
 	g.Expect(getIB(g, ib).Status.LastBuild.Generation).To(Equal(int64(2)))

@@ -19,12 +19,11 @@ const (
 	LabelImageBuild = "kiln.dev/imagebuild"
 	LabelManagedBy  = "app.kubernetes.io/managed-by"
 	// LabelRole tells kiln's own ConfigMaps apart: RoleRequest carries a runner's request.
-	LabelRole            = "kiln.dev/role"
-	RoleRequest          = "request"
-	AnnotationBuild      = "kiln.dev/build"
-	AnnotationGeneration = "kiln.dev/generation"
-	AnnotationRebuildAt  = "kiln.dev/rebuild-requested-at"
-	AnnotationPolled     = "kiln.dev/polled-revision"
+	LabelRole       = "kiln.dev/role"
+	RoleRequest     = "request"
+	AnnotationBuild = "kiln.dev/build"
+	// AnnotationBuildKey holds the kilnv1.BuildKey the pod's build answers, as JSON.
+	AnnotationBuildKey   = "kiln.dev/build-key"
 	AnnotationAttempt    = "kiln.dev/attempt"
 	AnnotationCacheClaim = "kiln.dev/cache-claim"
 
@@ -235,9 +234,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 			},
 			Annotations: map[string]string{
 				AnnotationBuild:      strconv.FormatInt(opts.Build, 10),
-				AnnotationGeneration: strconv.FormatInt(ib.Generation, 10),
-				AnnotationRebuildAt:  ib.Annotations[kilnv1.AnnotationRebuildRequestedAt],
-				AnnotationPolled:     ib.Status.PolledRevision,
+				AnnotationBuildKey:   encodeKey(keyOf(ib)),
 				AnnotationAttempt:    strconv.Itoa(int(opts.Attempt)),
 				AnnotationCacheClaim: opts.ClaimName,
 			},

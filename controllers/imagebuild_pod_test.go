@@ -33,7 +33,7 @@ func TestRenderBuildPod(t *testing.T) {
 			if pod.Name != "app-build-7" || pod.Namespace != "team" {
 				t.Errorf("pod is %s/%s, want team/app-build-7", pod.Namespace, pod.Name)
 			}
-			if pod.Labels[LabelImageBuild] != "app" || pod.Annotations[AnnotationGeneration] != "4" || pod.Annotations[AnnotationAttempt] != "2" {
+			if pod.Labels[LabelImageBuild] != "app" || podKey(pod).Generation != 4 || pod.Annotations[AnnotationAttempt] != "2" {
 				t.Errorf("labels %v annotations %v", pod.Labels, pod.Annotations)
 			}
 			if len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].UID != "uid-1" || !*pod.OwnerReferences[0].Controller {

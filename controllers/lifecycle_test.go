@@ -276,12 +276,12 @@ func TestRebuildAnnotationStartsExactlyOneBuild(t *testing.T) {
 	})
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "again-build-2") }).Should(Succeed())
-	g.Expect(pod2.Annotations[AnnotationRebuildAt]).To(Equal(at))
+	g.Expect(podKey(pod2).RebuildRequestedAt).To(Equal(at))
 	finishPod(t, pod2, 0, resultJSON(t, okResult))
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseSucceeded))
-		g.Expect(cur.Status.LastHandledRebuildAt).To(Equal(at))
+		g.Expect(cur.Status.LastBuild.RebuildRequestedAt).To(Equal(at))
 	}).Should(Succeed())
 	g.Consistently(podExists(ns, "again-build-3")).Should(BeFalse(), "one request, one build")
 }

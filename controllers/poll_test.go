@@ -63,7 +63,7 @@ func TestPollBuildsWhenTheBranchMoves(t *testing.T) {
 
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "polled-build-2") }).Should(Succeed())
-	g.Expect(pod2.Annotations[AnnotationPolled]).To(Equal(second))
+	g.Expect(podKey(pod2).PolledRevision).To(Equal(second))
 	g.Expect(getIB(g, ib).Status.PolledRevision).To(Equal(second))
 	built("polled-build-2", second)
 

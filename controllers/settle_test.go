@@ -67,7 +67,7 @@ func TestConfigMapSourceIsFollowed(t *testing.T) {
 	var pod *corev1.Pod
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "follow-build-1") }).Should(Succeed())
 	want := contract.ConfigMapDigest(map[string][]byte{"Dockerfile": []byte("FROM scratch\n")})
-	g.Expect(pod.Annotations[AnnotationPolled]).To(Equal(want))
+	g.Expect(podKey(pod).PolledRevision).To(Equal(want))
 	res := okResult
 	res.Revision = want
 	finishPod(t, pod, 0, resultJSON(t, res))
@@ -87,7 +87,7 @@ func TestConfigMapSourceIsFollowed(t *testing.T) {
 	cm.Data["main.go"] = "package main\n"
 	g.Expect(k8sClient.Update(ctx, cm)).To(Succeed())
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "follow-build-2") }).Should(Succeed())
-	g.Expect(pod.Annotations[AnnotationPolled]).NotTo(Equal(want))
+	g.Expect(podKey(pod).PolledRevision).NotTo(Equal(want))
 
 	// The kubelet mounted the old content: kiln builds again once the pod reports it.
 	res.Revision = want

@@ -483,13 +483,9 @@ type ImageBuildStatus struct {
 	// +optional
 	BuildCount int64 `json:"buildCount,omitempty"`
 
-	// LastHandledRebuildAt is the value of the kiln.dev/rebuild-requested-at annotation that the
-	// latest build answered.
-	// +optional
-	LastHandledRebuildAt string `json:"lastHandledRebuildAt,omitempty"`
-
-	// PolledRevision is the commit the last poll of spec.source.git found, when it differed
-	// from the built one; it starts a build.
+	// PolledRevision is the source revision kiln last observed, when it differs from the built
+	// one: the commit the last poll of spec.source.git found, or a ConfigMap source's content
+	// digest (sha256:…). It is part of the build key, so a new value starts a build.
 	// +optional
 	PolledRevision string `json:"polledRevision,omitempty"`
 
@@ -620,17 +616,30 @@ type Advice struct {
 	SavingBytes int64 `json:"savingBytes,omitempty"`
 }
 
+// BuildKey is what one build answers: a generation of the spec, a rebuild request and a source
+// revision. A new value of any of them starts a new build; a build whose key is not the
+// ImageBuild's current key is outdated.
+type BuildKey struct {
+	// Generation of the spec the build used.
+	Generation int64 `json:"generation"`
+	// RebuildRequestedAt is the value of the kiln.dev/rebuild-requested-at annotation the build
+	// answered.
+	// +optional
+	RebuildRequestedAt string `json:"rebuildRequestedAt,omitempty"`
+	// PolledRevision is the source revision the build was started for: a commit that git polling
+	// found, or a ConfigMap source's content digest (status.polledRevision at the build's start).
+	// +optional
+	PolledRevision string `json:"polledRevision,omitempty"`
+}
+
 // LastBuild describes the latest build pod.
 type LastBuild struct {
 	// PodName of the build pod.
 	PodName string `json:"podName"`
 	// Attempt counts the tries of this build, from 1.
 	Attempt int32 `json:"attempt"`
-	// Generation of the spec the build used.
-	Generation int64 `json:"generation"`
-	// PolledRevision is the polled commit that started the build, if a poll did.
-	// +optional
-	PolledRevision string `json:"polledRevision,omitempty"`
+	// BuildKey is what the build answers; the build pod carries the same key.
+	BuildKey `json:",inline"`
 	// StartTime of the build pod.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

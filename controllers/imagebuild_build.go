@@ -1,0 +1,263 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+// keyOf is the build key an ImageBuild asks for now.
+func keyOf(ib *kilnv1.ImageBuild) kilnv1.BuildKey {
+	return kilnv1.BuildKey{
+		Generation:         ib.Generation,
+		RebuildRequestedAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt],
+		PolledRevision:     ib.Status.PolledRevision,
+	}
+}
+
+// podKey is the build key a build pod answers (AnnotationBuildKey); the zero key when it has none.
+func podKey(pod *corev1.Pod) kilnv1.BuildKey {
+	var k kilnv1.BuildKey
+	_ = json.Unmarshal([]byte(pod.Annotations[AnnotationBuildKey]), &k)
+	return k
+}
+
+// encodeKey is the value of AnnotationBuildKey for key.
+func encodeKey(key kilnv1.BuildKey) string {
+	b, _ := json.Marshal(key) // a struct of strings and an integer: never fails
+	return string(b)
+}
+
+// answers reports whether the build lb answered key: the one place where build keys are compared
+// with the status.
+func answers(lb *kilnv1.LastBuild, key kilnv1.BuildKey) bool {
+	return lb != nil && lb.BuildKey == key
+}
+
+func podBuild(pod *corev1.Pod) int64 {
+	n, _ := strconv.ParseInt(pod.Annotations[AnnotationBuild], 10, 64)
+	return n
+}
+
+func podFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// reconcileBuild moves the current build forward, in five steps: cancel the builds of an
+// outdated key, adopt the newest pod of the current key when the status lags behind it, follow
+// that build, decide what comes next (decideNext), and start it.
+func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, st *buildState) error {
+	pods, err := r.buildPods(ctx, ib)
+	if err != nil {
+		return err
+	}
+	key := keyOf(ib)
+	if err := r.cancelOutdated(ctx, ib, pods, key); err != nil {
+		return err
+	}
+	if ib.Spec.Suspend {
+		st.suspended = true
+		st.progress(ib.Status.Phase, kilnv1.ReasonSuspended, "spec.suspend is true: no build runs")
+		return nil
+	}
+	current, highest := currentPod(ib, pods, key)
+	adoptCurrent(ib, current)
+	if followed, err := r.followCurrent(ctx, ib, current, key, st); err != nil || followed {
+		return err
+	}
+	next := decideNext(ib, key, r.now(), r.backoff)
+	switch next.action {
+	case actionWait:
+		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonRetrying, next.message)
+		st.requeueAfter(next.wait)
+	case actionReport:
+		r.reportOutcome(ib, st)
+	case actionStart:
+		return r.startBuild(ctx, ib, claim, highest+1, next.attempt, st)
+	}
+	return nil
+}
+
+// cancelOutdated deletes the unfinished build pods that do not answer key (or every unfinished
+// one while the ImageBuild is suspended).
+func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) error {
+	for _, pod := range pods {
+		if podFinished(pod) || pod.DeletionTimestamp != nil || (podKey(pod) == key && !ib.Spec.Suspend) {
+			continue
+		}
+		if err := r.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
+		}
+		why := "the ImageBuild changed"
+		if ib.Spec.Suspend {
+			why = "the ImageBuild is suspended"
+			if lb := ib.Status.LastBuild; lb != nil && lb.PodName == pod.Name && lb.CompletionTime == nil {
+				now := metav1.NewTime(r.now())
+				lb.CompletionTime, lb.FailureReason, lb.Message = &now, kilnv1.FailureCancelled, "stopped because spec.suspend is true"
+			}
+		}
+		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildCancelled, "Cancelled build pod %s: %s", pod.Name, why)
+	}
+	return nil
+}
+
+// currentPod is the newest build pod of key, unless a later build (a retry) exists; and the
+// highest build number seen in the pods and the status.
+func currentPod(ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) (*corev1.Pod, int64) {
+	highest := ib.Status.BuildCount
+	var current *corev1.Pod
+	for _, pod := range pods {
+		highest = max(highest, podBuild(pod))
+		if podKey(pod) == key {
+			current = pod
+		}
+	}
+	if current != nil && podBuild(current) != highest {
+		current = nil // a retry of this key already started after it
+	}
+	return current, highest
+}
+
+// adoptCurrent makes the status name the current pod when it lags behind it (a stale read, or a
+// patch that was lost): starting another build would build twice.
+func adoptCurrent(ib *kilnv1.ImageBuild, current *corev1.Pod) {
+	lb := ib.Status.LastBuild
+	if current == nil || (lb != nil && lb.PodName == current.Name) || podBuild(current) < ib.Status.BuildCount {
+		return
+	}
+	attempt, _ := strconv.Atoi(current.Annotations[AnnotationAttempt])
+	ib.Status.BuildCount = podBuild(current)
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), BuildKey: podKey(current)}
+}
+
+// followCurrent follows the build of the current key: a running pod is observed, a finished one
+// recorded and its Lease released, a pod gone before it finished is recorded as lost. It says
+// whether the build is still under way (nothing comes next yet).
+func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.ImageBuild, current *corev1.Pod, key kilnv1.BuildKey, st *buildState) (bool, error) {
+	lb := ib.Status.LastBuild
+	if !answers(lb, key) {
+		return false, nil
+	}
+	switch {
+	case current != nil && lb.PodName == current.Name && lb.CompletionTime == nil:
+		if !podFinished(current) {
+			return true, r.observeRunning(ctx, ib, current, st)
+		}
+		r.recordResult(ib, current)
+		return false, r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name)
+	case current != nil && lb.PodName == current.Name:
+		if podFinished(current) {
+			return false, r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name)
+		}
+		if current.DeletionTimestamp == nil && (lb.FailureReason == kilnv1.FailurePodStartFailed || lb.FailureReason == kilnv1.FailureImagePullFailed) {
+			// kiln ended this build (a container could not start) and the pod is still there.
+			// Its Lease stays until it is gone: buildkitd may still hold the claim.
+			if err := r.Delete(ctx, current); client.IgnoreNotFound(err) != nil {
+				return false, fmt.Errorf("deleting build pod %s: %w", current.Name, err)
+			}
+		}
+	case lb.CompletionTime == nil:
+		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, &corev1.Pod{})
+		if err == nil {
+			st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("waiting for build pod %s", lb.PodName))
+			st.requeueAfter(time.Second)
+			return true, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("reading build pod %s: %w", lb.PodName, err)
+		}
+		r.recordLost(ib)
+	}
+	return false, nil
+}
+
+// nextAction is what decideNext says comes after the current build.
+type nextAction int
+
+const (
+	// actionStart starts a build (attempt n of the current key).
+	actionStart nextAction = iota
+	// actionWait waits before a retry.
+	actionWait
+	// actionReport reports the final outcome of the current key's build.
+	actionReport
+)
+
+// next is decideNext's answer.
+type next struct {
+	action  nextAction
+	attempt int32
+	wait    time.Duration
+	message string
+}
+
+// decideNext says what follows the last build, from the ImageBuild, the current key and the
+// time alone: a first build for a new key, the same attempt again after a suspend, a retry of a
+// transient failure after its backoff, or the final outcome. backoff is the wait after a failed
+// attempt.
+func decideNext(ib *kilnv1.ImageBuild, key kilnv1.BuildKey, now time.Time, backoff func(attempt int32) time.Duration) next {
+	lb := ib.Status.LastBuild
+	switch {
+	case !answers(lb, key):
+		return next{action: actionStart, attempt: 1}
+	case lb.CompletionTime == nil:
+		return next{action: actionStart, attempt: lb.Attempt} // its pod was never made: make it
+	case lb.FailureReason == kilnv1.FailureCancelled:
+		return next{action: actionStart, attempt: lb.Attempt} // resumed after spec.suspend
+	case lb.FailureReason == "" || !kilnv1.Transient(lb.FailureReason) || lb.Attempt >= maxAttempts(ib):
+		return next{action: actionReport}
+	}
+	if wait := backoff(lb.Attempt) - now.Sub(lb.CompletionTime.Time); wait > 0 {
+		return next{action: actionWait, wait: wait, message: fmt.Sprintf("attempt %d of %d failed (%s: %s); retrying in %s",
+			lb.Attempt, maxAttempts(ib), lb.FailureReason, lb.Message, wait.Round(time.Second))}
+	}
+	return next{action: actionStart, attempt: lb.Attempt + 1}
+}
+
+// maxAttempts is 1 + spec.retries.
+func maxAttempts(ib *kilnv1.ImageBuild) int32 {
+	if ib.Spec.Retries == nil {
+		return 1
+	}
+	return *ib.Spec.Retries + 1
+}
+
+// backoff is the wait after the given failed attempt.
+func (r *ImageBuildReconciler) backoff(attempt int32) time.Duration {
+	base := r.RetryBackoff
+	if base <= 0 {
+		base = 10 * time.Second
+	}
+	d := base << min(attempt-1, 10)
+	return min(d, 5*time.Minute)
+}
+
+// reportOutcome reports the final outcome of the current key's build.
+func (r *ImageBuildReconciler) reportOutcome(ib *kilnv1.ImageBuild, st *buildState) {
+	lb := ib.Status.LastBuild
+	switch {
+	case lb.FailureReason == "":
+		st.progress(kilnv1.PhaseSucceeded, kilnv1.ReasonBuildSucceeded, successMessage(ib))
+	case lb.FailureReason == kilnv1.FailureOverBudget:
+		st.progress(kilnv1.PhaseBudgetExceeded, kilnv1.ReasonBudgetExceeded, lb.Message)
+		st.stall(kilnv1.ReasonBudgetExceeded, lb.Message)
+	default:
+		msg := fmt.Sprintf("%s: %s", lb.FailureReason, lb.Message)
+		if kilnv1.Transient(lb.FailureReason) {
+			msg = fmt.Sprintf("gave up after %d attempts; last: %s", lb.Attempt, msg)
+		}
+		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
+		st.stall(lb.FailureReason, msg)
+	}
+}
