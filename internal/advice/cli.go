@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/kiln-dev/kiln/internal/dockerfile"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
@@ -85,76 +86,26 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		in.Ignore = append(in.Ignore, id)
 	}
 
-	info, err := os.Stat(*contextDir)
-	if err != nil || !info.IsDir() {
-		fmt.Fprintf(stderr, "kiln advise: the context %s is not a readable directory\n", *contextDir)
-		return 2
+	dfPath, code := readFiles(&in, *contextDir, *file, stderr)
+	if code != 0 {
+		return code
 	}
-	dfPath := *file
-	if dfPath == "" {
-		dfPath = filepath.Join(*contextDir, "Dockerfile")
-	}
-	in.DockerfileName = filepath.Base(dfPath)
-	in.Dockerfile, err = os.ReadFile(dfPath)
+	f, err := dockerfile.Parse(in.Dockerfile, "", in.BuildArgs)
 	if err != nil {
-		hint := ""
-		if *file == "" {
-			hint = " (name it with -f)"
-		}
-		fmt.Fprintf(stderr, "kiln advise: cannot read the Dockerfile %s: %s%s\n", dfPath, describeErr(err), hint)
-		return 2
-	}
-	entries, err := os.ReadDir(*contextDir)
-	if err != nil {
-		fmt.Fprintf(stderr, "kiln advise: cannot list the context %s: %s\n", *contextDir, describeErr(err))
-		return 2
-	}
-	in.ContextFiles = []string{}
-	for _, e := range entries {
-		in.ContextFiles = append(in.ContextFiles, e.Name())
-	}
-	// BuildKit prefers <Dockerfile>.dockerignore next to the Dockerfile to the context's.
-	for _, p := range []string{dfPath + ".dockerignore", filepath.Join(*contextDir, ".dockerignore")} {
-		dt, err := os.ReadFile(p)
-		if err == nil {
-			in.Dockerignore = dt
-			break
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintf(stderr, "kiln advise: cannot read %s: %s\n", p, describeErr(err))
-			return 2
-		}
-	}
-
-	m, err := parse(in.Dockerfile, "", in.BuildArgs)
-	if err != nil {
-		var pe *parseError
-		if errors.As(err, &pe) && pe.line > 0 {
-			fmt.Fprintf(stderr, "kiln advise: %s:%d: %s\n", dfPath, pe.line, pe.msg)
-		} else {
-			fmt.Fprintf(stderr, "kiln advise: %s: %s\n", dfPath, err)
-		}
+		fmt.Fprintf(stderr, "kiln advise: %s\n", dockerfile.Describe(dfPath, err))
 		return 1
 	}
-	if *target != "" {
-		var names []string
-		found := false
-		for _, s := range m.stages {
-			if strings.EqualFold(s.name, *target) {
-				found = true
-			}
-			if s.name != "" {
-				names = append(names, s.name)
-			}
-		}
-		if !found {
-			fmt.Fprintf(stderr, "kiln advise: --target %q is not a stage of %s (its named stages: %s)\n", *target, dfPath, strings.Join(names, ", "))
-			return 2
-		}
+	if *target != "" && f.StageIndex(*target) < 0 {
+		fmt.Fprintf(stderr, "kiln advise: --target %q is not a stage of %s (its named stages: %s)\n", *target, dfPath, strings.Join(f.Names(), ", "))
+		return 2
 	}
 
-	findings := Analyze(in)
-	if *output == "json" {
+	return printFindings(stdout, stderr, *output, dfPath, Analyze(in))
+}
+
+// printFindings prints the findings as JSON or a text table; it returns the exit code.
+func printFindings(stdout, stderr io.Writer, output, dfPath string, findings []Finding) int {
+	if output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(findings); err != nil {
@@ -165,6 +116,53 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	printText(stdout, dfPath, findings)
 	return 0
+}
+
+// readFiles reads into in what `kiln advise` looks at: the Dockerfile (file, default
+// contextDir/Dockerfile), the context's top-level entries and its .dockerignore. It returns the
+// Dockerfile's path and 0, or 2 when a file cannot be read (it says which on stderr).
+func readFiles(in *Input, contextDir, file string, stderr io.Writer) (string, int) {
+	info, err := os.Stat(contextDir)
+	if err != nil || !info.IsDir() {
+		fmt.Fprintf(stderr, "kiln advise: the context %s is not a readable directory\n", contextDir)
+		return "", 2
+	}
+	dfPath := file
+	if dfPath == "" {
+		dfPath = filepath.Join(contextDir, "Dockerfile")
+	}
+	in.DockerfileName = filepath.Base(dfPath)
+	in.Dockerfile, err = os.ReadFile(dfPath)
+	if err != nil {
+		hint := ""
+		if file == "" {
+			hint = " (name it with -f)"
+		}
+		fmt.Fprintf(stderr, "kiln advise: cannot read the Dockerfile %s: %s%s\n", dfPath, describeErr(err), hint)
+		return "", 2
+	}
+	entries, err := os.ReadDir(contextDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "kiln advise: cannot list the context %s: %s\n", contextDir, describeErr(err))
+		return "", 2
+	}
+	in.ContextFiles = []string{}
+	for _, e := range entries {
+		in.ContextFiles = append(in.ContextFiles, e.Name())
+	}
+	// BuildKit prefers <Dockerfile>.dockerignore next to the Dockerfile to the context's.
+	for _, p := range []string{dfPath + ".dockerignore", filepath.Join(contextDir, ".dockerignore")} {
+		dt, err := os.ReadFile(p)
+		if err == nil {
+			in.Dockerignore = dt
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "kiln advise: cannot read %s: %s\n", p, describeErr(err))
+			return "", 2
+		}
+	}
+	return dfPath, 0
 }
 
 // buildArgFlag collects --build-arg NAME=VALUE flags.

@@ -2,8 +2,6 @@ package advice
 
 import (
 	"fmt"
-
-	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
 // LayerDepthLimit is the most layers one overlay mount can stack, so the most layers a build
@@ -66,15 +64,15 @@ type chainDepth struct {
 
 // depths returns the depth of every built chain that is not the start of a longer one.
 func (m *model) depths(img *Image) []chainDepth {
-	built := m.shipping()
+	built := m.f.Built() // with the whole chain of each built stage
 	parents := map[int]bool{}
-	for i := range built {
-		if p := m.stages[i].parent; p >= 0 && built[p] {
+	for _, i := range built {
+		if p := m.stages[i].Parent; p >= 0 {
 			parents[p] = true
 		}
 	}
 	var out []chainDepth
-	for _, i := range sortedStages(built) {
+	for _, i := range built {
 		if parents[i] {
 			continue
 		}
@@ -92,13 +90,10 @@ func (m *model) depths(img *Image) []chainDepth {
 			d.known = true
 		}
 		n := d.base
-		for _, sp := range m.chainSteps(i) {
-			if !sp.makesLayer() {
-				continue
-			}
+		for _, sp := range m.f.LayerSteps(i) {
 			d.steps++
 			if n++; n == LayerDepthLimit+1 {
-				d.line = sp.line
+				d.line = sp.Line
 			}
 		}
 		d.layers = d.base + d.steps
@@ -108,18 +103,6 @@ func (m *model) depths(img *Image) []chainDepth {
 		out = append(out, d)
 	}
 	return out
-}
-
-// makesLayer reports an instruction that adds a layer: RUN, COPY, ADD, and a WORKDIR other
-// than / (BuildKit creates the directory: dispatchWorkdir).
-func (sp *step) makesLayer() bool {
-	switch c := sp.cmd.(type) {
-	case *instructions.RunCommand, *instructions.CopyCommand, *instructions.AddCommand:
-		return true
-	case *instructions.WorkdirCommand:
-		return joinDir(sp.workdir, c.Path) != "/"
-	}
-	return false
 }
 
 func checkLayerDepth(a *analysis) {
@@ -139,8 +122,8 @@ func checkLayerDepth(a *analysis) {
 			layers = fmt.Sprintf("%d layers (its RUN, COPY, ADD and WORKDIR steps)", d.layers)
 		}
 		where := "This stage"
-		if st.name != "" {
-			where = fmt.Sprintf("Stage %s", st.name)
+		if st.Name != "" {
+			where = fmt.Sprintf("Stage %s", st.Name)
 		}
 		limit := fmt.Sprintf("close to the %d", LayerDepthLimit)
 		if d.layers > LayerDepthLimit {
@@ -150,7 +133,7 @@ func checkLayerDepth(a *analysis) {
 		if d.line > 0 {
 			fails = fmt.Sprintf(" the build fails at line %d, layer %d;", d.line, LayerDepthLimit+1)
 		}
-		a.add(st.line, 0, "%s stacks %s, %s an overlay mount holds (the kernel's overlayfs limit; fewer on a long-used BuildKit cache, as mount options must fit in 4096 bytes);%s merge consecutive RUN steps into one (joined with && or written as a heredoc), or do the work in a builder stage and COPY --from only its result.",
+		a.add(st.Line, 0, "%s stacks %s, %s an overlay mount holds (the kernel's overlayfs limit; fewer on a long-used BuildKit cache, as mount options must fit in 4096 bytes);%s merge consecutive RUN steps into one (joined with && or written as a heredoc), or do the work in a builder stage and COPY --from only its result.",
 			where, layers, limit, fails)
 	}
 }

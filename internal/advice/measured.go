@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kiln-dev/kiln/internal/dockerfile"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
@@ -30,7 +31,7 @@ func (a *analysis) stepAt(line int) *step {
 	}
 	for _, s := range a.m.stages {
 		for _, sp := range s.steps {
-			if sp.line == line {
+			if sp.Line == line {
 				return sp
 			}
 		}
@@ -60,7 +61,7 @@ func (a *analysis) describeLayer(l Layer) string {
 	if sp := a.stepAt(l.Line); sp != nil {
 		text = sp.text()
 	} else if l.CreatedBy != "" {
-		text = shorten(cleanHistory(l.CreatedBy), 70)
+		text = shorten(dockerfile.ParseHistory(strings.TrimSpace(l.CreatedBy), nil).String(), 70)
 	}
 	switch {
 	case l.Line > 0 && text != "":
@@ -73,19 +74,12 @@ func (a *analysis) describeLayer(l Layer) string {
 	return fmt.Sprintf("layer %d", l.Index)
 }
 
-// cleanHistory shortens a history entry: "RUN /bin/sh -c make # buildkit" → "RUN make".
-func cleanHistory(s string) string {
-	s = strings.TrimSuffix(strings.TrimSpace(s), "# buildkit")
-	s = strings.Replace(s, "/bin/sh -c ", "", 1)
-	return strings.Join(strings.Fields(s), " ")
-}
-
 // finalFromLine is the line of the final stage's FROM, 0 when unknown.
 func (a *analysis) finalFromLine() int {
 	if a.m == nil {
 		return 0
 	}
-	return a.m.finalStage().line
+	return a.m.finalStage().Line
 }
 
 func checkLargeLayer(a *analysis) {

@@ -3,6 +3,7 @@ package advice
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"path"
 	"sort"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 
+	"github.com/kiln-dev/kiln/internal/dockerfile"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
@@ -42,28 +44,6 @@ var rules = []rule{
 	{RuleInfo{"base-image-share", KindSize, "Measured: the base image is more than 60% of the image and the final stage is not scratch or distroless."}, checkBaseShare},
 }
 
-// sortedStages returns a set of stage indexes in order.
-func sortedStages(set map[int]bool) []int {
-	out := make([]int, 0, len(set))
-	for i := range set {
-		out = append(out, i)
-	}
-	sort.Ints(out)
-	return out
-}
-
-// builtSteps returns the steps of every stage BuildKit builds for the target, each once.
-func (m *model) builtSteps() []*step {
-	var out []*step
-	for _, i := range sortedStages(m.shipping()) {
-		out = append(out, m.stages[i].steps...)
-	}
-	return out
-}
-
-// finalSteps returns the steps of the final image's stages.
-func (m *model) finalSteps() []*step { return m.chainSteps(m.final) }
-
 // baseBytes sums the compressed bytes of the base image's layers.
 func baseBytes(img *Image) int64 {
 	var n int64
@@ -92,7 +72,7 @@ func checkFinalToolchain(a *analysis) {
 			extra = fmt.Sprintf(" Its layers weigh %s of this image.", units.Bytes(base))
 		}
 	}
-	a.add(f.line, saving, "The final image is built on %s (%s), which the program does not need at run time; build in an earlier stage and COPY --from only the output into scratch or gcr.io/distroless/static (static binaries), or a distroless, -slim or alpine runtime image.%s",
+	a.add(f.Line, saving, "The final image is built on %s (%s), which the program does not need at run time; build in an earlier stage and COPY --from only the output into scratch or gcr.io/distroless/static (static binaries), or a distroless, -slim or alpine runtime image.%s",
 		f.image.raw, what, extra)
 }
 
@@ -103,7 +83,7 @@ func checkSingleStage(a *analysis) {
 	for _, sp := range a.m.finalSteps() {
 		for _, c := range sp.sh {
 			if what := compileStep(c); what != "" {
-				a.add(sp.line, 0, "This step compiles (%s) in the stage that becomes the image, so the compiler, the sources and the build cache ship with it; compile in a builder stage and COPY --from=builder only the result into a small final stage.", what)
+				a.add(sp.Line, 0, "This step compiles (%s) in the stage that becomes the image, so the compiler, the sources and the build cache ship with it; compile in a builder stage and COPY --from=builder only the result into a small final stage.", what)
 				return
 			}
 		}
@@ -125,10 +105,10 @@ func checkCopyBeforeDeps(a *analysis) {
 		return
 	}
 	reported := map[int]bool{}
-	for _, idx := range sortedStages(a.m.shipping()) {
+	for _, idx := range a.m.f.Built() {
 		steps := a.m.chainSteps(idx)
 		for i, sp := range steps {
-			if sp.stage != idx || sp.kind != "RUN" {
+			if sp.Stage != idx || sp.Kind != "RUN" {
 				continue
 			}
 			deps, sys := "", ""
@@ -143,29 +123,29 @@ func checkCopyBeforeDeps(a *analysis) {
 			if deps == "" && sys == "" {
 				continue
 			}
-			if deps != "" && sp.bindsWholeContext() && !reported[sp.line] {
-				reported[sp.line] = true
-				a.add(sp.line, 0, "This step bind-mounts the whole context and runs %s, so it reruns whenever any file changes; bind only %s for this step.", deps, manifests[deps])
+			if deps != "" && sp.bindsWholeContext() && !reported[sp.Line] {
+				reported[sp.Line] = true
+				a.add(sp.Line, 0, "This step bind-mounts the whole context and runs %s, so it reruns whenever any file changes; bind only %s for this step.", deps, manifests[deps])
 			}
 			// A whole-context copy before a dependency download is reported at the copy; a
 			// system package install is reported once, at the first context copy before it.
 			sysDone := sys == ""
 			for _, c := range steps[:i] {
 				switch {
-				case reported[c.line]:
+				case reported[c.Line]:
 					if c.copiesFromContext() {
 						sysDone = true
 					}
 				case deps != "" && c.copiesWholeContext():
-					reported[c.line] = true
+					reported[c.Line] = true
 					sysDone = true
-					a.add(c.line, 0, "This step copies the whole context before line %d runs %s, so every source change downloads the dependencies again; copy %s first, run %s, then copy the rest.",
-						sp.line, deps, manifests[deps], deps)
+					a.add(c.Line, 0, "This step copies the whole context before line %d runs %s, so every source change downloads the dependencies again; copy %s first, run %s, then copy the rest.",
+						sp.Line, deps, manifests[deps], deps)
 				case !sysDone && c.copiesFromContext():
-					reported[c.line] = true
+					reported[c.Line] = true
 					sysDone = true
-					a.add(c.line, 0, "This step copies files from the context before line %d installs packages (%s), so every change to them installs the packages again; install packages first and copy the files after.",
-						sp.line, sys)
+					a.add(c.Line, 0, "This step copies files from the context before line %d installs packages (%s), so every change to them installs the packages again; install packages first and copy the files after.",
+						sp.Line, sys)
 				}
 			}
 		}
@@ -177,7 +157,7 @@ func checkCopyBeforeDeps(a *analysis) {
 func (sp *step) copiesFromContext() bool {
 	var srcs []string
 	dest := ""
-	switch c := sp.cmd.(type) {
+	switch c := sp.Command.(type) {
 	case *instructions.CopyCommand:
 		if c.From != "" {
 			return false
@@ -193,13 +173,13 @@ func (sp *step) copiesFromContext() bool {
 	default:
 		return false
 	}
-	return len(srcs) > 0 && !strings.HasPrefix(joinDir(sp.workdir, dest), "/etc/")
+	return len(srcs) > 0 && !strings.HasPrefix(dockerfile.JoinDir(sp.Workdir, dest), "/etc/")
 }
 
 // copiesWholeContext reports a COPY or ADD of the whole context ("COPY . .").
 func (sp *step) copiesWholeContext() bool {
 	var srcs []string
-	switch c := sp.cmd.(type) {
+	switch c := sp.Command.(type) {
 	case *instructions.CopyCommand:
 		if c.From != "" {
 			return false
@@ -226,7 +206,7 @@ func wholeContext(s string) bool {
 
 // bindsWholeContext reports a RUN that bind-mounts the whole context.
 func (sp *step) bindsWholeContext() bool {
-	for _, mt := range sp.mounts {
+	for _, mt := range sp.Mounts {
 		if mt.Type == instructions.MountTypeBind && mt.From == "" && (mt.Source == "" || wholeContext(mt.Source)) {
 			return true
 		}
@@ -290,7 +270,7 @@ func checkDockerignoreGit(a *analysis) {
 	}
 	var clean []string
 	for _, p := range patterns {
-		if cleanText(p) { // text/scanner, under the matcher, prints NUL and invalid UTF-8 to stderr
+		if dockerfile.CleanText(p) { // text/scanner, under the matcher, prints NUL and invalid UTF-8 to stderr
 			clean = append(clean, p)
 		}
 	}
@@ -313,7 +293,7 @@ func goBuilds(sp *step) []goBuild {
 		if c.name() == "export" {
 			for _, a := range c.args[1:] {
 				if k, v, ok := strings.Cut(a, "="); ok {
-					runEnv[k] = shellValue(v, sp.env)
+					runEnv[k] = shellValue(v, sp.Env)
 				}
 			}
 			continue
@@ -339,7 +319,7 @@ func goBuilds(sp *step) []goBuild {
 			} else if sub != "build" {
 				break
 			}
-			env := copyMap(sp.env)
+			env := maps.Clone(sp.Env)
 			for k, v := range runEnv {
 				env[k] = v
 			}
@@ -439,10 +419,10 @@ func checkGoCgo(a *analysis) {
 		return
 	}
 	goEnvOff := false // an earlier `go env -w CGO_ENABLED=0`
-	for _, idx := range sortedStages(a.m.shipping()) {
+	for _, idx := range a.m.f.Built() {
 		builder := a.m.stages[idx].image
 		for _, sp := range a.m.stages[idx].steps {
-			if sp.kind != "RUN" {
+			if sp.Kind != "RUN" {
 				continue
 			}
 			if strings.Contains(sp.script, "go env -w") && strings.Contains(sp.script, "CGO_ENABLED=0") {
@@ -453,9 +433,9 @@ func checkGoCgo(a *analysis) {
 					continue
 				}
 				if final.static() {
-					a.add(sp.line, 0, "go %s runs without CGO_ENABLED=0 and the binary ships on %s, which has no libc: a cgo binary is linked dynamically and fails there with \"no such file or directory\"; set CGO_ENABLED=0 (ENV, ARG or inline) for a static binary.", g.sub, final.raw)
+					a.add(sp.Line, 0, "go %s runs without CGO_ENABLED=0 and the binary ships on %s, which has no libc: a cgo binary is linked dynamically and fails there with \"no such file or directory\"; set CGO_ENABLED=0 (ENV, ARG or inline) for a static binary.", g.sub, final.raw)
 				} else if !builder.unknown() && !builder.musl() && !builder.scratch() {
-					a.add(sp.line, 0, "go %s runs on %s (glibc) without CGO_ENABLED=0 and the binary ships on %s (musl), where a dynamically linked glibc binary fails to start; set CGO_ENABLED=0, or build FROM an -alpine image.", g.sub, builder.raw, final.raw)
+					a.add(sp.Line, 0, "go %s runs on %s (glibc) without CGO_ENABLED=0 and the binary ships on %s (musl), where a dynamically linked glibc binary fails to start; set CGO_ENABLED=0, or build FROM an -alpine image.", g.sub, builder.raw, final.raw)
 				}
 				break
 			}
@@ -467,13 +447,13 @@ func checkGoBuildFlags(a *analysis) {
 	if a.m == nil {
 		return
 	}
-	for _, idx := range sortedStages(a.m.shipping()) {
+	for _, idx := range a.m.f.Built() {
 		for _, sp := range a.m.stages[idx].steps {
 			for _, g := range goBuilds(sp) {
 				if g.sub != "build" || g.stripped() || g.trimpath() {
 					continue
 				}
-				a.add(sp.line, 0, "go build has neither -ldflags=\"-s -w\" nor -trimpath: -s -w drops the symbol table and DWARF debug information (often a quarter of the binary), -trimpath drops the builder's file paths; add them.")
+				a.add(sp.Line, 0, "go build has neither -ldflags=\"-s -w\" nor -trimpath: -s -w drops the symbol table and DWARF debug information (often a quarter of the binary), -trimpath drops the builder's file paths; add them.")
 				break
 			}
 		}
@@ -494,7 +474,7 @@ func checkAptRecommends(a *analysis) {
 		if strings.Contains(sp.script, "Install-Recommends") {
 			configured = true
 		}
-		if c, ok := sp.cmd.(*instructions.CopyCommand); ok && strings.HasPrefix(joinDir(sp.workdir, c.DestPath), "/etc/apt/apt.conf") {
+		if c, ok := sp.Command.(*instructions.CopyCommand); ok && strings.HasPrefix(dockerfile.JoinDir(sp.Workdir, c.DestPath), "/etc/apt/apt.conf") {
 			configured = true
 		}
 		if configured {
@@ -505,7 +485,7 @@ func checkAptRecommends(a *analysis) {
 				continue
 			}
 			if _, ok := c.subIs(aptFlags, "install"); ok && !c.hasPrefix("--no-install-recommends") {
-				a.add(sp.line, 0, "%s install runs without --no-install-recommends, so it also installs every recommended package; add --no-install-recommends and name what you need.", c.name())
+				a.add(sp.Line, 0, "%s install runs without --no-install-recommends, so it also installs every recommended package; add --no-install-recommends and name what you need.", c.name())
 				break
 			}
 		}
@@ -526,22 +506,22 @@ func checkAptLists(a *analysis) {
 		if !updates || sp.hasCacheMount("/var/lib/apt") || sp.removes("/var/lib/apt/lists") {
 			continue
 		}
-		a.add(sp.line, 0, "apt-get update writes the package lists (tens of MiB) into this layer; end the same RUN with rm -rf /var/lib/apt/lists/*, or mount caches on /var/lib/apt and /var/cache/apt.")
+		a.add(sp.Line, 0, "apt-get update writes the package lists (tens of MiB) into this layer; end the same RUN with rm -rf /var/lib/apt/lists/*, or mount caches on /var/lib/apt and /var/cache/apt.")
 	}
 }
 
 // removes reports whether a RUN step runs rm on dir or a path under it.
 func (sp *step) removes(dir string) bool {
-	cwd := sp.workdir
+	cwd := sp.Workdir
 	for _, c := range sp.sh {
 		switch c.name() {
 		case "cd":
 			if len(c.args) > 1 {
-				cwd = joinDir(cwd, c.args[1])
+				cwd = dockerfile.JoinDir(cwd, c.args[1])
 			}
 		case "rm":
 			for _, p := range positional(c.args[1:]) {
-				p = joinDir(cwd, p)
+				p = dockerfile.JoinDir(cwd, p)
 				if p == dir || strings.HasPrefix(p, dir+"/") {
 					return true
 				}
@@ -567,7 +547,7 @@ func checkApkNoCache(a *analysis) {
 				continue
 			}
 			if _, ok := c.subIs(apkFlags, "add", "update"); ok {
-				a.add(sp.line, 0, "apk %s runs without --no-cache, so the package index stays in this layer; use apk add --no-cache.", c.args[c.sub(apkFlags...)])
+				a.add(sp.Line, 0, "apk %s runs without --no-cache, so the package index stays in this layer; use apk add --no-cache.", c.args[c.sub(apkFlags...)])
 				break
 			}
 		}
@@ -584,8 +564,8 @@ func checkPipNoCacheDir(a *analysis) {
 		return
 	}
 	for _, sp := range a.m.finalSteps() {
-		if _, ok := sp.env["PIP_NO_CACHE_DIR"]; ok || sp.hasCacheMount(".cache/pip") ||
-			(sp.env["PIP_CACHE_DIR"] != "" && sp.hasCacheMount(sp.env["PIP_CACHE_DIR"])) {
+		if _, ok := sp.Env["PIP_NO_CACHE_DIR"]; ok || sp.hasCacheMount(".cache/pip") ||
+			(sp.Env["PIP_CACHE_DIR"] != "" && sp.hasCacheMount(sp.Env["PIP_CACHE_DIR"])) {
 			continue
 		}
 		for _, c := range sp.sh {
@@ -593,7 +573,7 @@ func checkPipNoCacheDir(a *analysis) {
 				continue
 			}
 			if _, ok := c.subIs([]string{"--cache-dir", "--log", "--proxy"}, "install"); ok {
-				a.add(sp.line, 0, "%s install keeps its download cache (/root/.cache/pip) in this layer; add --no-cache-dir, or mount a cache on /root/.cache/pip.", c.name())
+				a.add(sp.Line, 0, "%s install keeps its download cache (/root/.cache/pip) in this layer; add --no-cache-dir, or mount a cache on /root/.cache/pip.", c.name())
 				break
 			}
 		}
@@ -615,7 +595,7 @@ func checkNoCacheMount(a *analysis) {
 		return
 	}
 	for _, sp := range a.m.builtSteps() {
-		if sp.kind != "RUN" || sp.hasCacheMount() {
+		if sp.Kind != "RUN" || sp.hasCacheMount() {
 			continue
 		}
 		var what, targets []string
@@ -639,7 +619,7 @@ func checkNoCacheMount(a *analysis) {
 		if len(what) > 1 {
 			verb = "download"
 		}
-		a.add(sp.line, 0, "%s %s everything again whenever this step reruns; mount a cache (RUN --mount=type=cache,target=…) on %s so reruns fetch only what changed.",
+		a.add(sp.Line, 0, "%s %s everything again whenever this step reruns; mount a cache (RUN --mount=type=cache,target=…) on %s so reruns fetch only what changed.",
 			joinAnd(what), verb, strings.Join(targets, "; "))
 	}
 }
@@ -656,7 +636,7 @@ func checkAddLocal(a *analysis) {
 		return
 	}
 	for _, sp := range a.m.builtSteps() {
-		c, ok := sp.cmd.(*instructions.AddCommand)
+		c, ok := sp.Command.(*instructions.AddCommand)
 		if !ok {
 			continue
 		}
@@ -664,7 +644,7 @@ func checkAddLocal(a *analysis) {
 			if isRemote(src) || isTar(src) {
 				continue
 			}
-			a.add(sp.line, 0, "ADD copies a local file here (%s); use COPY, or RUN --mount=type=bind if the file is only needed during the build. ADD is for URLs, git repositories and unpacking a local tar archive, its one special case for local files.", src)
+			a.add(sp.Line, 0, "ADD copies a local file here (%s); use COPY, or RUN --mount=type=bind if the file is only needed during the build. ADD is for URLs, git repositories and unpacking a local tar archive, its one special case for local files.", src)
 			break
 		}
 	}
@@ -684,13 +664,13 @@ func checkBaseLatest(a *analysis) {
 	if a.m == nil {
 		return
 	}
-	for _, i := range sortedStages(a.m.shipping()) {
+	for _, i := range a.m.f.Built() {
 		s := a.m.stages[i]
-		if s.parent >= 0 || s.image.unknown() || s.image.scratch() || s.image.digest {
+		if s.Parent >= 0 || s.image.unknown() || s.image.scratch() || s.image.digest {
 			continue
 		}
 		if s.image.tag == "" || s.image.tag == "latest" {
-			a.add(s.line, 0, "%s is not pinned to a version: \"latest\" moves, so builds change under you and the cache misses when it does; pin a version tag (and a digest for reproducible builds).", s.image.raw)
+			a.add(s.Line, 0, "%s is not pinned to a version: \"latest\" moves, so builds change under you and the cache misses when it does; pin a version tag (and a digest for reproducible builds).", s.image.raw)
 		}
 	}
 }
@@ -702,7 +682,7 @@ func checkNoUser(a *analysis) {
 	f := a.m.finalStage()
 	var last *step
 	for _, sp := range a.m.finalSteps() {
-		if sp.kind == "USER" {
+		if sp.Kind == "USER" {
 			last = sp
 		}
 	}
@@ -710,13 +690,13 @@ func checkNoUser(a *analysis) {
 		if f.image.nonRoot() || f.image.unknown() {
 			return
 		}
-		a.add(f.line, 0, "The final stage sets no USER, so the container runs as root; add a non-root USER (USER 65534:65534 on scratch, a :nonroot distroless tag, or adduser then USER on alpine/debian).")
+		a.add(f.Line, 0, "The final stage sets no USER, so the container runs as root; add a non-root USER (USER 65534:65534 on scratch, a :nonroot distroless tag, or adduser then USER on alpine/debian).")
 		return
 	}
-	u := last.cmd.(*instructions.UserCommand).User
+	u := last.Command.(*instructions.UserCommand).User
 	name, _, _ := strings.Cut(u, ":")
 	if name == "root" || name == "0" {
-		a.add(last.line, 0, "USER %s makes the container run as root; switch to a non-root user for the final stage.", u)
+		a.add(last.Line, 0, "USER %s makes the container run as root; switch to a non-root user for the final stage.", u)
 	}
 }
 
@@ -748,47 +728,47 @@ func checkDeletedLater(a *analysis) {
 		}
 	}
 	for _, sp := range a.m.finalSteps() {
-		switch c := sp.cmd.(type) {
+		switch c := sp.Command.(type) {
 		case *instructions.CopyCommand:
-			made = append(made, copyDests(sp.workdir, copySources(c.SourcesAndDest), c.DestPath, sp.line)...)
+			made = append(made, copyDests(sp.Workdir, copySources(c.SourcesAndDest), c.DestPath, sp.Line)...)
 		case *instructions.AddCommand:
-			made = append(made, copyDests(sp.workdir, copySources(c.SourcesAndDest), c.DestPath, sp.line)...)
+			made = append(made, copyDests(sp.Workdir, copySources(c.SourcesAndDest), c.DestPath, sp.Line)...)
 		}
-		if sp.kind != "RUN" {
+		if sp.Kind != "RUN" {
 			continue
 		}
-		cwd := sp.workdir
+		cwd := sp.Workdir
 		var mine []created
 		for _, c := range sp.sh {
 			switch c.name() {
 			case "cd":
 				if len(c.args) > 1 {
-					cwd = joinDir(cwd, c.args[1])
+					cwd = dockerfile.JoinDir(cwd, c.args[1])
 				}
 			case "rm":
 				for _, p := range positional(c.args[1:]) {
 					if strings.Contains(p, "$") {
 						continue
 					}
-					rp := newRemoval(joinDir(cwd, p))
+					rp := newRemoval(dockerfile.JoinDir(cwd, p))
 					for _, m := range made {
 						if rp.removes(m.path) {
-							note(files, m.line, m.path, sp.line)
+							note(files, m.line, m.path, sp.Line)
 						}
 					}
 				}
 			}
 			for _, p := range removedPackages(c) {
-				if at, ok := installed[p]; ok && at != sp.line {
-					note(pkgs, at, p, sp.line)
+				if at, ok := installed[p]; ok && at != sp.Line {
+					note(pkgs, at, p, sp.Line)
 				}
 			}
 			for _, p := range writes(c, cwd) {
-				mine = append(mine, created{path: p, line: sp.line})
+				mine = append(mine, created{path: p, line: sp.Line})
 			}
 			for _, p := range installedPackages(c) {
 				if _, ok := installed[p]; !ok {
-					installed[p] = sp.line
+					installed[p] = sp.Line
 				}
 			}
 		}
@@ -833,7 +813,7 @@ func copySources(sd instructions.SourcesAndDest) []string {
 
 // copyDests lists what a COPY or ADD writes.
 func copyDests(workdir string, srcs []string, dest string, line int) []created {
-	d := joinDir(workdir, dest)
+	d := dockerfile.JoinDir(workdir, dest)
 	var out []created
 	if len(srcs) == 1 && !strings.HasSuffix(dest, "/") && dest != "." && !wholeContext(srcs[0]) {
 		return []created{{path: d, line: line}}
@@ -906,7 +886,7 @@ func writes(c shCmd, cwd string) []string {
 		if p == "" || p == "-" || strings.HasPrefix(p, "/dev/") || strings.Contains(p, "$") {
 			return
 		}
-		out = append(out, joinDir(cwd, p))
+		out = append(out, dockerfile.JoinDir(cwd, p))
 	}
 	for _, o := range c.out {
 		add(o)

@@ -435,14 +435,6 @@ func TestUnparsableDockerfile(t *testing.T) {
 	}
 }
 
-func TestParseErrorLine(t *testing.T) {
-	_, err := parse([]byte("FROM alpine\n\nNOTANINSTRUCTION x\n"), "", nil)
-	pe, ok := err.(*parseError)
-	if !ok || pe.line != 3 || !strings.Contains(pe.msg, "unknown instruction") {
-		t.Errorf("err = %#v", err)
-	}
-}
-
 func TestSplitShell(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/advice"
@@ -41,7 +40,7 @@ func (r *run) advise(in *inputs, m measure.Index) []kilnv1.Advice {
 		}
 	}
 	if img, ok := largestImage(m); ok {
-		ai.Image = adviceImage(in, spec.Dockerfile.Target, img)
+		ai.Image = adviceImage(in, spec.Dockerfile.Target, ai.BuildArgs, img)
 	}
 	findings := advice.Analyze(ai)
 	if len(findings) == 0 {
@@ -80,16 +79,17 @@ func largestImage(m measure.Index) (measure.Image, bool) {
 	return big, true
 }
 
-// adviceImage is the measured image as the rules see it: layers named by their instruction, and
-// the hidden copies summed per (adding layer, hiding layer), exactly.
-func adviceImage(in *inputs, target string, img measure.Image) *advice.Image {
-	origins := attribute(in, target, img.Layers)
+// adviceImage is the measured image as the rules see it: layers named by their instruction (with
+// the build args, as the result's layers are), and the hidden copies summed per (adding layer,
+// hiding layer), exactly.
+func adviceImage(in *inputs, target string, buildArgs map[string]string, img measure.Image) *advice.Image {
+	origins := in.origins(target, buildArgs, img.Layers)
 	out := &advice.Image{CompressedBytes: img.CompressedBytes}
-	for _, l := range img.Layers {
-		o := origins[l.Index]
+	for i, l := range img.Layers {
+		o := origins[i]
 		out.Layers = append(out.Layers, advice.Layer{
 			Index: l.Index, CompressedBytes: l.CompressedBytes, UncompressedBytes: l.UncompressedBytes,
-			CreatedBy: o.createdBy, Line: o.line, Base: o.line == 0 && strings.HasPrefix(o.createdBy, "base image"),
+			CreatedBy: o.CreatedBy, Line: o.Line, Base: o.Base,
 		})
 	}
 	for _, g := range img.WasteGroups {

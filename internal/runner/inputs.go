@@ -12,11 +12,10 @@ import (
 
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
-	"github.com/moby/buildkit/frontend/dockerfile/instructions"
-	"github.com/moby/buildkit/frontend/dockerfile/parser"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/dockerfile"
 )
 
 // Paths are where the runner finds its inputs; the defaults are the build pod's mounts.
@@ -69,9 +68,11 @@ type inputs struct {
 	// inside a local context); dockerfileDir is empty when BuildKit reads it from git.
 	dockerfileDir  string
 	dockerfileName string
-	// dockerfile is the Dockerfile's text when it is local, parsed in stages.
+	// dockerfile is the Dockerfile's text when it is local; file is its model, and stages
+	// file's stages.
 	dockerfile []byte
-	stages     []instructions.Stage
+	file       *dockerfile.File
+	stages     []*dockerfile.Stage
 	// secrets are BuildKit session secrets: build secrets by id, and the git token.
 	secrets map[string][]byte
 	// sshKey is the git SSH private key file, if any.
@@ -160,79 +161,22 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 	return in, nil
 }
 
-// parseDockerfile parses the Dockerfile with BuildKit's own parser, so that syntax errors, an
-// unknown target stage and undeclared secrets fail with their line before anything runs.
+// parseDockerfile parses the Dockerfile with BuildKit's own parser (dockerfile.Parse), so that
+// syntax errors, an unknown target stage and undeclared secrets fail with their line before
+// anything runs.
 func (in *inputs) parseDockerfile(target string) error {
-	res, err := parser.Parse(bytes.NewReader(in.dockerfile))
-	if err != nil {
-		return fail(kilnv1.FailureBadInput, "%s", dockerfileError(in.dockerfileName, err))
-	}
-	stages, _, err := instructions.Parse(res.AST, nil)
-	if err != nil {
-		return fail(kilnv1.FailureBadInput, "%s", dockerfileError(in.dockerfileName, err))
-	}
-	if len(stages) == 0 {
+	f, err := dockerfile.Parse(in.dockerfile, target, nil)
+	if errors.Is(err, dockerfile.ErrNoFrom) {
 		return fail(kilnv1.FailureBadInput, "%s has no FROM instruction", in.dockerfileName)
 	}
-	in.stages = stages
-	if target != "" {
-		var names []string
-		for _, s := range stages {
-			if strings.EqualFold(s.Name, target) {
-				return nil
-			}
-			if s.Name != "" {
-				names = append(names, s.Name)
-			}
-		}
-		return fail(kilnv1.FailureBadInput, "spec.dockerfile.target %q is not a stage of %s (its named stages: %s)", target, in.dockerfileName, strings.Join(names, ", "))
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "%s", dockerfile.Describe(in.dockerfileName, err))
+	}
+	in.file, in.stages = f, f.Stages
+	if target != "" && f.StageIndex(target) < 0 {
+		return fail(kilnv1.FailureBadInput, "spec.dockerfile.target %q is not a stage of %s (its named stages: %s)", target, in.dockerfileName, strings.Join(f.Names(), ", "))
 	}
 	return nil
-}
-
-// dockerfileError renders a parser error as "Dockerfile:3: message".
-func dockerfileError(name string, err error) string {
-	var le *parser.LocationError
-	msg := err.Error()
-	if i := strings.Index(msg, "dockerfile parse error on line "); i >= 0 {
-		if j := strings.Index(msg[i:], ": "); j > 0 {
-			msg = msg[:i] + msg[i+j+2:]
-		}
-	}
-	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
-		return fmt.Sprintf("%s:%d: %s", name, le.Locations[0][0].Start.Line, msg)
-	}
-	return fmt.Sprintf("%s: %s", name, msg)
-}
-
-// secretUses lists the secret ids the Dockerfile's RUN steps mount, with their lines.
-func (in *inputs) secretUses() map[string]int {
-	uses := map[string]int{}
-	for _, s := range in.stages {
-		for _, c := range s.Commands {
-			run, ok := c.(*instructions.RunCommand)
-			if !ok {
-				continue
-			}
-			// Mount flags are parsed when the command is expanded; ARGs stay as written.
-			if err := run.Expand(func(w string) (string, error) { return w, nil }); err != nil {
-				continue
-			}
-			for _, m := range instructions.GetMounts(run) {
-				if m.Type != instructions.MountTypeSecret {
-					continue
-				}
-				id := m.CacheID
-				if id == "" {
-					id = filepath.Base(m.Target)
-				}
-				if _, seen := uses[id]; !seen && len(run.Location()) > 0 {
-					uses[id] = run.Location()[0].Start.Line
-				}
-			}
-		}
-	}
-	return uses
 }
 
 func (in *inputs) readBuildSecrets(specs []kilnv1.BuildSecret, dir, namespace string) error {
@@ -247,7 +191,7 @@ func (in *inputs) readBuildSecrets(specs []kilnv1.BuildSecret, dir, namespace st
 	if in.stages == nil {
 		return nil
 	}
-	uses := in.secretUses()
+	uses := in.file.Secrets()
 	ids := make([]string, 0, len(uses))
 	for id := range uses {
 		ids = append(ids, id)

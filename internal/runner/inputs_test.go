@@ -148,7 +148,7 @@ func TestAttribute(t *testing.T) {
 		{Index: 1, CreatedBy: "RUN /bin/sh -c apk add --no-cache ca-certificates # buildkit"},
 		{Index: 2, CreatedBy: "COPY /out/app /app # buildkit"},
 	}
-	got := attribute(in, "", layers)
+	got := attributeWith(in, "", nil, layers)
 	if got[2].line != 8 || got[2].createdBy != "COPY --from=build /out/app /app" {
 		t.Errorf("layer 2: %+v", got[2])
 	}
