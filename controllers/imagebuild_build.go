@@ -177,9 +177,26 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		if !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("reading build pod %s: %w", lb.PodName, err)
 		}
+		if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+			// kiln itself may have ended this build and deleted its pod: the cache does not
+			// show that status yet. Look again once it does.
+			st.requeueAfter(time.Second)
+			return true, err
+		}
 		r.recordLost(ib)
 	}
 	return false, nil
+}
+
+// staleStatus reports whether the API server holds a newer ImageBuild than ib (read from the
+// cache): decisions that cannot be undone, such as calling a build lost, wait for the fresh one.
+func (r *ImageBuildReconciler) staleStatus(ctx context.Context, ib *kilnv1.ImageBuild) (bool, error) {
+	fresh := &metav1.PartialObjectMetadata{}
+	fresh.SetGroupVersionKind(kilnv1.GroupVersion.WithKind("ImageBuild"))
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ib), fresh); err != nil {
+		return false, client.IgnoreNotFound(fmt.Errorf("reading ImageBuild %s: %w", ib.Name, err))
+	}
+	return fresh.ResourceVersion != ib.ResourceVersion, nil
 }
 
 // nextAction is what decideNext says comes after the current build.

@@ -51,9 +51,8 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 	switch {
 	case err == nil:
 	case apierrors.IsNotFound(err) && claim.Shared:
-		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("cache claim %q (spec.cache.claimName) does not exist in namespace %q", claim.Name, ib.Namespace))
-		st.requeueAfter(30 * time.Second)
-		return claim, nil
+		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("cache claim %q (spec.cache.claimName) does not exist in namespace %q; the build starts when it is created", claim.Name, ib.Namespace))
+		return claim, nil // the claim watch wakes it
 	case apierrors.IsNotFound(err):
 		pvc = r.renderCacheClaim(ib, claim.Name)
 		if err := controllerutil.SetControllerReference(ib, pvc, r.Scheme); err != nil {

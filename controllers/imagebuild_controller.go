@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -21,13 +22,17 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -55,6 +60,10 @@ type ImageBuildReconciler struct {
 	// RetryBackoff is the wait before the second attempt of a transient failure; it doubles for
 	// each further attempt, up to five minutes.
 	RetryBackoff time.Duration
+	// WaitRefresh is how often an ImageBuild waiting for a build slot or its cache claim looks
+	// again by itself, refreshing its place in the queue; watches wake it as soon as it may go
+	// on. Default one minute.
+	WaitRefresh time.Duration
 	// MaxBuildTimeout clamps every ImageBuild's spec.timeout (--max-build-timeout); 0 means the
 	// API's own bound of 24h.
 	MaxBuildTimeout time.Duration
@@ -62,6 +71,8 @@ type ImageBuildReconciler struct {
 	Now func() time.Time
 
 	slots buildSlots
+	// wake carries ImageBuilds to reconcile now: the next in the queue after an admission.
+	wake chan event.GenericEvent
 }
 
 // +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds,verbs=get;list;watch
@@ -69,7 +80,7 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller: it watches ImageBuilds, the pods and claims they
@@ -80,11 +91,22 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &kilnv1.ImageBuild{}, indexConfigMapSource, configMapSourceName); err != nil {
 		return fmt.Errorf("indexing ImageBuilds by ConfigMap source: %w", err)
 	}
+	for field, fn := range map[string]client.IndexerFunc{indexPhase: phaseOf, indexClaim: claimOf} {
+		if err := mgr.GetFieldIndexer().IndexField(context.Background(), &kilnv1.ImageBuild{}, field, fn); err != nil {
+			return fmt.Errorf("indexing ImageBuilds by %s: %w", field, err)
+		}
+	}
+	r.wake = make(chan event.GenericEvent, 64)
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&kilnv1.ImageBuild{}).
+		// Status-only updates (kiln's own patches) need no reconcile.
+		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&corev1.Pod{}).
+		Watches(&corev1.Pod{}, r.buildPodEvents()).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.imageBuildsForConfigMap)).
+		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -95,8 +117,9 @@ var registerCollector sync.Once
 // are cached, and ConfigMaps are cached as metadata plus a content digest (transformConfigMap).
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:       {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
-		&corev1.ConfigMap{}: {Transform: transformConfigMap},
+		&corev1.Pod{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&coordinationv1.Lease{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.ConfigMap{}:     {Transform: transformConfigMap},
 	}}
 }
 
@@ -169,6 +192,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err := r.reconcileBuild(ctx, ib, claim, st); err != nil {
 		return reconcile.Result{}, err
 	}
+	r.schedulePoll(ib, st)
 	return reconcile.Result{}, r.pruneHistory(ctx, before, ib)
 }
 
@@ -190,28 +214,25 @@ func (r *ImageBuildReconciler) buildPods(ctx context.Context, ib *kilnv1.ImageBu
 
 // startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
-	// Admission is serialized: a worker admitted here reserves its slot before the lock is
-	// released, so parallel workers never overshoot; the Lease and the pod come after.
 	podName := buildPodName(ib, n)
 	slotKey := types.NamespacedName{Namespace: ib.Namespace, Name: podName}
-	r.slots.mu.Lock()
-	if r.MaxConcurrentBuilds > 0 {
-		a, err := r.admit(ctx, ib)
-		if err != nil || !a.ok {
-			r.slots.mu.Unlock()
-			if err != nil {
-				return err
-			}
-			st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue; %d of %d slots in use (--max-concurrent-builds)",
-				a.position, a.queued, a.running, r.MaxConcurrentBuilds))
-			st.requeueAfter(3 * time.Second)
-			return nil
-		}
+	a, err := r.admit(ctx, ib, slotKey)
+	if err != nil {
+		return err
 	}
-	r.slots.reserve(slotKey, r.now())
-	r.slots.mu.Unlock()
+	if !a.ok {
+		st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue; %d of %d slots in use (--max-concurrent-builds)",
+			a.position, a.queued, a.running, a.limit))
+		st.requeueAfter(r.waitRefresh()) // a slot that frees wakes the oldest queued ImageBuild
+		return nil
+	}
 	created := false
-	defer func() { r.slots.settle(slotKey, created) }()
+	defer func() {
+		r.slots.confirm(slotKey, created)
+		if created && a.limit > 0 {
+			r.wakeNext(ctx, ib) // the next in the queue may have a slot too
+		}
+	}()
 
 	lease, holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
 	if err != nil {
@@ -219,7 +240,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	}
 	if holder != "" {
 		st.progress(kilnv1.PhaseWaitingForCache, kilnv1.ReasonWaitingForCache, fmt.Sprintf("cache claim %s is in use by build pod %s; one build at a time uses a claim", claim.Name, holder))
-		st.requeueAfter(3 * time.Second)
+		st.requeueAfter(r.waitRefresh()) // the Lease's release, or its holder's end, wakes it
 		return nil
 	}
 	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
@@ -471,8 +492,35 @@ func (r *ImageBuildReconciler) now() time.Time {
 	return time.Now()
 }
 
+// event announces something that happened to ib, once its status patch has succeeded.
 func (r *ImageBuildReconciler) event(ib *kilnv1.ImageBuild, eventType, reason, note string, args ...any) {
 	if r.Recorder != nil {
-		r.Recorder.Eventf(ib, nil, eventType, reason, reason, note, args...)
+		afterPatch.add(ib, func() { r.Recorder.Eventf(ib, nil, eventType, reason, reason, note, args...) })
 	}
+}
+
+// afterPatch holds what a reconcile announces (Events, build metrics) until its status patch has
+// succeeded. A failed patch is followed by a reconcile that finds the same things again and
+// announces them then; announcing before the patch would count a build twice. Entries are keyed
+// by the reconcile's own copy of the ImageBuild, so parallel workers never share one.
+var afterPatch = &effects{pending: map[*kilnv1.ImageBuild][]func(){}}
+
+type effects struct {
+	mu      sync.Mutex
+	pending map[*kilnv1.ImageBuild][]func()
+}
+
+func (e *effects) add(ib *kilnv1.ImageBuild, fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pending[ib] = append(e.pending[ib], fn)
+}
+
+// take removes and returns what was held for ib.
+func (e *effects) take(ib *kilnv1.ImageBuild) []func() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fns := e.pending[ib]
+	delete(e.pending, ib)
+	return fns
 }

@@ -42,6 +42,11 @@ func init() {
 
 // observeBuild records a finished build once, when its result is stored.
 func observeBuild(ib *kilnv1.ImageBuild, duration time.Duration, class string) {
+	afterPatch.add(ib, func() { countBuild(ib, duration, class) })
+}
+
+// countBuild updates the build metrics for a finished build of ib.
+func countBuild(ib *kilnv1.ImageBuild, duration time.Duration, class string) {
 	result := class
 	if result == "" {
 		result = "Succeeded"

@@ -57,6 +57,23 @@ func (r *ImageBuildReconciler) reconcilePoll(ctx context.Context, ib *kilnv1.Ima
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonNewRevision, "%s %s moved to %s; building it", g.URL, orHEAD(g.Revision), head)
 }
 
+// schedulePoll makes sure an ImageBuild whose source polls is looked at again when its next poll
+// is due, also right after the build that ends the wait for the first poll (kiln's own status
+// patches wake no reconcile).
+func (r *ImageBuildReconciler) schedulePoll(ib *kilnv1.ImageBuild, st *buildState) {
+	g := ib.Spec.Source.Git
+	lb := ib.Status.LastBuild
+	if g == nil || g.PollInterval == nil || g.SecretRef != nil || gitremote.IsCommit(g.Revision) || ib.Spec.Suspend ||
+		lb == nil || lb.CompletionTime == nil || lb.Generation != ib.Generation {
+		return
+	}
+	wait := time.Second
+	if last := ib.Status.LastPolledAt; last != nil {
+		wait = max(g.PollInterval.Duration-r.now().Sub(last.Time), time.Second)
+	}
+	st.requeueAfter(wait)
+}
+
 func orHEAD(rev string) string {
 	if rev == "" {
 		return "HEAD"

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -15,8 +14,8 @@ import (
 )
 
 // buildSlots admits new build pods up to --max-concurrent-builds, the oldest waiting ImageBuild
-// first. Admission and pod creation happen under one lock, and pods created moments ago count
-// even before the cache shows them, so parallel workers never overshoot the limit.
+// first. A worker that is admitted reserves its slot under the lock, and reserved or just
+// created pods count until the cache shows them, so parallel workers never overshoot the limit.
 type buildSlots struct {
 	mu     sync.Mutex
 	recent map[types.NamespacedName]slot
@@ -34,25 +33,27 @@ const recentGrace = time.Minute
 // admission is the answer of admit.
 type admission struct {
 	ok       bool
+	limit    int // --max-concurrent-builds when admit looked; 0 means no limit
 	running  int
 	position int // 1-based place in the queue when not admitted
 	queued   int
 }
 
-// admit says whether ib may start a build pod now. The caller holds s.mu.
-func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild) (admission, error) {
-	running, err := r.runningBuilds(ctx)
+// admit says whether ib may start build pod slot now, and reserves the slot when it may. It
+// reads the cache (running pods, the queue) before taking the lock, so that workers never wait
+// on each other's reads; under the lock it only counts the slots reserved in memory.
+func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild, slot types.NamespacedName) (admission, error) {
+	pods, err := r.buildPodCensus(ctx)
 	if err != nil {
 		return admission{}, err
 	}
-	list := &kilnv1.ImageBuildList{}
-	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+	queue, err := r.queued(ctx)
+	if err != nil {
 		return admission{}, fmt.Errorf("listing queued ImageBuilds: %w", err)
 	}
 	ahead, queued := 0, 1
-	for i := range list.Items {
-		o := &list.Items[i]
-		if o.UID == ib.UID || o.Status.Phase != kilnv1.PhaseQueued || o.Spec.Suspend || !o.DeletionTimestamp.IsZero() {
+	for _, o := range queue {
+		if o.UID == ib.UID {
 			continue
 		}
 		queued++
@@ -60,8 +61,14 @@ func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild)
 			ahead++
 		}
 	}
-	a := admission{running: running, position: ahead + 1, queued: queued}
-	a.ok = running+ahead < r.MaxConcurrentBuilds
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
+	a := admission{limit: r.MaxConcurrentBuilds, position: ahead + 1, queued: queued}
+	a.running = pods.running + r.slots.unseen(pods.seen)
+	a.ok = a.limit == 0 || a.running+ahead < a.limit
+	if a.ok {
+		r.slots.reserve(slot)
+	}
 	return a, nil
 }
 
@@ -77,57 +84,62 @@ func olderThan(a, b *kilnv1.ImageBuild) bool {
 	return a.Name < b.Name
 }
 
-// runningBuilds counts build pods that have not finished, in every namespace, plus pods created
-// moments ago that the cache does not show yet.
-func (r *ImageBuildReconciler) runningBuilds(ctx context.Context) (int, error) {
+// census is what the cache shows of kiln's build pods in every namespace.
+type census struct {
+	running int                           // pods that have not finished
+	seen    map[types.NamespacedName]bool // every build pod, finished or not
+}
+
+// buildPodCensus counts kiln's build pods from the cache.
+func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, error) {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}, client.UnsafeDisableDeepCopy); err != nil {
-		return 0, fmt.Errorf("counting running builds: %w", err)
+		return census{}, fmt.Errorf("counting running builds: %w", err)
 	}
-	n := 0
-	seen := map[types.NamespacedName]bool{}
+	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items))}
 	for i := range list.Items {
 		p := &list.Items[i]
-		seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
+		c.seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
 		if !podFinished(p) {
-			n++
+			c.running++
 		}
 	}
-	now := r.now()
-	for key, sl := range r.slots.recent {
-		if seen[key] || now.Sub(sl.at) > recentGrace {
-			delete(r.slots.recent, key)
+	return c, nil
+}
+
+// unseen counts the slots reserved in memory whose pods the cache does not show yet: pods being
+// created, or created moments ago. Once the cache shows a pod, the census counts it; a
+// reservation whose pod never shows expires after recentGrace (on the monotonic clock: this is
+// bookkeeping in memory, not a time any object shows). The caller holds s.mu.
+func (s *buildSlots) unseen(seen map[types.NamespacedName]bool) int {
+	n := 0
+	for key, sl := range s.recent {
+		if seen[key] || time.Since(sl.at) > recentGrace {
+			delete(s.recent, key)
 			continue
 		}
-		if !sl.created {
-			n++ // reserved: its pod is being created
-			continue
-		}
-		// Not in the cache yet: ask the API server, since it may already be gone again.
-		pod := &corev1.Pod{}
-		err := r.APIReader.Get(ctx, key, pod)
-		switch {
-		case apierrors.IsNotFound(err), err == nil && podFinished(pod):
-			delete(r.slots.recent, key)
-		case err != nil:
-			return 0, fmt.Errorf("reading build pod %s: %w", key, err)
-		default:
-			n++
-		}
+		n++
 	}
-	return n, nil
+	return n
 }
 
 // reserve holds a slot for a pod about to be created. The caller holds s.mu.
-func (s *buildSlots) reserve(key types.NamespacedName, at time.Time) {
+func (s *buildSlots) reserve(key types.NamespacedName) {
 	if s.recent == nil {
 		s.recent = map[types.NamespacedName]slot{}
 	}
-	s.recent[key] = slot{at: at}
+	s.recent[key] = slot{at: time.Now()}
 }
 
-// settle marks a reserved slot's pod created, or frees the slot when no pod was made.
-func (s *buildSlots) settle(key types.NamespacedName, created bool) {
+// shown ends the reservation of a pod that the cache now shows.
+func (s *buildSlots) shown(key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.recent, key)
+}
+
+// confirm marks a reserved slot's pod created, or frees the slot when no pod was made.
+func (s *buildSlots) confirm(key types.NamespacedName, created bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl, ok := s.recent[key]

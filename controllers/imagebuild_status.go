@@ -258,10 +258,15 @@ func (r *ImageBuildReconciler) summarizeAndPatch(ctx context.Context, before, ib
 	}
 	setSizeBudgetCondition(ib)
 
+	announce := afterPatch.take(ib)
 	if !equality.Semantic.DeepEqual(before.Status, ib.Status) {
 		if err := r.Status().Patch(ctx, ib, client.MergeFrom(before)); err != nil {
 			retErr = errors.Join(retErr, client.IgnoreNotFound(fmt.Errorf("patching status: %w", err)))
+			announce = nil // the next reconcile finds the same and announces it
 		}
+	}
+	for _, fn := range announce {
+		fn()
 	}
 	if retErr != nil {
 		log.FromContext(ctx).V(1).Info("Reconcile of ImageBuild failed; it will be retried", "error", retErr.Error())

@@ -109,6 +109,7 @@ func startManager(ctx context.Context) <-chan struct{} {
 		RunnerImage:      "registry.test/kiln:test",
 		DefaultCacheSize: resource.MustParse("5Gi"),
 		RetryBackoff:     500 * time.Millisecond,
+		WaitRefresh:      2 * time.Second,
 		Now:              func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) },
 	}
 	testReconciler = r

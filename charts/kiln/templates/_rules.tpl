@@ -29,7 +29,9 @@ rules:
   - create
   - delete
   - get
+  - list
   - update
+  - watch
 - apiGroups:
   - events.k8s.io
   resources:

@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+// Waiting is woken by watches, not polled: a build slot that frees wakes the oldest queued
+// ImageBuild, and each admission wakes the next; a released cache Lease wakes the ImageBuilds
+// waiting for that claim; a claim that appears wakes those that named it. The requeues left on
+// waiting states are a slow safety net, not the mechanism; they also refresh the queue position
+// a waiting ImageBuild shows (ImageBuildReconciler.WaitRefresh).
+
+// defaultWaitRefresh is how often a waiting ImageBuild looks again by itself.
+const defaultWaitRefresh = time.Minute
+
+func (r *ImageBuildReconciler) waitRefresh() time.Duration {
+	if r.WaitRefresh > 0 {
+		return r.WaitRefresh
+	}
+	return defaultWaitRefresh
+}
+
+const (
+	// indexPhase indexes ImageBuilds by status.phase (to find the queue without a full list).
+	indexPhase = "status.phase"
+	// indexClaim indexes ImageBuilds by the cache claim they build on.
+	indexClaim = "cacheClaim"
+)
+
+func phaseOf(obj client.Object) []string {
+	if ib, ok := obj.(*kilnv1.ImageBuild); ok && ib.Status.Phase != "" {
+		return []string{string(ib.Status.Phase)}
+	}
+	return nil
+}
+
+func claimOf(obj client.Object) []string {
+	if ib, ok := obj.(*kilnv1.ImageBuild); ok && ib.Spec.DecodeError == "" {
+		return []string{claimName(ib)}
+	}
+	return nil
+}
+
+// queued lists the ImageBuilds waiting for a build slot, oldest first, from the cache.
+func (r *ImageBuildReconciler) queued(ctx context.Context) ([]*kilnv1.ImageBuild, error) {
+	list := &kilnv1.ImageBuildList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexPhase: string(kilnv1.PhaseQueued)}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := make([]*kilnv1.ImageBuild, 0, len(list.Items))
+	for i := range list.Items {
+		o := &list.Items[i]
+		if !o.Spec.Suspend && o.DeletionTimestamp.IsZero() {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return olderThan(out[i], out[j]) })
+	return out, nil
+}
+
+// wakeQueue wakes the oldest queued ImageBuild.
+func (r *ImageBuildReconciler) wakeQueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if list, err := r.queued(ctx); err == nil && len(list) > 0 {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(list[0])})
+	}
+}
+
+// buildPodEvents is the handler for build pods beyond Owns: the cache showing a pod ends its
+// slot reservation (the census counts it from then on), and a pod that stops holding a slot (it
+// finished, or it is gone) wakes the oldest queued ImageBuild and those waiting for its claim.
+func (r *ImageBuildReconciler) buildPodEvents() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.slots.shown(client.ObjectKeyFromObject(e.Object))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.slots.shown(client.ObjectKeyFromObject(e.ObjectNew))
+			oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+			newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+			if ok1 && ok2 && !podFinished(oldPod) && podFinished(newPod) {
+				r.wakeQueue(ctx, q)
+				r.wakeClaimWaiters(ctx, newPod, q)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.slots.shown(client.ObjectKeyFromObject(e.Object))
+			if pod, ok := e.Object.(*corev1.Pod); ok && !podFinished(pod) {
+				r.wakeQueue(ctx, q)
+				r.wakeClaimWaiters(ctx, pod, q)
+			}
+		},
+	}
+}
+
+// wakeClaimWaiters wakes the ImageBuilds that build on the cache claim of a build pod that
+// stopped: the claim's Lease may be free now even if nobody released it.
+func (r *ImageBuildReconciler) wakeClaimWaiters(ctx context.Context, pod *corev1.Pod, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	claim := pod.Annotations[AnnotationCacheClaim]
+	if claim == "" {
+		return
+	}
+	pvc := &corev1.PersistentVolumeClaim{}
+	pvc.Name, pvc.Namespace = claim, pod.Namespace
+	for _, req := range r.claimWaiters(ctx, pvc) {
+		q.Add(req)
+	}
+}
+
+// claimWaiters maps a cache claim or its Lease to the ImageBuilds of that namespace that build
+// on the claim: those waiting for the Lease, or for a shared claim to exist.
+func (r *ImageBuildReconciler) claimWaiters(ctx context.Context, obj client.Object) []reconcile.Request {
+	claim := obj.GetName()
+	if _, isLease := obj.(*coordinationv1.Lease); isLease {
+		claim = obj.GetAnnotations()[AnnotationCacheClaim]
+	}
+	if claim == "" {
+		return nil
+	}
+	list := &kilnv1.ImageBuildList{}
+	if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{indexClaim: claim}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// wakeNext wakes the oldest queued ImageBuild other than ib, after ib took a slot: if another
+// slot is free, it takes it; if not, it reports its new place in the queue.
+func (r *ImageBuildReconciler) wakeNext(ctx context.Context, ib *kilnv1.ImageBuild) {
+	if r.wake == nil {
+		return
+	}
+	list, err := r.queued(ctx)
+	if err != nil {
+		return
+	}
+	for _, o := range list {
+		if o.UID != ib.UID {
+			select {
+			case r.wake <- event.GenericEvent{Object: o.DeepCopy()}:
+			default: // the channel is full: enough wake-ups are on their way
+			}
+			return
+		}
+	}
+}
