@@ -275,6 +275,6 @@ func (r *ImageBuildReconciler) reportOutcome(ib *kilnv1.ImageBuild, st *buildSta
 			msg = fmt.Sprintf("gave up after %d attempts; last: %s", lb.Attempt, msg)
 		}
 		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
-		st.stall(lb.FailureReason, msg)
+		st.stall(string(lb.FailureReason), msg)
 	}
 }

@@ -17,7 +17,7 @@ func TestDecideNext(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	key := kilnv1.BuildKey{Generation: 3, RebuildRequestedAt: "r1", PolledRevision: "abc"}
 	backoff := func(attempt int32) time.Duration { return time.Duration(attempt) * 10 * time.Second }
-	ended := func(ago time.Duration, class string, attempt int32) *kilnv1.LastBuild {
+	ended := func(ago time.Duration, class kilnv1.FailureClass, attempt int32) *kilnv1.LastBuild {
 		at := metav1.NewTime(now.Add(-ago))
 		return &kilnv1.LastBuild{PodName: "x-build-1", Attempt: attempt, BuildKey: key, CompletionTime: &at, FailureReason: class}
 	}

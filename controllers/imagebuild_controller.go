@@ -340,9 +340,9 @@ func (r *ImageBuildReconciler) refused(ib *kilnv1.ImageBuild, podName string, n 
 	ib.Status.LastBuild = &kilnv1.LastBuild{
 		PodName: podName, Attempt: attempt, BuildKey: keyOf(ib),
 		CompletionTime: &now, FailureReason: kilnv1.FailurePodRejected,
-		Message: contract.Truncate("the API server refused the build: "+err.Error(), 1024),
+		Message: contract.Truncate("the API server refused the build: "+err.Error(), contract.MaxMessage),
 	}
-	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), 512))
+	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), contract.MaxEventMessage))
 	r.reportOutcome(ib, st)
 	return nil
 }
@@ -360,12 +360,12 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 	}
 	if class, msg, wait := r.startFailure(pod); class != "" {
 		now := metav1.NewTime(r.now())
-		lb.CompletionTime, lb.FailureReason, lb.Message = &now, class, contract.Truncate(msg, 1024)
+		lb.CompletionTime, lb.FailureReason, lb.Message = &now, class, contract.Truncate(msg, contract.MaxMessage)
 		if lb.StartTime != nil {
 			lb.Duration = now.Sub(lb.StartTime.Time).Round(time.Second).String()
 		}
 		observeBuild(ib, 0, class)
-		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", pod.Name, class, contract.Truncate(msg, 512))
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", pod.Name, class, contract.Truncate(msg, contract.MaxEventMessage))
 		if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting build pod %s: %w", pod.Name, err)
 		}
@@ -398,7 +398,7 @@ func containerStatuses(pod *corev1.Pod) []corev1.ContainerStatus {
 // gives up on it. A spec or install problem (an image name the runtime refuses, a container
 // config that cannot be made, a binary that cannot be executed) is PodStartFailed and is not
 // retried; an image that does not arrive within imagePullGrace is ImagePullFailed, which is.
-func (r *ImageBuildReconciler) startFailure(pod *corev1.Pod) (class, msg string, wait time.Duration) {
+func (r *ImageBuildReconciler) startFailure(pod *corev1.Pod) (class kilnv1.FailureClass, msg string, wait time.Duration) {
 	for _, cs := range containerStatuses(pod) {
 		describe := func(reason, message string) string {
 			return strings.TrimSpace(fmt.Sprintf("container %s of build pod %s (image %s) cannot start: %s %s", cs.Name, pod.Name, cs.Image, reason, message))

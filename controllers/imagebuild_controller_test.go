@@ -83,9 +83,10 @@ var okResult = contract.Result{
 	Digest: "sha256:4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b",
 	Image:  "registry.example.com/team/hello@sha256:4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b",
 	Tags:   []string{"v1"}, Pushed: true,
-	Platforms: []kilnv1.PlatformSize{{Platform: "linux/amd64", CompressedBytes: 1_234_567, UncompressedBytes: 2_500_000, Layers: 1,
-		LargestLayers: []kilnv1.LayerSize{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY --from=build /out/hello /hello", Line: 9}}}},
-	Budget:      &kilnv1.BudgetStatus{Verdict: kilnv1.VerdictWithinBudget, Enforcement: kilnv1.EnforcementEnforce, Summary: "1.2MiB/5Mi"},
+	Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 1_234_567, UncompressedBytes: 2_500_000, Layers: 1,
+		LargestLayers: []contract.Layer{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY --from=build /out/hello /hello", Line: 9}}}},
+	Budget: &contract.Budget{Enforcement: kilnv1.EnforcementEnforce,
+		Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 	CachedSteps: 3, TotalSteps: 7,
 }
 
@@ -232,7 +233,7 @@ func TestFailedBuildStallsWithClassAndMessage(t *testing.T) {
 	ready := condition(cur, kilnv1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Message).To(ContainSubstring(msg))
-	g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(kilnv1.FailureBuildFailed))
+	g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureBuildFailed)))
 	g.Expect(cur.Status.LastBuild.FailureReason).To(Equal(kilnv1.FailureBuildFailed))
 	g.Expect(cur.Status.LastBuild.Message).To(Equal(msg))
 	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("NotMeasured"))
@@ -254,11 +255,12 @@ func TestOverBudgetIsBudgetExceededAndStalled(t *testing.T) {
 	var pod *corev1.Pod
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "fat-build-1") }).Should(Succeed())
 	msg := "linux/amd64: 61.2MiB is 11.2MiB over maxImageSize 50Mi; largest layer 38.0MiB from RUN apt-get install -y build-essential (Dockerfile:12)"
-	over := contract.Result{
-		FailureClass: kilnv1.FailureOverBudget, Message: msg,
-		Platforms: []kilnv1.PlatformSize{{Platform: "linux/amd64", CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 6}},
-		Budget: &kilnv1.BudgetStatus{Verdict: kilnv1.VerdictOverBudget, Enforcement: kilnv1.EnforcementEnforce, Summary: "61.2MiB/50Mi (+11.2MiB)",
-			Checks: []kilnv1.BudgetCheck{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 52_428_800, Actual: 64_172_851, Headroom: -11_744_051, Message: msg}}},
+	over := contract.Result{ // numbers only: the manager words them
+		FailureClass: kilnv1.FailureOverBudget,
+		Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 6,
+			LargestLayers: []contract.Layer{{Index: 4, CompressedBytes: 39_845_888, CreatedBy: "RUN apt-get install -y build-essential", Line: 12}}}},
+		Budget: &contract.Budget{Enforcement: kilnv1.EnforcementEnforce,
+			Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 52_428_800, Actual: 64_172_851}}},
 	}
 	finishPod(t, pod, contract.ExitOverBudget, resultJSON(t, over))
 
@@ -273,6 +275,7 @@ func TestOverBudgetIsBudgetExceededAndStalled(t *testing.T) {
 	g.Expect(cur.Status.Digest).To(BeEmpty(), "nothing was pushed")
 	g.Expect(cur.Status.Budget.Summary).To(Equal("61.2MiB/50Mi (+11.2MiB)"))
 	g.Expect(cur.Status.Size.Compressed).To(Equal("61.2MiB"))
+	g.Expect(cur.Status.LastBuild.Message).To(Equal(msg + "; not pushed (budget enforcement is Enforce)"))
 }
 
 func TestSharedClaimRunsOneBuildAtATime(t *testing.T) {

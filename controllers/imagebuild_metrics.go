@@ -41,13 +41,13 @@ func init() {
 }
 
 // observeBuild records a finished build once, when its result is stored.
-func observeBuild(ib *kilnv1.ImageBuild, duration time.Duration, class string) {
+func observeBuild(ib *kilnv1.ImageBuild, duration time.Duration, class kilnv1.FailureClass) {
 	afterPatch.add(ib, func() { countBuild(ib, duration, class) })
 }
 
 // countBuild updates the build metrics for a finished build of ib.
-func countBuild(ib *kilnv1.ImageBuild, duration time.Duration, class string) {
-	result := class
+func countBuild(ib *kilnv1.ImageBuild, duration time.Duration, class kilnv1.FailureClass) {
+	result := string(class)
 	if result == "" {
 		result = "Succeeded"
 	}

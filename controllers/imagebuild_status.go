@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,40 +17,30 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/budget"
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
-// maxLogTail bounds status.lastBuild.logTail.
-const maxLogTail = 2048
-
-// recordResult stores what a finished build pod reports into the status.
+// recordResult stores what a finished build pod reports into the status, and announces it.
 func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.Pod) {
 	lb := ib.Status.LastBuild
 	if pod.Status.StartTime != nil {
 		lb.StartTime = pod.Status.StartTime.DeepCopy()
 	}
-	var runner *corev1.ContainerStateTerminated
-	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.Name == containerRunner {
-			runner = cs.State.Terminated
-		}
-	}
+	runner := runnerTerminated(pod)
 	end := metav1.NewTime(r.now())
 	if runner != nil && !runner.FinishedAt.IsZero() {
 		end = runner.FinishedAt
 	}
 	lb.CompletionTime = &end
+	var took time.Duration
 	if lb.StartTime != nil {
-		lb.Duration = end.Sub(lb.StartTime.Time).Round(time.Second).String()
+		took = end.Sub(lb.StartTime.Time)
+		lb.Duration = took.Round(time.Second).String()
 	}
 
-	res, class, msg, tail := interpretPod(ib, pod, runner)
-	if tail == "" {
-		tail = res.LogTail
-	}
-	lb.FailureReason, lb.Message, lb.LogTail = class, contract.Truncate(msg, 1024), contract.TruncateStart(tail, maxLogTail)
-	r.applyResult(ib, res)
+	res := interpretPod(ib, pod, runner).apply(ib)
 	if cm := ib.Spec.Source.ConfigMap; cm != nil && res.Revision != "" && lb.PolledRevision != "" && res.Revision != lb.PolledRevision {
 		// The kubelet mounted other content than the ConfigMap held when the build started:
 		// record what was built, so that this build does not answer the current content.
@@ -57,28 +48,60 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 			pod.Name, cm.Name, shortDigest(res.Revision), shortDigest(lb.PolledRevision))
 		lb.PolledRevision = res.Revision
 	}
-	var took time.Duration
-	if lb.StartTime != nil {
-		took = end.Sub(lb.StartTime.Time)
-	}
-	observeBuild(ib, took, class)
+	observeBuild(ib, took, lb.FailureReason)
 
-	switch {
-	case class == "":
+	switch lb.FailureReason {
+	case "":
 		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildSucceeded, "%s", successMessage(ib))
-		if res.Budget != nil && res.Budget.Verdict == kilnv1.VerdictOverBudget {
-			r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Pushed although over budget (enforcement Warn): %s", budgetMessage(res.Budget))
+		if b := ib.Status.Budget; b != nil && b.Verdict == kilnv1.VerdictOverBudget {
+			r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Pushed although over budget (enforcement Warn): %s", budgetMessage(b))
 		}
-	case class == kilnv1.FailureOverBudget:
-		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Not pushed: %s", msg)
+	case kilnv1.FailureOverBudget:
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Not pushed: %s", lb.Message)
 	default:
-		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", pod.Name, class, contract.Truncate(msg, 512))
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", pod.Name, lb.FailureReason, contract.Truncate(lb.Message, contract.MaxEventMessage))
 	}
+}
+
+// runnerTerminated is the runner container's terminated state; nil while it has none.
+func runnerTerminated(pod *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == containerRunner {
+			return cs.State.Terminated
+		}
+	}
+	return nil
+}
+
+// outcome is what a finished build pod says: the runner's result, when it wrote one, and the
+// failure class (empty on success), its message and the end of the log when the result has none.
+type outcome struct {
+	res   contract.Result
+	class kilnv1.FailureClass
+	msg   string
+	tail  string
+}
+
+// apply is the one mapping from what a build reports to the ImageBuild's status: the result's
+// measurements (applyResult), then the failure class, message and log tail of
+// status.lastBuild, cut to the limits of contract/limits.go. It returns the result.
+func (o outcome) apply(ib *kilnv1.ImageBuild) contract.Result {
+	applyResult(ib, o.res)
+	msg, tail := o.msg, o.tail
+	if tail == "" {
+		tail = o.res.LogTail
+	}
+	if b := ib.Status.Budget; o.class == kilnv1.FailureOverBudget && o.res.Budget != nil && b != nil && b.Verdict == kilnv1.VerdictOverBudget {
+		msg = budget.Message(*b) + "; not pushed (budget enforcement is Enforce)"
+	}
+	lb := ib.Status.LastBuild
+	lb.FailureReason, lb.Message, lb.LogTail = o.class, contract.Truncate(msg, contract.MaxMessage), contract.TruncateStart(tail, contract.MaxStatusLogTail)
+	return o.res
 }
 
 // interpretPod reads a finished pod: the runner's result when it wrote one, else what the pod's
 // status says happened.
-func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.ContainerStateTerminated) (res contract.Result, class, msg, tail string) {
+func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.ContainerStateTerminated) outcome {
 	if pod.Status.Reason == "DeadlineExceeded" {
 		timeout := fmt.Sprintf("spec.timeout (%s)", buildTimeout(ib, 0))
 		if d := pod.Spec.ActiveDeadlineSeconds; d != nil && time.Duration(*d)*time.Second < buildTimeout(ib, 0) {
@@ -86,43 +109,56 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 		}
 		if runner == nil && !runnerStarted(pod) {
 			// The runner waits for buildkitd's startup probe: this is BuildKit not coming up.
-			return res, kilnv1.FailureBuildKitNotUp, fmt.Sprintf("buildkitd did not become ready, and the build did not start, within %s", timeout), ""
+			return outcome{class: kilnv1.FailureBuildKitNotUp, msg: fmt.Sprintf("buildkitd did not become ready, and the build did not start, within %s", timeout)}
 		}
-		return res, kilnv1.FailureTimeout, fmt.Sprintf("the build ran longer than %s and was stopped", timeout), ""
+		return outcome{class: kilnv1.FailureTimeout, msg: fmt.Sprintf("the build ran longer than %s and was stopped", timeout)}
 	}
 	if runner != nil && runner.Message != "" {
-		if parsed, err := contract.Decode(runner.Message); err == nil {
-			class, msg = parsed.FailureClass, parsed.Message
-			if class == "" && (pod.Status.Phase == corev1.PodFailed || runner.ExitCode != 0) {
-				class, msg = kilnv1.FailureInternal, fmt.Sprintf("runner exited with code %d after reporting success", runner.ExitCode)
-			}
-			return parsed, class, msg, ""
+		res, err := contract.Decode(runner.Message)
+		if errors.As(err, new(*contract.VersionError)) {
+			return outcome{class: kilnv1.FailureInternal, msg: err.Error()}
+		}
+		if err == nil {
+			return resultOutcome(pod, runner, res)
 		}
 		if runner.Reason == "StartError" {
-			return res, kilnv1.FailurePodStartFailed, fmt.Sprintf("the runner container could not start: %s", runner.Message), ""
+			return outcome{class: kilnv1.FailurePodStartFailed, msg: fmt.Sprintf("the runner container could not start: %s", runner.Message)}
 		}
 		// TerminationMessageFallbackToLogsOnError: the runner died before writing its result,
 		// and the message holds the end of its log, whose last line usually says why.
 		msg := fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason)
 		if last := lastLine(runner.Message); last != "" {
-			msg += ": " + contract.Truncate(last, 300)
+			msg += ": " + contract.Truncate(last, contract.MaxLogLine)
 		}
-		return res, kilnv1.FailureRunnerCrashed, msg, runner.Message
+		return outcome{class: kilnv1.FailureRunnerCrashed, msg: msg, tail: runner.Message}
 	}
 	if runner != nil && runner.Reason == "StartError" {
-		return res, kilnv1.FailurePodStartFailed, "the runner container could not start (StartError)", ""
+		return outcome{class: kilnv1.FailurePodStartFailed, msg: "the runner container could not start (StartError)"}
 	}
 	if runner != nil {
 		if pod.Status.Phase == corev1.PodSucceeded && runner.ExitCode == 0 {
-			return res, kilnv1.FailureInternal, "runner exited without writing a result", ""
+			return outcome{class: kilnv1.FailureInternal, msg: "runner exited without writing a result"}
 		}
-		return res, kilnv1.FailureRunnerCrashed, fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason), ""
+		return outcome{class: kilnv1.FailureRunnerCrashed, msg: fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason)}
 	}
 	reason := pod.Status.Reason
 	if reason == "" {
 		reason = "Failed"
 	}
-	return res, kilnv1.FailurePodLost, strings.TrimSpace(fmt.Sprintf("build pod %s ended before the runner did: %s %s", pod.Name, reason, pod.Status.Message)), ""
+	return outcome{class: kilnv1.FailurePodLost, msg: strings.TrimSpace(fmt.Sprintf("build pod %s ended before the runner did: %s %s", pod.Name, reason, pod.Status.Message))}
+}
+
+// resultOutcome is the outcome of a result the runner wrote: its class and message, unless the
+// pod contradicts a success or the class is one this manager does not know (a newer runner's).
+func resultOutcome(pod *corev1.Pod, runner *corev1.ContainerStateTerminated, res contract.Result) outcome {
+	o := outcome{res: res, class: res.FailureClass, msg: res.Message}
+	switch {
+	case o.class == "" && (pod.Status.Phase == corev1.PodFailed || runner.ExitCode != 0):
+		o.class, o.msg = kilnv1.FailureInternal, fmt.Sprintf("runner exited with code %d after reporting success", runner.ExitCode)
+	case o.class != "" && !slices.Contains(kilnv1.FailureClasses, o.class):
+		o.class, o.msg = kilnv1.FailureInternal, fmt.Sprintf("the runner reported failure class %q, which this manager does not know: %s", res.FailureClass, res.Message)
+	}
+	return o
 }
 
 // lastLine is the last line of s that is not blank.
@@ -140,29 +176,26 @@ func runnerStarted(pod *corev1.Pod) bool {
 	return false
 }
 
-// applyResult copies the runner's measurements into the status. The image and digest change only
-// when something was pushed: they always name what is in the registry.
-func (r *ImageBuildReconciler) applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
-	if len(res.Platforms) > 0 {
-		var largest int64
-		for _, p := range res.Platforms {
-			largest = max(largest, p.CompressedBytes)
+// applyResult turns the runner's result into the status: sizes, the budget verdict and its
+// messages (budget.Status), cache hits, advice, revision. A measured image replaces the size,
+// budget and advice of the last one; the image and digest change only when something was
+// pushed, so that they always name what is in the registry.
+func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
+	if big, measured := contract.Largest(res.Platforms); measured {
+		ib.Status.Size = &kilnv1.ImageSize{Compressed: units.Bytes(big.CompressedBytes), Platforms: platformSizes(res.Platforms), AttestationBytes: res.AttestationBytes}
+		verdict := budget.Status(res.Budget, res.Platforms)
+		ib.Status.Budget = &verdict
+		ib.Status.Advice = nil
+		for _, a := range res.Advice {
+			ib.Status.Advice = append(ib.Status.Advice, kilnv1.Advice{Rule: a.Rule, Message: a.Message, Line: a.Line, SavingBytes: a.SavingBytes})
 		}
-		ib.Status.Size = &kilnv1.ImageSize{Compressed: units.Bytes(largest), Platforms: res.Platforms, AttestationBytes: res.AttestationBytes}
-	}
-	switch {
-	case res.Budget != nil:
-		ib.Status.Budget = res.Budget
-	case res.FailureClass != "" || len(res.Platforms) == 0:
+	} else {
 		ib.Status.Budget = &kilnv1.BudgetStatus{Verdict: kilnv1.VerdictNotMeasured, Summary: "not measured"}
 	}
 	if ib.Status.Cache == nil {
 		ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claimName(ib)}
 	}
 	ib.Status.Cache.CachedSteps, ib.Status.Cache.TotalSteps = res.CachedSteps, res.TotalSteps
-	if res.Advice != nil {
-		ib.Status.Advice = res.Advice
-	}
 	if res.Revision != "" {
 		ib.Status.Revision = res.Revision
 	}
@@ -171,6 +204,19 @@ func (r *ImageBuildReconciler) applyResult(ib *kilnv1.ImageBuild, res contract.R
 		ib.Status.Image = res.Image
 		ib.Status.Tags = res.Tags
 	}
+}
+
+// platformSizes are the result's platform images as the status holds them.
+func platformSizes(platforms []contract.Platform) []kilnv1.PlatformSize {
+	out := make([]kilnv1.PlatformSize, 0, len(platforms))
+	for _, p := range platforms {
+		ps := kilnv1.PlatformSize{Platform: p.Platform, CompressedBytes: p.CompressedBytes, UncompressedBytes: p.UncompressedBytes, Layers: p.Layers, WastedBytes: p.WastedBytes}
+		for _, l := range p.LargestLayers {
+			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{Index: l.Index, CompressedBytes: l.CompressedBytes, CreatedBy: l.CreatedBy, Line: l.Line})
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 // recordLost finishes the current build as lost: its pod was deleted before it ended.
@@ -183,6 +229,7 @@ func (r *ImageBuildReconciler) recordLost(ib *kilnv1.ImageBuild) {
 	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "%s", lb.Message)
 }
 
+// successMessage says what a successful build pushed, from the status.
 func successMessage(ib *kilnv1.ImageBuild) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "pushed %s", ib.Status.Image)
@@ -202,7 +249,7 @@ func successMessage(ib *kilnv1.ImageBuild) string {
 	return b.String()
 }
 
-// budgetMessage is the worst check's message, or the summary.
+// budgetMessage is the worst broken check's message, or the summary.
 func budgetMessage(b *kilnv1.BudgetStatus) string {
 	for _, c := range b.Checks {
 		if c.Headroom < 0 && c.Message != "" {
@@ -215,7 +262,7 @@ func budgetMessage(b *kilnv1.BudgetStatus) string {
 // setCondition sets a condition with the ImageBuild's generation.
 func setCondition(ib *kilnv1.ImageBuild, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&ib.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: contract.Truncate(message, 32768), ObservedGeneration: ib.Generation,
+		Type: typ, Status: status, Reason: reason, Message: contract.Truncate(message, contract.MaxConditionMessage), ObservedGeneration: ib.Generation,
 	})
 }
 

@@ -219,7 +219,7 @@ func TestTimeoutFailsWithReasonTimeout(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseFailed))
-		g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(kilnv1.FailureTimeout))
+		g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureTimeout)))
 		g.Expect(cur.Status.LastBuild.Message).To(ContainSubstring("longer than spec.timeout (10m0s)"))
 	}).Should(Succeed())
 	g.Consistently(podExists(ns, "slow-build-2")).Should(BeFalse(), "a timeout is not retried")
@@ -253,7 +253,7 @@ func TestEvictedPodIsRetriedUntilAttemptsRunOut(t *testing.T) {
 		cur := getIB(g, ib)
 		st := condition(cur, kilnv1.ConditionStalled)
 		g.Expect(st).NotTo(BeNil())
-		g.Expect(st.Reason).To(Equal(kilnv1.FailurePodLost))
+		g.Expect(st.Reason).To(Equal(string(kilnv1.FailurePodLost)))
 		g.Expect(st.Message).To(ContainSubstring("gave up after 2 attempts"))
 		g.Expect(cur.Status.LastBuild.Attempt).To(Equal(int32(2)))
 	}).Should(Succeed())
@@ -326,7 +326,7 @@ func TestFailureKeepsTheLogTail(t *testing.T) {
 		name  string
 		code  int32
 		msg   string
-		class string
+		class kilnv1.FailureClass
 		tail  string
 	}{
 		{"crash", 137, "#7 12.3 compiling widgets\nkilled", kilnv1.FailureRunnerCrashed, "#7 12.3 compiling widgets\nkilled"},

@@ -40,7 +40,7 @@ func TestPodTheAPIServerRefusesStallsOnce(t *testing.T) {
 	ns := newNamespace(t)
 	ib := newImageBuild(ns, "refused", func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"bad key": "x"} })
 	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
-	stalledWith(g, ib, kilnv1.FailurePodRejected, "the API server refused the build", "nodeSelector")
+	stalledWith(g, ib, string(kilnv1.FailurePodRejected), "the API server refused the build", "nodeSelector")
 	cur := getIB(g, ib)
 	g.Expect(cur.Status.LastBuild.FailureReason).To(Equal(kilnv1.FailurePodRejected))
 	g.Consistently(func(g Gomega) {
@@ -107,7 +107,7 @@ func TestContainerThatCannotStartEndsTheBuild(t *testing.T) {
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerRunner, Image: "registry.test/kiln:test",
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `secret "x" not found`}}}}
 	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
-	stalledWith(g, ib, kilnv1.FailurePodStartFailed, "CreateContainerConfigError", `secret "x" not found`)
+	stalledWith(g, ib, string(kilnv1.FailurePodStartFailed), "CreateContainerConfigError", `secret "x" not found`)
 	g.Eventually(func() bool {
 		p := &corev1.Pod{}
 		err := k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "nostart-build-1"}, p)
@@ -128,7 +128,7 @@ func TestRunnerStartErrorIsNotRetried(t *testing.T) {
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerRunner, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 		ExitCode: 128, Reason: "StartError", Message: "exec: \"/kiln\": exec format error", StartedAt: start, FinishedAt: start}}}}
 	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
-	stalledWith(g, ib, kilnv1.FailurePodStartFailed, "exec format error")
+	stalledWith(g, ib, string(kilnv1.FailurePodStartFailed), "exec format error")
 	g.Consistently(podExists(ns, "execfail-build-2")).Should(BeFalse())
 }
 
@@ -170,5 +170,5 @@ func TestForeignObjectWithTheBuildPodsNameStalls(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, squatter)).To(Succeed())
 	ib := newImageBuild(ns, "squat")
 	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
-	stalledWith(g, ib, kilnv1.FailurePodRejected, `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
+	stalledWith(g, ib, string(kilnv1.FailurePodRejected), `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
 }

@@ -42,33 +42,55 @@ const (
 	ReasonSourceChanged = "SourceChanged"
 )
 
-// Failure classes: the runner's result says which one a failed build is, and the manager adds
-// the ones that happen around the runner (Timeout, PodLost). Only transient classes are retried.
+// FailureClass says why a build failed: the runner reports most classes in its result, and the
+// manager adds the ones that happen around the runner (Timeout, PodLost, PodRejected, ...). It is
+// one enum for the CRD (status.lastBuild.failureReason), the runner's result
+// (internal/contract) and the code; the empty class is success.
+// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed
+type FailureClass string
+
+// The failure classes. Only Transient ones are retried.
 const (
-	FailureBadInput      = "BadInput"
-	FailureBuildFailed   = "BuildFailed"
-	FailureOverBudget    = "OverBudget"
-	FailurePushFailed    = "PushFailed"
-	FailureBuildKitNotUp = "BuildKitUnavailable"
-	FailureInternal      = "InternalError"
-	FailureTimeout       = "Timeout"
-	FailurePodLost       = "PodLost"
-	FailureRunnerCrashed = "RunnerCrashed"
+	// FailureBadInput: the spec, the Dockerfile or a Secret it names is wrong; the message says
+	// which field, line or Secret.
+	FailureBadInput FailureClass = "BadInput"
+	// FailureBuildFailed: a Dockerfile step failed.
+	FailureBuildFailed FailureClass = "BuildFailed"
+	// FailureOverBudget: the image breaks the budget under enforcement Enforce, so it was not pushed.
+	FailureOverBudget FailureClass = "OverBudget"
+	// FailurePushFailed: the registry could not be reached, or failed, after the runner's retries.
+	FailurePushFailed FailureClass = "PushFailed"
+	// FailureBuildKitNotUp: buildkitd did not come up, or failed or was lost during the build.
+	FailureBuildKitNotUp FailureClass = "BuildKitUnavailable"
+	// FailureInternal: a fault of kiln itself, such as a runner of another contract version.
+	FailureInternal FailureClass = "InternalError"
+	// FailureTimeout: the build ran longer than spec.timeout.
+	FailureTimeout FailureClass = "Timeout"
+	// FailurePodLost: the build pod was deleted, evicted or lost with its node before it finished.
+	FailurePodLost FailureClass = "PodLost"
+	// FailureRunnerCrashed: the runner exited without writing its result.
+	FailureRunnerCrashed FailureClass = "RunnerCrashed"
 	// FailureCancelled marks a build stopped by spec.suspend; it starts again on resume.
-	FailureCancelled = "Cancelled"
+	FailureCancelled FailureClass = "Cancelled"
 	// FailurePodRejected: the API server refused the build pod (or its request ConfigMap) that
 	// kiln rendered from the spec; the message is the server's.
-	FailurePodRejected = "PodRejected"
+	FailurePodRejected FailureClass = "PodRejected"
 	// FailurePodStartFailed: a container of the build pod could not be created or started
 	// (StartError, CreateContainerConfigError, InvalidImageName, ...); the kubelet's message says why.
-	FailurePodStartFailed = "PodStartFailed"
+	FailurePodStartFailed FailureClass = "PodStartFailed"
 	// FailureImagePullFailed: an image of the build pod could not be pulled for several minutes.
-	FailureImagePullFailed = "ImagePullFailed"
+	FailureImagePullFailed FailureClass = "ImagePullFailed"
 )
+
+// FailureClasses are every failure class, as the enum of status.lastBuild.failureReason lists them.
+var FailureClasses = []FailureClass{
+	FailureBadInput, FailureBuildFailed, FailureOverBudget, FailurePushFailed, FailureBuildKitNotUp, FailureInternal, FailureTimeout,
+	FailurePodLost, FailureRunnerCrashed, FailureCancelled, FailurePodRejected, FailurePodStartFailed, FailureImagePullFailed,
+}
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt
 // is worth making.
-func Transient(class string) bool {
+func Transient(class FailureClass) bool {
 	switch class {
 	case FailurePushFailed, FailureBuildKitNotUp, FailurePodLost, FailureRunnerCrashed, FailureImagePullFailed:
 		return true

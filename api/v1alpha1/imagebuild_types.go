@@ -649,9 +649,10 @@ type LastBuild struct {
 	// Duration of the build, e.g. "1m12s".
 	// +optional
 	Duration string `json:"duration,omitempty"`
-	// FailureReason classifies a failure: BadInput, BuildFailed, OverBudget, PushFailed, Timeout, ...
+	// FailureReason classifies a failure: BadInput, BuildFailed, OverBudget, PushFailed, Timeout, ...;
+	// absent when the build succeeded.
 	// +optional
-	FailureReason string `json:"failureReason,omitempty"`
+	FailureReason FailureClass `json:"failureReason,omitempty"`
 	// Message from the build, on failure.
 	// +optional
 	Message string `json:"message,omitempty"`

@@ -1,12 +1,16 @@
 // Package contract is what the manager and the runner agree on: where the build pod mounts
-// things, what the runner is asked to do, and the result it writes to the termination message.
+// things, what the runner is asked to do (Request), and the result it writes to the termination
+// message (Result). Both documents carry the contract Version; the rules that let a runner and a
+// manager of different minor versions work together are in version.go.
+//
+// The result has its own compact types, not the CRD's: it carries measurements as numbers and
+// failure classes as kilnv1.FailureClass, and the manager alone turns them into the ImageBuild's
+// status and its human text.
 package contract
 
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
-	"unicode/utf8"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
@@ -36,10 +40,7 @@ const (
 	ResultPath = "/dev/termination-log"
 )
 
-// MaxResultBytes is the kubelet's limit on a termination message.
-const MaxResultBytes = 4096
-
-// Exit codes of the runner, one per failure class.
+// Exit codes of the runner (ExitCode).
 const (
 	ExitOK           = 0
 	ExitInternal     = 1
@@ -50,8 +51,9 @@ const (
 	ExitBuildKitDown = 6
 )
 
-// ExitCode maps a failure class to the runner's exit code.
-func ExitCode(class string) int {
+// ExitCode maps a failure class to the runner's exit code. InternalError and the classes without
+// a code of their own (PodLost, when the pod is stopped mid-build) exit with ExitInternal.
+func ExitCode(class kilnv1.FailureClass) int {
 	switch class {
 	case "":
 		return ExitOK
@@ -69,26 +71,19 @@ func ExitCode(class string) int {
 	return ExitInternal
 }
 
-// Request is what the manager asks the runner to do. It travels as files (RequestFiles,
-// ReadRequestDir): it holds references to Secrets, never their values.
-type Request struct {
-	// Namespace and Name of the ImageBuild.
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-	// Build is the build number (the pod is <name>-build-<n>).
-	Build int64 `json:"build"`
-	// Spec is the ImageBuild's spec at the generation being built.
-	Spec kilnv1.ImageBuildSpec `json:"spec"`
-	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
-	ResetCache bool `json:"resetCache,omitempty"`
-	// InlineDockerfile says that spec.dockerfile.inline is in InlineDockerfileFile, beside the
-	// request; only RequestFiles and ReadRequestDir use it.
-	InlineDockerfile bool `json:"inlineDockerfile,omitempty"`
-}
-
-// Result is what the runner reports. Field names are short because the whole encoding must fit
-// in MaxResultBytes; Fit makes sure it does.
+// Result is what the runner reports. It must fit in MaxResultBytes: Encode shortens it with Fit.
+// Its JSON names are those kiln v0.1.0's runner wrote (contract 1.0), so that Decode reads a
+// result from a build pod started before the manager was upgraded.
 type Result struct {
+	// Version is the contract version the runner wrote; Encode sets it. Absent in 1.0.
+	Version string `json:"v,omitempty"`
+	// FailureClass is empty on success.
+	FailureClass kilnv1.FailureClass `json:"failure,omitempty"`
+	// Message explains a failure, naming the field, line or Secret at fault. It is empty for
+	// OverBudget: the manager says that from Budget.
+	Message string `json:"message,omitempty"`
+	// LogTail is the end of the build log on failure, with known secret values redacted.
+	LogTail string `json:"logTail,omitempty"`
 	// Digest of the pushed manifest or index ("" when nothing was pushed).
 	Digest string `json:"digest,omitempty"`
 	// Image is repository@digest of the pushed image.
@@ -97,173 +92,129 @@ type Result struct {
 	Tags []string `json:"tags,omitempty"`
 	// Pushed is true when the image reached the registry (always, on success; also under Warn).
 	Pushed bool `json:"pushed,omitempty"`
-	// Revision is the resolved git commit.
+	// Revision is the resolved git commit, or a ConfigMap context's ConfigMapDigest.
 	Revision string `json:"rev,omitempty"`
-	// Platforms are the measured platform images.
-	Platforms []kilnv1.PlatformSize `json:"platforms,omitempty"`
+	// Platforms are the measured platform images; none when the build failed before measuring.
+	Platforms []Platform `json:"platforms,omitempty"`
 	// AttestationBytes is the size of attestation manifests, counted apart.
 	AttestationBytes int64 `json:"attBytes,omitempty"`
-	// Budget is the verdict.
-	Budget *kilnv1.BudgetStatus `json:"budget,omitempty"`
+	// Budget is the judgement of Platforms against spec.budget; nil when there is no budget.
+	Budget *Budget `json:"budget,omitempty"`
 	// CachedSteps and TotalSteps count the build's vertices.
 	CachedSteps int32 `json:"cached,omitempty"`
 	TotalSteps  int32 `json:"total,omitempty"`
 	// Advice is the runner's most valuable findings, best first.
-	Advice []kilnv1.Advice `json:"advice,omitempty"`
-	// FailureClass is empty on success, else one of kilnv1.Failure*.
-	FailureClass string `json:"failure,omitempty"`
-	// Message explains a failure, naming the field, line or Secret at fault.
-	Message string `json:"message,omitempty"`
-	// LogTail is the end of the build log on failure, with known secret values redacted.
-	LogTail string `json:"logTail,omitempty"`
+	Advice []Advice `json:"advice,omitempty"`
 }
 
-// Encode returns the JSON encoding of r, shortened by Fit to at most MaxResultBytes.
+// Platform is one platform image as measured.
+type Platform struct {
+	// Platform as os/arch[/variant].
+	Platform string `json:"platform"`
+	// CompressedBytes is the config blob plus every layer blob.
+	CompressedBytes int64 `json:"compressedBytes"`
+	// UncompressedBytes is the sum of the uncompressed layer tarballs.
+	UncompressedBytes int64 `json:"uncompressedBytes"`
+	// Layers is the number of layers.
+	Layers int32 `json:"layers"`
+	// WastedBytes is the size of file copies that later layers delete or overwrite.
+	WastedBytes int64 `json:"wastedBytes,omitempty"`
+	// LargestLayers are the biggest layers, largest first (at most MaxLayersPerPlatform).
+	LargestLayers []Layer `json:"largestLayers,omitempty"`
+}
+
+// Layer is one layer and the Dockerfile instruction that created it.
+type Layer struct {
+	// Index of the layer in the manifest, 0 for the base.
+	Index int32 `json:"index"`
+	// CompressedBytes of the layer blob.
+	CompressedBytes int64 `json:"compressedBytes"`
+	// CreatedBy is the instruction, at most MaxCreatedBy bytes.
+	CreatedBy string `json:"createdBy,omitempty"`
+	// Line in the Dockerfile; 0 when unknown (base image layers).
+	Line int32 `json:"line,omitempty"`
+}
+
+// Budget is the judgement of the platform images against spec.budget, in numbers.
+type Budget struct {
+	// Enforcement in force: Enforce or Warn.
+	Enforcement kilnv1.Enforcement `json:"enforcement,omitempty"`
+	// Checks has one entry per limit and platform, the worst first (budget.Judge's order).
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one limit applied to one platform image.
+type Check struct {
+	// Limit is the budget field: maxImageSize, maxLayerSize, maxLayers, maxWastedSize, maxGrowth.
+	Limit string `json:"limit"`
+	// Platform the check applies to.
+	Platform string `json:"platform,omitempty"`
+	// LimitValue is the limit: bytes, or layers for maxLayers.
+	LimitValue int64 `json:"limitValue"`
+	// Actual is the measured value in the same unit: for maxLayerSize the largest layer, for
+	// maxGrowth the compressed size minus the current image's.
+	Actual int64 `json:"actual"`
+}
+
+// Over reports whether the check is broken.
+func (c Check) Over() bool { return c.Actual > c.LimitValue }
+
+// Over reports whether any check is broken; a nil budget never is.
+func (b *Budget) Over() bool {
+	if b == nil {
+		return false
+	}
+	for _, c := range b.Checks {
+		if c.Over() {
+			return true
+		}
+	}
+	return false
+}
+
+// Advice is one finding about the Dockerfile or the image.
+type Advice struct {
+	// Rule is the finding's id.
+	Rule string `json:"rule"`
+	// Message explains what to change, at most MaxAdviceMessage bytes.
+	Message string `json:"message"`
+	// Line in the Dockerfile; 0 when none.
+	Line int32 `json:"line,omitempty"`
+	// SavingBytes is the estimated saving; 0 when unknown.
+	SavingBytes int64 `json:"savingBytes,omitempty"`
+}
+
+// Largest is the platform image with the most compressed bytes (the first of equals), and false
+// when there is none.
+func Largest(platforms []Platform) (Platform, bool) {
+	if len(platforms) == 0 {
+		return Platform{}, false
+	}
+	big := platforms[0]
+	for _, p := range platforms[1:] {
+		if p.CompressedBytes > big.CompressedBytes {
+			big = p
+		}
+	}
+	return big, true
+}
+
+// Encode returns the JSON encoding of r at this contract Version, shortened by Fit to at most
+// MaxResultBytes.
 func (r Result) Encode() ([]byte, error) {
+	r.Version = Version
 	return r.Fit(MaxResultBytes)
 }
 
-// Fit encodes r in at most limit bytes. It first shortens long strings, then drops the least
-// valuable parts one by one: advice beyond the first, small layers, passed budget checks, extra
-// platforms' details. The digest, sizes, verdict and failure always stay.
-func (r Result) Fit(limit int) ([]byte, error) {
-	r = r.clone()
-	r.Message = Truncate(r.Message, 1024)
-	r.LogTail = TruncateStart(r.LogTail, 1200)
-	for i := range r.Advice {
-		r.Advice[i].Message = Truncate(r.Advice[i].Message, 200)
-	}
-	for i := range r.Platforms {
-		for j := range r.Platforms[i].LargestLayers {
-			r.Platforms[i].LargestLayers[j].CreatedBy = Truncate(r.Platforms[i].LargestLayers[j].CreatedBy, 80)
-		}
-	}
-	if r.Budget != nil {
-		sort.SliceStable(r.Budget.Checks, func(i, j int) bool { return r.Budget.Checks[i].Headroom < r.Budget.Checks[j].Headroom })
-		for i := range r.Budget.Checks {
-			r.Budget.Checks[i].Message = Truncate(r.Budget.Checks[i].Message, 240)
-		}
-	}
-	steps := []func() bool{
-		func() bool { return trimSlice(&r.Advice, 3) },
-		func() bool { return trimLayers(&r, 3) },
-		func() bool { return trimChecks(&r, 4) },
-		func() bool { return trimSlice(&r.Advice, 1) },
-		func() bool { return trimLayers(&r, 1) },
-		func() bool { return trimChecks(&r, 1) },
-		func() bool { return trimSlice(&r.Advice, 0) },
-		func() bool { return trimLayers(&r, 0) },
-		func() bool { r.LogTail = TruncateStart(r.LogTail, 400); return true },
-		func() bool { r.Message = Truncate(r.Message, 256); return true },
-		func() bool { r.LogTail = ""; return true },
-		func() bool { return trimChecksMessages(&r) },
-		func() bool { return trimSlice(&r.Tags, 1) },
-	}
-	for _, step := range steps {
-		b, err := json.Marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		if len(b) <= limit {
-			return b, nil
-		}
-		step()
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("result needs %d bytes even when shortened, more than the %d a termination message holds", len(b), limit)
-	}
-	return b, nil
-}
-
-// Decode parses a termination message written by Encode.
+// Decode parses a termination message written by Encode of any minor version of this major
+// version (see version.go). A result of another major version is a *VersionError.
 func Decode(msg string) (Result, error) {
+	if err := checkVersion(documentResult, []byte(msg)); err != nil {
+		return Result{}, err
+	}
 	var r Result
 	if err := json.Unmarshal([]byte(msg), &r); err != nil {
 		return Result{}, fmt.Errorf("runner result is not valid JSON: %w", err)
 	}
 	return r, nil
-}
-
-// Truncate shortens s to at most n bytes, cutting at a rune boundary and marking the cut with "…".
-func Truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ell = "…"
-	cut := n - len(ell)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	if cut <= 0 {
-		return ""
-	}
-	return s[:cut] + ell
-}
-
-// TruncateStart keeps the last n bytes of s (its end matters more: a log's last lines), marking
-// the cut with "…".
-func TruncateStart(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ell = "…"
-	cut := len(s) - n + len(ell)
-	for cut < len(s) && !utf8.RuneStart(s[cut]) {
-		cut++
-	}
-	return ell + s[cut:]
-}
-
-func (r Result) clone() Result {
-	c := r
-	c.Tags = append([]string(nil), r.Tags...)
-	c.Advice = append([]kilnv1.Advice(nil), r.Advice...)
-	c.Platforms = make([]kilnv1.PlatformSize, len(r.Platforms))
-	for i, p := range r.Platforms {
-		p.LargestLayers = append([]kilnv1.LayerSize(nil), p.LargestLayers...)
-		c.Platforms[i] = p
-	}
-	if r.Budget != nil {
-		b := *r.Budget
-		b.Checks = append([]kilnv1.BudgetCheck(nil), r.Budget.Checks...)
-		c.Budget = &b
-	}
-	return c
-}
-
-func trimSlice[T any](s *[]T, n int) bool {
-	if len(*s) <= n {
-		return false
-	}
-	*s = (*s)[:n]
-	return true
-}
-
-func trimLayers(r *Result, n int) bool {
-	trimmed := false
-	for i := range r.Platforms {
-		trimmed = trimSlice(&r.Platforms[i].LargestLayers, n) || trimmed
-	}
-	return trimmed
-}
-
-func trimChecks(r *Result, n int) bool {
-	if r.Budget == nil {
-		return false
-	}
-	return trimSlice(&r.Budget.Checks, n)
-}
-
-func trimChecksMessages(r *Result) bool {
-	if r.Budget == nil {
-		return false
-	}
-	for i := range r.Budget.Checks {
-		r.Budget.Checks[i].Message = ""
-	}
-	return true
 }

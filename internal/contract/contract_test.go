@@ -25,19 +25,19 @@ func worstCase() Result {
 	for i := 0; i < 16; i++ {
 		r.Tags = append(r.Tags, fmt.Sprintf("release-2026.11.%02d-%s", i, strings.Repeat("x", 100)))
 	}
-	r.Budget = &kilnv1.BudgetStatus{Verdict: kilnv1.VerdictOverBudget, Enforcement: kilnv1.EnforcementEnforce, Summary: "61.2MiB/50Mi (+11.2MiB)"}
+	r.Budget = &Budget{Enforcement: kilnv1.EnforcementEnforce}
 	for _, p := range []string{"linux/amd64", "linux/arm64/v8"} {
-		ps := kilnv1.PlatformSize{Platform: p, CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 40, WastedBytes: 10 << 20}
+		ps := Platform{Platform: p, CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 40, WastedBytes: 10 << 20}
 		for i := 0; i < 10; i++ {
-			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{Index: int32(i), CompressedBytes: int64(40-i) << 20, CreatedBy: long, Line: int32(10 + i)})
+			ps.LargestLayers = append(ps.LargestLayers, Layer{Index: int32(i), CompressedBytes: int64(40-i) << 20, CreatedBy: long, Line: int32(10 + i)})
 		}
 		r.Platforms = append(r.Platforms, ps)
 		for _, l := range []string{"maxImageSize", "maxLayerSize", "maxLayers", "maxWastedSize", "maxGrowth"} {
-			r.Budget.Checks = append(r.Budget.Checks, kilnv1.BudgetCheck{Limit: l, Platform: p, LimitValue: 52_428_800, Actual: 64_172_851, Headroom: -11_744_051, Message: p + ": " + long})
+			r.Budget.Checks = append(r.Budget.Checks, Check{Limit: l, Platform: p, LimitValue: 52_428_800, Actual: 64_172_851})
 		}
 	}
 	for i := 0; i < 20; i++ {
-		r.Advice = append(r.Advice, kilnv1.Advice{Rule: "apt-no-recommends", Message: long, Line: int32(i), SavingBytes: int64(i) << 20})
+		r.Advice = append(r.Advice, Advice{Rule: "apt-no-recommends", Message: long, Line: int32(i), SavingBytes: int64(i) << 20})
 	}
 	return r
 }
@@ -68,8 +68,11 @@ func TestWorstCaseFitsTerminationMessage(t *testing.T) {
 			t.Errorf("platform %d sizes changed: %+v", i, p)
 		}
 	}
-	if got.Budget == nil || got.Budget.Verdict != kilnv1.VerdictOverBudget || got.Budget.Summary != want.Budget.Summary || len(got.Budget.Checks) == 0 {
+	if !got.Budget.Over() || got.Budget.Enforcement != want.Budget.Enforcement || got.Budget.Checks[0] != want.Budget.Checks[0] {
 		t.Errorf("budget verdict lost: %+v", got.Budget)
+	}
+	if got.Version != Version {
+		t.Errorf("version %q, want %q", got.Version, Version)
 	}
 	if got.CachedSteps != 120 || got.TotalSteps != 130 || got.Message == "" {
 		t.Errorf("steps or message lost: %d/%d %q", got.CachedSteps, got.TotalSteps, got.Message)
@@ -81,7 +84,7 @@ func TestWorstCaseFitsTerminationMessage(t *testing.T) {
 }
 
 func TestSmallResultIsNotShortened(t *testing.T) {
-	r := Result{Digest: "sha256:00", Tags: []string{"v1"}, Advice: []kilnv1.Advice{{Rule: "a", Message: "m"}, {Rule: "b", Message: "m"}, {Rule: "c", Message: "m"}, {Rule: "d", Message: "m"}}}
+	r := Result{Digest: "sha256:00", Tags: []string{"v1"}, Advice: []Advice{{Rule: "a", Message: "m"}, {Rule: "b", Message: "m"}, {Rule: "c", Message: "m"}, {Rule: "d", Message: "m"}}}
 	b, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -112,8 +115,8 @@ func TestTruncate(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
-	seen := map[int]string{}
-	for _, c := range []string{"", kilnv1.FailureBadInput, kilnv1.FailureBuildFailed, kilnv1.FailureOverBudget, kilnv1.FailurePushFailed, kilnv1.FailureBuildKitNotUp, kilnv1.FailureInternal} {
+	seen := map[int]kilnv1.FailureClass{}
+	for _, c := range []kilnv1.FailureClass{"", kilnv1.FailureBadInput, kilnv1.FailureBuildFailed, kilnv1.FailureOverBudget, kilnv1.FailurePushFailed, kilnv1.FailureBuildKitNotUp, kilnv1.FailureInternal} {
 		code := ExitCode(c)
 		if other, dup := seen[code]; dup {
 			t.Errorf("classes %q and %q share exit code %d", c, other, code)

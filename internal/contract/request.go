@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
 // The request travels as files: the manager writes them into a ConfigMap that the build pod
@@ -28,10 +30,30 @@ const (
 	BuildArgFilePrefix = "buildarg."
 )
 
-// RequestFiles splits req into the files of its request ConfigMap (file name to content). The
-// inline Dockerfile and every build-arg value go in files of their own; ReadRequestDir joins
-// them again.
+// Request is what the manager asks the runner to do. It travels as files (RequestFiles,
+// ReadRequestDir): it holds references to Secrets, never their values.
+type Request struct {
+	// Version is the contract version the manager wrote; RequestFiles sets it. Absent in 1.0.
+	Version string `json:"v,omitempty"`
+	// Namespace and Name of the ImageBuild.
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Build is the build number (the pod is <name>-build-<n>).
+	Build int64 `json:"build"`
+	// Spec is the ImageBuild's spec at the generation being built.
+	Spec kilnv1.ImageBuildSpec `json:"spec"`
+	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
+	ResetCache bool `json:"resetCache,omitempty"`
+	// InlineDockerfile says that spec.dockerfile.inline is in InlineDockerfileFile, beside the
+	// request; only RequestFiles and ReadRequestDir use it.
+	InlineDockerfile bool `json:"inlineDockerfile,omitempty"`
+}
+
+// RequestFiles splits req into the files of its request ConfigMap (file name to content), at
+// this contract Version. The inline Dockerfile and every build-arg value go in files of their
+// own; ReadRequestDir joins them again.
 func RequestFiles(req Request) (map[string]string, error) {
+	req.Version = Version
 	files := map[string]string{}
 	spec := req.Spec.DeepCopy()
 	if spec.Dockerfile.Inline != "" {
@@ -54,8 +76,8 @@ func RequestFiles(req Request) (map[string]string, error) {
 	return files, nil
 }
 
-// ReadRequestDir reads a request written by RequestFiles from the directory it is mounted at.
-// Unknown JSON fields are refused: the runner must not silently ignore what it was asked.
+// ReadRequestDir reads a request written by RequestFiles from the directory it is mounted at,
+// as DecodeRequest does.
 func ReadRequestDir(dir string) (Request, error) {
 	var req Request
 	data, err := os.ReadFile(filepath.Join(dir, RequestFile))
@@ -82,13 +104,19 @@ func ReadRequestDir(dir string) (Request, error) {
 	return req, nil
 }
 
-// DecodeRequest parses a Request from JSON, refusing unknown fields.
+// DecodeRequest parses a Request from JSON of any minor version of this major version: fields it
+// does not know are ignored (see version.go). A request of another major version is a
+// *VersionError.
 func DecodeRequest(data []byte) (Request, error) {
+	if err := checkVersion(documentRequest, data); err != nil {
+		return Request{}, err
+	}
 	var req Request
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("the build request is not valid JSON for this runner version: %w", err)
+	if err := json.Unmarshal(data, &req); err != nil {
+		return req, fmt.Errorf("the build request is not valid JSON: %w", err)
+	}
+	if req.Spec.DecodeError != "" {
+		return req, fmt.Errorf("the build request's spec does not fit this runner's types (%s)", req.Spec.DecodeError)
 	}
 	return req, nil
 }

@@ -64,7 +64,7 @@ func TestAttributionWithBuildArgs(t *testing.T) {
 		if res.FailureClass != "" {
 			t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
 		}
-		var run *kilnv1.LayerSize
+		var run *contract.Layer
 		for i, l := range res.Platforms[0].LargestLayers {
 			if l.CompressedBytes > 290_000 && l.CompressedBytes < 320_000 {
 				run = &res.Platforms[0].LargestLayers[i]

@@ -37,18 +37,18 @@ func DefaultPaths() Paths {
 
 // failure is an error with a class; its message names what the user must fix.
 type failure struct {
-	class string
+	class kilnv1.FailureClass
 	msg   string
 }
 
 func (f *failure) Error() string { return f.msg }
 
-func fail(class, format string, args ...any) error {
+func fail(class kilnv1.FailureClass, format string, args ...any) error {
 	return &failure{class: class, msg: fmt.Sprintf(format, args...)}
 }
 
 // classOf returns the failure class of err, InternalError when it has none.
-func classOf(err error) string {
+func classOf(err error) kilnv1.FailureClass {
 	var f *failure
 	if errors.As(err, &f) {
 		return f.class

@@ -36,7 +36,7 @@ func TestClassifyLayerDepth(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		err   string
-		class string
+		class kilnv1.FailureClass
 		want  []string
 	}{
 		{"kernel limit", overlay(501, 501, 0, "invalid argument"), kilnv1.FailureBadInput,

@@ -5,6 +5,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,15 +51,9 @@ type run struct {
 	red *redactor
 }
 
-// logTailLines is how many lines of the log a failed result carries.
-const logTailLines = 20
-
-// maxLayersReported bounds the largest layers kept per platform in the result.
-const maxLayersReported = 5
-
 // Run does one build and returns its result; it never panics on bad input.
 func Run(ctx context.Context, cfg Config) contract.Result {
-	tail := newTailWriter(logTailLines)
+	tail := newTailWriter(contract.LogTailLines)
 	out := cfg.Out
 	if out == nil {
 		out = io.Discard
@@ -81,12 +76,14 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 	}
 	if err != nil {
 		res.FailureClass = classOf(err)
-		res.Message = err.Error()
 		res.Pushed = false
 		log.Flush()
 		res.LogTail = red.String(tail.String()) // lines are redacted already; a value cut by maxHeldBytes is not
-		res.Message = red.String(res.Message)
-		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, res.Message)
+		msg := red.String(err.Error())
+		if res.FailureClass != kilnv1.FailureOverBudget { // the manager says that one from res.Budget
+			res.Message = msg
+		}
+		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, msg)
 	}
 	return res
 }
@@ -126,39 +123,10 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	}
 	fmt.Fprintf(r.out, "\nBuilt in %s: %d of %d steps cached\n", time.Since(start).Round(time.Millisecond), out.cached, out.total)
 
-	lp, err := layout.FromPath(dir)
-	if err != nil {
-		return res, fmt.Errorf("reading the exported OCI layout: %w", err)
-	}
-	idx, err := lp.ImageIndex()
-	if err != nil {
-		return res, fmt.Errorf("reading the exported OCI layout: %w", err)
-	}
-	measured, err := measureLayout(idx)
-	if err != nil {
-		return res, fmt.Errorf("measuring the image: %w", err)
-	}
-	res.AttestationBytes = measured.AttestationBytes
-	res.Platforms = r.platformSizes(measured, in)
-
 	kc := keychain{cf: in.dockerConfig}
-	var baseline map[string]int64
-	if spec.Budget != nil && spec.Budget.MaxGrowth != nil {
-		baseline, err = r.baseline(ctx, kc)
-		if err != nil {
-			fmt.Fprintf(r.out, "Cannot read the current %s to check maxGrowth: %v\n", r.imageName(), err)
-		}
-	}
-	verdict := budget.Judge(spec.Budget, res.Platforms, baseline)
-	res.Budget = &verdict
-	r.report(measured, res.Platforms, verdict)
-	res.Advice = r.advise(in, measured)
-	for i := range res.Advice {
-		res.Advice[i].Message = r.red.String(res.Advice[i].Message)
-	}
-
-	if verdict.Verdict == kilnv1.VerdictOverBudget && verdict.Enforcement == kilnv1.EnforcementEnforce {
-		return res, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))
+	idx, err := r.measure(ctx, in, dir, kc, &res)
+	if err != nil {
+		return res, err
 	}
 	digest, err := r.push(ctx, idx, kc)
 	if err != nil {
@@ -173,6 +141,45 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	res.Pushed = true
 	fmt.Fprintf(r.out, "Image: %s\n", res.Image)
 	return res, nil
+}
+
+// measure measures the image exported into dir, judges it against the budget and adds the advice,
+// into res; it returns the layout's image index for the push, and an OverBudget failure when the
+// budget is broken and enforced.
+func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, res *contract.Result) (v1.ImageIndex, error) {
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	measured, err := measureLayout(idx)
+	if err != nil {
+		return nil, fmt.Errorf("measuring the image: %w", err)
+	}
+	res.AttestationBytes = measured.AttestationBytes
+	res.Platforms = r.platformSizes(measured, in)
+
+	spec := r.req.Spec
+	var baseline map[string]int64
+	if spec.Budget != nil && spec.Budget.MaxGrowth != nil {
+		baseline, err = r.baseline(ctx, kc)
+		if err != nil {
+			fmt.Fprintf(r.out, "Cannot read the current %s to check maxGrowth: %v\n", r.imageName(), err)
+		}
+	}
+	res.Budget = budget.Judge(spec.Budget, res.Platforms, baseline)
+	verdict := budget.Status(res.Budget, res.Platforms)
+	r.report(measured, res.Platforms, verdict)
+	for _, a := range r.advise(in, measured) {
+		res.Advice = append(res.Advice, contract.Advice{Rule: a.Rule, Message: r.red.String(a.Message), Line: a.Line, SavingBytes: a.SavingBytes})
+	}
+	if res.Budget.Over() && res.Budget.Enforcement == kilnv1.EnforcementEnforce {
+		return nil, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))
+	}
+	return idx, nil
 }
 
 // measureLayout measures the one image or index BuildKit exported into the layout.
@@ -209,24 +216,24 @@ func measureLayout(lay v1.ImageIndex) (measure.Index, error) {
 
 // platformSizes turns measurements into the result's sizes, naming each large layer by the
 // Dockerfile instruction (and line) that created it.
-func (r *run) platformSizes(m measure.Index, in *inputs) []kilnv1.PlatformSize {
-	var out []kilnv1.PlatformSize
+func (r *run) platformSizes(m measure.Index, in *inputs) []contract.Platform {
+	var out []contract.Platform
 	buildArgs := map[string]string{}
 	for _, a := range r.req.Spec.Dockerfile.BuildArgs {
 		buildArgs[a.Name] = a.Value
 	}
 	for _, img := range m.Images {
 		origins := attributeWith(in, r.req.Spec.Dockerfile.Target, buildArgs, img.Layers)
-		ps := kilnv1.PlatformSize{
+		ps := contract.Platform{
 			Platform: img.Platform, CompressedBytes: img.CompressedBytes, UncompressedBytes: img.UncompressedBytes,
 			Layers: int32(len(img.Layers)), WastedBytes: img.WastedBytes,
 		}
 		layers := append([]measure.Layer(nil), img.Layers...)
 		sort.SliceStable(layers, func(i, j int) bool { return layers[i].CompressedBytes > layers[j].CompressedBytes })
-		for _, l := range layers[:min(len(layers), maxLayersReported)] {
+		for _, l := range layers[:min(len(layers), contract.MaxLayersPerPlatform)] {
 			o := origins[l.Index]
-			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{
-				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(r.red.String(o.createdBy), 120), Line: int32(o.line),
+			ps.LargestLayers = append(ps.LargestLayers, contract.Layer{
+				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(r.red.String(o.createdBy), contract.MaxCreatedBy), Line: int32(o.line),
 			})
 		}
 		out = append(out, ps)
@@ -235,7 +242,7 @@ func (r *run) platformSizes(m measure.Index, in *inputs) []kilnv1.PlatformSize {
 }
 
 // report prints the measurements as a table, largest layers first.
-func (r *run) report(m measure.Index, sizes []kilnv1.PlatformSize, verdict kilnv1.BudgetStatus) {
+func (r *run) report(m measure.Index, sizes []contract.Platform, verdict kilnv1.BudgetStatus) {
 	for i, img := range m.Images {
 		ps := sizes[i]
 		fmt.Fprintf(r.out, "\nImage %s: %s compressed, %s uncompressed, %d layers, %s wasted\n",
@@ -266,7 +273,7 @@ func (r *run) report(m measure.Index, sizes []kilnv1.PlatformSize, verdict kilnv
 	}
 }
 
-func budgetOrigin(l kilnv1.LayerSize) string {
+func budgetOrigin(l contract.Layer) string {
 	if l.Line > 0 {
 		return fmt.Sprintf("%s (Dockerfile:%d)", l.CreatedBy, l.Line)
 	}
@@ -302,7 +309,11 @@ func Main(args []string) int {
 	var res contract.Result
 	req, err := readRequest(*reqDir, *reqJSON, *reqFile)
 	if err != nil {
-		res = contract.Result{FailureClass: kilnv1.FailureBadInput, Message: err.Error()}
+		class := kilnv1.FailureBadInput
+		if errors.As(err, new(*contract.VersionError)) {
+			class = kilnv1.FailureInternal // the manager runs a runner image it does not speak with
+		}
+		res = contract.Result{FailureClass: class, Message: err.Error()}
 		fmt.Fprintln(os.Stderr, err)
 	} else {
 		res = Run(ctx, Config{

@@ -437,7 +437,7 @@ func TestUnreachableRegistryIsRetriedThenFails(t *testing.T) {
 		return meta.IsStatusConditionTrue(ib.Status.Conditions, kilnv1.ConditionStalled)
 	})
 	st := meta.FindStatusCondition(cur.Status.Conditions, kilnv1.ConditionStalled)
-	if st.Reason != kilnv1.FailurePushFailed || !strings.Contains(st.Message, "gave up after 2 attempts") || cur.Status.LastBuild.Attempt != 2 {
+	if st.Reason != string(kilnv1.FailurePushFailed) || !strings.Contains(st.Message, "gave up after 2 attempts") || cur.Status.LastBuild.Attempt != 2 {
 		t.Errorf("stalled %+v, lastBuild %+v", st, cur.Status.LastBuild)
 	}
 }

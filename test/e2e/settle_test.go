@@ -56,7 +56,7 @@ func TestBadImageBuildsDoNotStopOthers(t *testing.T) {
 			return c != nil && c.Reason == reason && ib.Status.ObservedGeneration == ib.Generation
 		}
 	}
-	waitFor(t, refused, 2*time.Minute, "Stalled PodRejected", stalled(kilnv1.FailurePodRejected))
+	waitFor(t, refused, 2*time.Minute, "Stalled PodRejected", stalled(string(kilnv1.FailurePodRejected)))
 	waitFor(t, later, 2*time.Minute, "Stalled SourceNotFound", stalled(kilnv1.ReasonSourceNotFound))
 	waitFor(t, good, 10*time.Minute, "Ready", ready)
 

@@ -595,9 +595,10 @@ func benchResult() (string, error) {
 		Digest: digest,
 		Image:  "registry.example.com/bench/app@" + digest,
 		Tags:   []string{"latest"}, Pushed: true,
-		Platforms: []kilnv1.PlatformSize{{Platform: "linux/amd64", CompressedBytes: 1_234_567, UncompressedBytes: 2_500_000, Layers: 1,
-			LargestLayers: []kilnv1.LayerSize{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY app /app", Line: 2}}}},
-		Budget:      &kilnv1.BudgetStatus{Verdict: kilnv1.VerdictWithinBudget, Enforcement: kilnv1.EnforcementEnforce, Summary: "1.2MiB/5Mi"},
+		Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 1_234_567, UncompressedBytes: 2_500_000, Layers: 1,
+			LargestLayers: []contract.Layer{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY app /app", Line: 2}}}},
+		Budget: &contract.Budget{Enforcement: kilnv1.EnforcementEnforce,
+			Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 		CachedSteps: 3, TotalSteps: 7,
 	}
 	b, err := res.Encode()

@@ -1,0 +1,38 @@
+package contract
+
+// Every limit kiln puts on the length of what a build reports, in one place. Lengths are in
+// bytes and texts are cut at a rune boundary (Truncate, TruncateStart). The result's limits let
+// the largest result a build can make fit in MaxResultBytes (TestWorstCaseFitsTerminationMessage).
+const (
+	// MaxResultBytes is the kubelet's limit on a termination message, which carries the Result.
+	MaxResultBytes = 4096
+
+	// MaxMessage bounds a failure message: Result.Message and status.lastBuild.message.
+	MaxMessage = 1024
+	// LogTailLines is how many of its last log lines a failed runner keeps for Result.LogTail.
+	LogTailLines = 20
+	// MaxLogTail bounds Result.LogTail.
+	MaxLogTail = 1200
+	// MaxAdviceMessage bounds a finding's message in the result.
+	MaxAdviceMessage = 200
+	// MaxCreatedBy bounds a layer's instruction in the result.
+	MaxCreatedBy = 80
+	// MaxLayersPerPlatform is how many of its largest layers a platform image reports.
+	MaxLayersPerPlatform = 5
+
+	// MaxStatusLogTail bounds status.lastBuild.logTail, which holds Result.LogTail or, when the
+	// runner crashed, the end of its log that the kubelet kept.
+	MaxStatusLogTail = 2048
+	// MaxLogLine bounds the crashed runner's last log line quoted in its failure message.
+	MaxLogLine = 300
+	// MaxEventMessage bounds the part of an Event's message that quotes a failure message.
+	MaxEventMessage = 512
+	// MaxConditionMessage is the API server's limit on a condition's message.
+	MaxConditionMessage = 32768
+)
+
+// What Fit shortens to when the limits above are not enough.
+const (
+	fitLogTail = 400
+	fitMessage = 256
+)

@@ -1,0 +1,99 @@
+package contract
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Version is the contract version this kiln writes, "MAJOR.MINOR", in the "v" field of both the
+// Request and the Result. The rules, from 1.1 on:
+//
+//   - A reader takes a document of its own major version and of any minor version, older or
+//     newer. Fields it does not know are ignored; fields it knows and the document lacks keep
+//     their zero values. So a new minor version only adds fields that a reader of an older minor
+//     version may go without, and every reader copes with the absence of the fields added after
+//     the oldest minor version of its major version.
+//   - Anything else (a field removed, renamed, given another type or meaning, or one that an
+//     older reader must not ignore) is a new major version. A reader refuses a document of
+//     another major version with a *VersionError naming both versions: the runner fails the build
+//     as InternalError, and so does the manager when it reads such a result.
+//   - The "v" field is always a JSON string; a document without it is version 1.0.
+//
+// The versions:
+//
+//	1.0  kiln v0.1.0, which wrote no version: the request embeds the spec and its runner refuses
+//	     unknown request fields; the result carries the budget's verdict and messages as text.
+//	1.1  "v" in both documents; the runner ignores unknown request fields; the result's budget is
+//	     numbers only (the manager writes the text), and an OverBudget result has no message.
+//
+// A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
+// runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.
+const Version = "1.1"
+
+// Major is the major version of Version: a reader takes documents of this major version only.
+const Major = 1
+
+// unversioned is the version of a document without "v".
+const unversioned = "1.0"
+
+// document names a contract document and its reader, for VersionError.
+type document struct{ name, reader string }
+
+var (
+	documentRequest = document{name: "build request", reader: "runner"}
+	documentResult  = document{name: "runner's result", reader: "manager"}
+)
+
+// VersionError is a document of a contract major version that this kiln cannot read.
+type VersionError struct {
+	// Document is what was read ("build request", "runner's result"), Reader who read it.
+	Document, Reader string
+	// Got is the document's version.
+	Got string
+}
+
+func (e *VersionError) Error() string {
+	got := e.Got
+	if _, ok := majorOf(got); !ok {
+		got = strconv.Quote(got)
+	}
+	return fmt.Sprintf("the %s is in contract version %s, which this %s (contract %s) cannot read: build pods need a runner image of the manager's contract major version (the manager's --runner-image)",
+		e.Document, got, e.Reader, Version)
+}
+
+// checkVersion returns a *VersionError when data is a JSON object whose version is not of major
+// version Major. It says nothing of data that is not a JSON object: the decoder that follows does.
+func checkVersion(doc document, data []byte) error {
+	var v struct {
+		V *string `json:"v"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		return nil
+	}
+	got := unversioned
+	if v.V != nil {
+		got = *v.V
+	}
+	if major, ok := majorOf(got); !ok || major != Major {
+		return &VersionError{Document: doc.name, Reader: doc.reader, Got: got}
+	}
+	return nil
+}
+
+// majorOf parses the major version of "MAJOR.MINOR".
+func majorOf(v string) (int, bool) {
+	majorText, minorText, ok := strings.Cut(v, ".")
+	if !ok {
+		return 0, false
+	}
+	major, err := strconv.Atoi(majorText)
+	if err != nil || major < 0 {
+		return 0, false
+	}
+	if minor, err := strconv.Atoi(minorText); err != nil || minor < 0 {
+		return 0, false
+	}
+	return major, true
+}
