@@ -6,13 +6,13 @@ import (
 	"unicode/utf8"
 )
 
-// Fit encodes r in at most limit bytes. It first cuts texts to the limits of limits.go, then, while
-// the encoding is too long, drops the least valuable parts step by step: findings beyond the
-// first three, layers beyond each platform's three largest, checks beyond the four worst, then
-// the same down to one each, then every finding and layer, then it shortens the log tail and the
-// message, drops the log tail, and keeps one tag. The version, failure class, digest, image,
-// revision, every platform's sizes, the enforcement and the worst check always stay; an error
-// says when even they do not fit.
+// Fit encodes r in at most limit bytes. It first cuts texts and each platform's layers to the
+// limits of limits.go; then, while the encoding is too long, it drops the least valuable parts
+// step by step: findings beyond the first three, layers beyond each platform's three largest,
+// checks beyond the four worst, then the same down to one each, then every finding and layer;
+// then it shortens the log tail and the message, drops the log tail, and keeps one tag. The
+// version, failure class, digest, image, revision, every platform's sizes, the enforcement and
+// the worst check always stay; an error says when even they do not fit.
 func (r Result) Fit(limit int) ([]byte, error) {
 	r = r.clone()
 	r.Message = Truncate(r.Message, MaxMessage)
