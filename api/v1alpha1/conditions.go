@@ -24,7 +24,6 @@ const (
 	ReasonQueued          = "Queued"
 	ReasonWaitingForCache = "WaitingForCache"
 	ReasonClaimNotFound   = "ClaimNotFound"
-	ReasonClaimPending    = "ClaimPending"
 	ReasonSuspended       = "Suspended"
 	ReasonRetrying        = "Retrying"
 	ReasonBuildCancelled  = "BuildCancelled"

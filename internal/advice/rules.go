@@ -831,9 +831,6 @@ func copyDests(workdir string, srcs []string, dest string, line int) []created {
 	return out
 }
 
-// overlaps reports whether removing del (a path or a glob) removes some of made.
-func overlaps(del, made string) bool { return newRemoval(del).removes(made) }
-
 // removalPath is an rm argument, ready to be matched against many created paths.
 type removalPath struct {
 	del  string
