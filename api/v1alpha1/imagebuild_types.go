@@ -697,7 +697,3 @@ type ImageBuildList struct {
 	// Items are the ImageBuilds.
 	Items []ImageBuild `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ImageBuild{}, &ImageBuildList{})
-}
