@@ -263,10 +263,10 @@ func (r *ImageBuildReconciler) backoff(attempt int32) time.Duration {
 // reportOutcome reports the final outcome of the current key's build.
 func (r *ImageBuildReconciler) reportOutcome(ib *kilnv1.ImageBuild, st *buildState) {
 	lb := ib.Status.LastBuild
-	switch {
-	case lb.FailureReason == "":
+	switch lb.FailureReason {
+	case "":
 		st.progress(kilnv1.PhaseSucceeded, kilnv1.ReasonBuildSucceeded, successMessage(ib))
-	case lb.FailureReason == kilnv1.FailureOverBudget:
+	case kilnv1.FailureOverBudget:
 		st.progress(kilnv1.PhaseBudgetExceeded, kilnv1.ReasonBudgetExceeded, lb.Message)
 		st.stall(kilnv1.ReasonBudgetExceeded, lb.Message)
 	default:

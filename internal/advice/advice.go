@@ -195,9 +195,7 @@ func IgnoreComments(dockerfile []byte) []string {
 			continue
 		}
 		for _, m := range ignoreComment.FindAllStringSubmatch(line, -1) {
-			for _, id := range strings.FieldsFunc(m[1], func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-				out = append(out, id)
-			}
+			out = append(out, strings.FieldsFunc(m[1], func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })...)
 		}
 	}
 	return out

@@ -143,8 +143,7 @@ func TestAnalyzeRecovers(t *testing.T) {
 	defer func() { rules = saved }()
 	rules = append(append([]rule{}, saved...), rule{RuleInfo{"boom", KindSize, "panics"}, func(a *analysis) {
 		a.add(1, 0, "half done")
-		var m map[string]int
-		m["x"] = 1
+		panic("boom")
 	}})
 	var recovered []string
 	panicHook = func(where string, r any) { recovered = append(recovered, where) }

@@ -325,7 +325,7 @@ func TestRules(t *testing.T) {
 				}
 			}
 			sort.Ints(lines)
-			if !reflect.DeepEqual(lines, tc.want) && !(len(lines) == 0 && len(tc.want) == 0) {
+			if !reflect.DeepEqual(lines, tc.want) && (len(lines) != 0 || len(tc.want) != 0) {
 				t.Errorf("%s lines = %v, want %v\n%s", tc.rule, lines, tc.want, dump(got))
 			}
 		})

@@ -21,8 +21,8 @@ func mustParse(t *testing.T, df, target string, buildArgs map[string]string) *Fi
 
 func TestParseErrorLine(t *testing.T) {
 	_, err := Parse([]byte("FROM alpine\n\nNOTANINSTRUCTION x\n"), "", nil)
-	pe, ok := err.(*ParseError)
-	if !ok || pe.Line != 3 || !strings.Contains(pe.Msg, "unknown instruction") {
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Line != 3 || !strings.Contains(pe.Msg, "unknown instruction") {
 		t.Errorf("err = %#v", err)
 	}
 	if got := Describe("Dockerfile", err); !strings.HasPrefix(got, "Dockerfile:3: unknown instruction") {

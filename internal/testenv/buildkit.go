@@ -188,7 +188,7 @@ func (bk *BuildKit) waitReady(timeout time.Duration) error {
 	var lastErr error
 	for {
 		if ok, werr := bk.p.exited(); ok {
-			return fmt.Errorf("daemon exited: %v", werr)
+			return fmt.Errorf("daemon exited: %w", werr)
 		}
 		if _, err := os.Stat(bk.SocketPath); err == nil {
 			lastErr = bk.listWorkers()
@@ -199,7 +199,7 @@ func (bk *BuildKit) waitReady(timeout time.Duration) error {
 			lastErr = err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer after %s: %v", timeout, lastErr)
+			return fmt.Errorf("no answer after %s: %w", timeout, lastErr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

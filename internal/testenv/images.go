@@ -173,7 +173,7 @@ func findBusybox() (string, error) {
 		}
 		f, err := elf.Open(p)
 		if err != nil {
-			return "", fmt.Errorf("%s: %v", p, err)
+			return "", fmt.Errorf("%s: %w", p, err)
 		}
 		dynamic := false
 		for _, prog := range f.Progs {
@@ -201,7 +201,7 @@ func makeBusyboxTar() ([]byte, error) {
 	}
 	out, err := exec.Command(bin, "--list-full").Output()
 	if err != nil {
-		return nil, fmt.Errorf("%s --list-full: %v", bin, err)
+		return nil, fmt.Errorf("%s --list-full: %w", bin, err)
 	}
 	links := map[string]bool{}
 	for _, l := range strings.Fields(string(out)) {
@@ -305,13 +305,14 @@ type cachedLayerMeta struct {
 func goEnv() (goroot, goversion string, err error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		// The toolchain that built this test binary, on the machine that runs it.
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go") //nolint:staticcheck // SA1019: tests run where they were built, so the build's GOROOT is meaningful here.
 	}
 	cmd := exec.Command(goBin, "env", "GOROOT", "GOVERSION")
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOFLAGS=")
 	out, err := cmd.Output()
 	if err != nil {
-		return "", "", fmt.Errorf("%s env GOROOT GOVERSION: %v", goBin, err)
+		return "", "", fmt.Errorf("%s env GOROOT GOVERSION: %w", goBin, err)
 	}
 	f := strings.Fields(string(out))
 	if len(f) != 2 {

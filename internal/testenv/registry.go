@@ -168,7 +168,7 @@ func (r *Registry) start() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if ok, werr := p.exited(); ok {
-			return fmt.Errorf("registry exited: %v", werr)
+			return fmt.Errorf("registry exited: %w", werr)
 		}
 		resp, err := client.Get("http://" + r.Addr + "/v2/")
 		if err == nil {
@@ -180,7 +180,7 @@ func (r *Registry) start() error {
 		}
 		if time.Now().After(deadline) {
 			p.stop(5 * time.Second)
-			return fmt.Errorf("registry not ready after 30s: %v", err)
+			return fmt.Errorf("registry not ready after 30s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -180,7 +180,7 @@ func waitReady(ctx context.Context, m *managerProc, url string) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.exited:
-			return fmt.Errorf("the manager exited before it was ready: %v", m.err)
+			return fmt.Errorf("the manager exited before it was ready: %w", m.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
