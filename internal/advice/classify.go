@@ -28,6 +28,23 @@ var (
 	mvnFlags = []string{"-f", "--file", "-s", "--settings", "-P", "-pl", "--projects", "-D", "-T", "-gs", "-t", "-b", "-l", "-rf"}
 )
 
+// simpleDeps are the tools whose dependency download is one subcommand: the tool's name, what the
+// download is called, and the subcommands that run it.
+var simpleDeps = map[string]struct {
+	step string
+	subs []string
+}{
+	"poetry":   {"poetry install", []string{"install"}},
+	"pipenv":   {"pipenv install", []string{"install", "sync"}},
+	"uv":       {"uv sync", []string{"sync"}},
+	"bundle":   {"bundle install", []string{"install"}},
+	"bundler":  {"bundle install", []string{"install"}},
+	"cargo":    {"cargo fetch", []string{"fetch"}},
+	"composer": {"composer install", []string{"install"}},
+	"dotnet":   {"dotnet restore", []string{"restore"}},
+	"mix":      {"mix deps.get", []string{"deps.get"}},
+}
+
 // depsStep returns the dependency download a command runs from a project's manifest ("go mod
 // download", "npm ci", "pip install -r"…), "" when it runs none.
 func depsStep(c shCmd) string {
@@ -36,8 +53,7 @@ func depsStep(c shCmd) string {
 	}
 	switch n := c.name(); {
 	case n == "npm":
-		if rest, ok := c.subIs(npmFlags, "ci", "clean-install"); ok {
-			_ = rest
+		if _, ok := c.subIs(npmFlags, "ci", "clean-install"); ok {
 			return "npm ci"
 		}
 		if rest, ok := c.subIs(npmFlags, "install", "i"); ok && noPackages(rest) {
@@ -58,22 +74,6 @@ func depsStep(c shCmd) string {
 		if _, ok := c.subIs(nil, "install"); ok && (c.has("-r", "--requirement") || c.hasPrefix("--requirement=") || c.hasPrefix("-r")) {
 			return "pip install -r"
 		}
-	case n == "poetry":
-		if _, ok := c.subIs(nil, "install"); ok {
-			return "poetry install"
-		}
-	case n == "pipenv":
-		if _, ok := c.subIs(nil, "install", "sync"); ok {
-			return "pipenv install"
-		}
-	case n == "uv":
-		if _, ok := c.subIs(nil, "sync"); ok {
-			return "uv sync"
-		}
-	case n == "bundle" || n == "bundler":
-		if _, ok := c.subIs(nil, "install"); ok {
-			return "bundle install"
-		}
 	case n == "mvn" || n == "mvnw":
 		for _, a := range c.args[1:] {
 			if strings.HasPrefix(a, "dependency:") {
@@ -84,21 +84,11 @@ func depsStep(c shCmd) string {
 		if c.has("dependencies") {
 			return "gradle dependencies"
 		}
-	case n == "cargo":
-		if _, ok := c.subIs(nil, "fetch"); ok {
-			return "cargo fetch"
-		}
-	case n == "composer":
-		if _, ok := c.subIs(nil, "install"); ok {
-			return "composer install"
-		}
-	case n == "dotnet":
-		if _, ok := c.subIs(nil, "restore"); ok {
-			return "dotnet restore"
-		}
-	case n == "mix":
-		if _, ok := c.subIs(nil, "deps.get"); ok {
-			return "mix deps.get"
+	default:
+		if d, ok := simpleDeps[n]; ok {
+			if _, ok := c.subIs(nil, d.subs...); ok {
+				return d.step
+			}
 		}
 	}
 	return ""

@@ -512,23 +512,41 @@ func checkAptLists(a *analysis) {
 
 // removes reports whether a RUN step runs rm on dir or a path under it.
 func (sp *step) removes(dir string) bool {
+	removed := false
+	sp.eachCommand(func(c shCmd, cwd string) {
+		for _, rm := range rmPaths(c, cwd) {
+			removed = removed || rm.path == dir || strings.HasPrefix(rm.path, dir+"/")
+		}
+	})
+	return removed
+}
+
+// eachCommand calls f with each command of a RUN step and the directory it runs in: a cd moves
+// the commands after it, and is given the directory it moves to.
+func (sp *step) eachCommand(f func(c shCmd, cwd string)) {
 	cwd := sp.Workdir
 	for _, c := range sp.sh {
-		switch c.name() {
-		case "cd":
-			if len(c.args) > 1 {
-				cwd = dockerfile.JoinDir(cwd, c.args[1])
-			}
-		case "rm":
-			for _, p := range positional(c.args[1:]) {
-				p = dockerfile.JoinDir(cwd, p)
-				if p == dir || strings.HasPrefix(p, dir+"/") {
-					return true
-				}
-			}
+		if c.name() == "cd" && len(c.args) > 1 {
+			cwd = dockerfile.JoinDir(cwd, c.args[1])
 		}
+		f(c, cwd)
 	}
-	return false
+}
+
+// rmPath is one path an rm command removes: the argument as written, and the path it names from
+// the command's directory.
+type rmPath struct{ arg, path string }
+
+// rmPaths returns the paths c removes when it is an rm run in cwd, none otherwise.
+func rmPaths(c shCmd, cwd string) []rmPath {
+	if c.name() != "rm" {
+		return nil
+	}
+	var out []rmPath
+	for _, p := range positional(c.args[1:]) {
+		out = append(out, rmPath{arg: p, path: dockerfile.JoinDir(cwd, p)})
+	}
+	return out
 }
 
 // apkFlags take a value before apk's subcommand.
@@ -737,24 +755,16 @@ func checkDeletedLater(a *analysis) {
 		if sp.Kind != "RUN" {
 			continue
 		}
-		cwd := sp.Workdir
 		var mine []created
-		for _, c := range sp.sh {
-			switch c.name() {
-			case "cd":
-				if len(c.args) > 1 {
-					cwd = dockerfile.JoinDir(cwd, c.args[1])
+		sp.eachCommand(func(c shCmd, cwd string) {
+			for _, rm := range rmPaths(c, cwd) {
+				if strings.Contains(rm.arg, "$") {
+					continue
 				}
-			case "rm":
-				for _, p := range positional(c.args[1:]) {
-					if strings.Contains(p, "$") {
-						continue
-					}
-					rp := newRemoval(dockerfile.JoinDir(cwd, p))
-					for _, m := range made {
-						if rp.removes(m.path) {
-							note(files, m.line, m.path, sp.Line)
-						}
+				rp := newRemoval(rm.path)
+				for _, m := range made {
+					if rp.removes(m.path) {
+						note(files, m.line, m.path, sp.Line)
 					}
 				}
 			}
@@ -771,7 +781,7 @@ func checkDeletedLater(a *analysis) {
 					installed[p] = sp.Line
 				}
 			}
-		}
+		})
 		made = append(made, mine...)
 	}
 	for _, at := range sortedKeys(files) {
@@ -993,61 +1003,59 @@ func first(o map[string]string, names ...string) string {
 	return ""
 }
 
-// installedPackages lists the packages (or apk virtual packages) a command installs.
-func installedPackages(c shCmd) []string {
-	var rest []string
-	var ok bool
+// packageCommand returns which package manager c runs (apk, apt or pip) and the arguments after
+// its subcommand, when the subcommand is one of those given for that manager.
+func packageCommand(c shCmd, apk, apt, pip []string) (manager string, rest []string, ok bool) {
 	switch {
 	case c.name() == "apk":
-		rest, ok = c.subIs(apkFlags, "add")
-		if ok {
-			var out []string
-			for i := 0; i < len(rest); i++ {
-				x := rest[i]
-				if (x == "-t" || x == "--virtual") && i+1 < len(rest) {
-					out = append(out, rest[i+1])
-					i++
-					continue
-				}
-				if (x == "-X" || x == "--repository") && i+1 < len(rest) {
-					i++
-					continue
-				}
-				if !strings.HasPrefix(x, "-") {
-					out = append(out, pkgName(x))
-				}
-			}
-			return out
-		}
+		rest, ok = c.subIs(apkFlags, apk...)
+		return "apk", rest, ok
 	case isApt(c):
-		rest, ok = c.subIs(aptFlags, "install")
+		rest, ok = c.subIs(aptFlags, apt...)
+		return "apt", rest, ok
 	case isPip(c):
-		rest, ok = c.subIs(nil, "install")
-		if ok {
-			var out []string
-			for i := 0; i < len(rest); i++ {
-				if rest[i] == "-r" || rest[i] == "--requirement" || rest[i] == "-c" || rest[i] == "-e" || rest[i] == "-i" || rest[i] == "--index-url" {
-					i++
-					continue
-				}
-				if !strings.HasPrefix(rest[i], "-") && rest[i] != "." {
-					out = append(out, pkgName(rest[i]))
-				}
-			}
-			return out
-		}
+		rest, ok = c.subIs(nil, pip...)
+		return "pip", rest, ok
 	}
+	return "", nil, false
+}
+
+// installedPackages lists the packages (or apk virtual packages) a command installs.
+func installedPackages(c shCmd) []string {
+	manager, rest, ok := packageCommand(c, []string{"add"}, []string{"install"}, []string{"install"})
 	if !ok {
 		return nil
 	}
 	var out []string
 	for i := 0; i < len(rest); i++ {
-		if rest[i] == "-o" || rest[i] == "-t" {
-			i++
-			continue
+		x := rest[i]
+		switch manager {
+		case "apk":
+			if (x == "-t" || x == "--virtual") && i+1 < len(rest) {
+				out = append(out, rest[i+1])
+				i++
+				continue
+			}
+			if (x == "-X" || x == "--repository") && i+1 < len(rest) {
+				i++
+				continue
+			}
+		case "pip":
+			if x == "-r" || x == "--requirement" || x == "-c" || x == "-e" || x == "-i" || x == "--index-url" {
+				i++
+				continue
+			}
+			if x == "." {
+				continue
+			}
+		default:
+			if x == "-o" || x == "-t" {
+				i++
+				continue
+			}
 		}
-		if !strings.HasPrefix(rest[i], "-") {
-			out = append(out, pkgName(rest[i]))
+		if !strings.HasPrefix(x, "-") {
+			out = append(out, pkgName(x))
 		}
 	}
 	return out
@@ -1055,16 +1063,7 @@ func installedPackages(c shCmd) []string {
 
 // removedPackages lists the packages a command removes.
 func removedPackages(c shCmd) []string {
-	var rest []string
-	var ok bool
-	switch {
-	case c.name() == "apk":
-		rest, ok = c.subIs(apkFlags, "del")
-	case isApt(c):
-		rest, ok = c.subIs(aptFlags, "purge", "remove", "autoremove")
-	case isPip(c):
-		rest, ok = c.subIs(nil, "uninstall")
-	}
+	_, rest, ok := packageCommand(c, []string{"del"}, []string{"purge", "remove", "autoremove"}, []string{"uninstall"})
 	if !ok {
 		return nil
 	}
