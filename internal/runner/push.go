@@ -19,6 +19,7 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/registry"
 )
 
 // keychain serves registry credentials from a docker config (the push Secret).
@@ -85,7 +86,7 @@ func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]int64
 		desc, err = remote.Get(ref, r.remoteOptions(ctx, kc)...)
 		return err
 	})
-	if isNotFound(err) {
+	if registry.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -237,19 +238,4 @@ func transient(err error) bool {
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "EOF")
-}
-
-func isNotFound(err error) bool {
-	var te *transport.Error
-	if errors.As(err, &te) {
-		if te.StatusCode == http.StatusNotFound {
-			return true
-		}
-		for _, d := range te.Errors {
-			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
-				return true
-			}
-		}
-	}
-	return false
 }

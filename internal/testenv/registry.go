@@ -22,8 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kiln-dev/kiln/internal/registry"
 )
 
 // RegistryOption configures StartRegistry.
@@ -237,16 +238,6 @@ func (r *Registry) RemoteOptions(ctx context.Context) []remote.Option {
 	return []remote.Option{remote.WithAuth(r.Authenticator()), remote.WithContext(ctx)}
 }
 
-func (r *Registry) repo(t testing.TB, repo string) name.Repository {
-	t.Helper()
-	repo = strings.TrimPrefix(repo, r.Addr+"/")
-	rr, err := name.NewRepository(r.Addr+"/"+repo, name.Insecure)
-	if err != nil {
-		t.Fatalf("testenv: repository %q: %v", repo, err)
-	}
-	return rr
-}
-
 // ParseRef parses a reference in this registry ("repo:tag", "repo@sha256:...", or the same with
 // the registry address in front), as an insecure (HTTP) reference.
 func (r *Registry) ParseRef(t testing.TB, ref string) name.Reference {
@@ -265,9 +256,9 @@ func (r *Registry) Tags(t testing.TB, repo string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tags, err := remote.List(r.repo(t, repo), r.RemoteOptions(ctx)...)
+	tags, err := remote.List(r.ParseRef(t, repo).Context(), r.RemoteOptions(ctx)...)
 	if err != nil {
-		if isNotFound(err) {
+		if registry.IsNotFound(err) {
 			return nil
 		}
 		t.Fatalf("testenv: listing tags of %s: %v", repo, err)
@@ -301,7 +292,7 @@ func (r *Registry) Digest(t testing.TB, ref string) string {
 	defer cancel()
 	desc, err := remote.Head(r.ParseRef(t, ref), r.RemoteOptions(ctx)...)
 	if err != nil {
-		if isNotFound(err) {
+		if registry.IsNotFound(err) {
 			return ""
 		}
 		t.Fatalf("testenv: HEAD %s: %v", ref, err)
@@ -337,19 +328,4 @@ func (r *Registry) Delete(t testing.TB, ref string) {
 	if err := remote.Delete(dref, r.RemoteOptions(ctx)...); err != nil {
 		t.Fatalf("testenv: delete %s: %v", ref, err)
 	}
-}
-
-func isNotFound(err error) bool {
-	var terr *transport.Error
-	if errors.As(err, &terr) {
-		if terr.StatusCode == http.StatusNotFound {
-			return true
-		}
-		for _, e := range terr.Errors {
-			if e.Code == transport.NameUnknownErrorCode || e.Code == transport.ManifestUnknownErrorCode {
-				return true
-			}
-		}
-	}
-	return false
 }
