@@ -111,8 +111,54 @@ func gcKeepStorage(cacheBytes int64) string {
 // its inputs: the controller's tests and the pod rendering tests both rely on that.
 func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 	podName := buildPodName(ib, opts.Build)
+	volumes, runnerMounts := buildPodVolumes(ib, opts.ClaimName, podName)
+	deadline := ptr.To(int64(buildTimeout(ib, opts.MaxTimeout).Round(time.Second).Seconds()))
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      podName,
+			Namespace: ib.Namespace,
+			Labels: map[string]string{
+				LabelImageBuild: ib.Name,
+				LabelManagedBy:  "kiln",
+			},
+			Annotations: map[string]string{
+				AnnotationBuild:      strconv.FormatInt(opts.Build, 10),
+				AnnotationBuildKey:   encodeKey(keyOf(ib)),
+				AnnotationAttempt:    strconv.Itoa(int(opts.Attempt)),
+				AnnotationCacheClaim: opts.ClaimName,
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ib, kilnv1.GroupVersion.WithKind("ImageBuild"))},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			ServiceAccountName:            ib.Spec.ServiceAccountName,
+			ActiveDeadlineSeconds:         deadline,
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			NodeSelector:                  ib.Spec.NodeSelector,
+			Tolerations:                   ib.Spec.Tolerations,
+			Affinity:                      ib.Spec.Affinity,
+			PriorityClassName:             ib.Spec.PriorityClassName,
+			SecurityContext: &corev1.PodSecurityContext{
+				// The cache claim and emptyDirs become writable by BuildKit's user.
+				FSGroup:             ptr.To[int64](buildKitUID),
+				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			InitContainers: []corev1.Container{buildKitContainer(ib, opts)},
+			Containers:     []corev1.Container{runnerContainer(opts.RunnerImage, runnerMounts)},
+			Volumes:        volumes,
+		},
+	}
+}
+
+// buildPodVolumes returns the build pod's volumes and the runner's mounts of them: the cache
+// claim, BuildKit's socket directory, scratch space, the request ConfigMap, and the source
+// ConfigMap and Secrets the spec names.
+func buildPodVolumes(ib *kilnv1.ImageBuild, claimName, podName string) ([]corev1.Volume, []corev1.VolumeMount) {
 	volumes := []corev1.Volume{
-		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: opts.ClaimName}}},
+		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName}}},
 		{Name: "buildkit-run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
@@ -150,7 +196,12 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 		addSecret(fmt.Sprintf("build-secret-%d", i), s.SecretRef.Name, contract.BuildSecretsDir+"/"+s.ID,
 			[]corev1.KeyToPath{{Key: s.SecretRef.Key, Path: contract.BuildSecretFile}})
 	}
+	return volumes, runnerMounts
+}
 
+// buildKitContainer is the build pod's rootless buildkitd: a sidecar (an init container that
+// restarts always) that the runner waits for through its startup probe.
+func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container {
 	buildkitArgs := []string{
 		"--addr=" + contract.Socket,
 		"--root=" + contract.BuildKitStateDir,
@@ -165,7 +216,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 		buildkitResources = corev1.ResourceRequirements{Limits: corev1.ResourceList(r.Limits), Requests: corev1.ResourceList(r.Requests)}
 	}
 
-	buildkitd := corev1.Container{
+	return corev1.Container{
 		Name:          containerBuildKit,
 		Image:         opts.BuildKitImage,
 		Args:          buildkitArgs,
@@ -196,10 +247,14 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
 
-	runner := corev1.Container{
+// runnerContainer is the build pod's runner: it reads the request, drives BuildKit, pushes, and
+// writes its result as the container's termination message.
+func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
 		Name:  containerRunner,
-		Image: opts.RunnerImage,
+		Image: image,
 		Args:  []string{"runner", "--request-dir=" + contract.RequestDir},
 		Env: []corev1.EnvVar{
 			{Name: "BUILDKIT_HOST", Value: contract.Socket},
@@ -217,50 +272,8 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		VolumeMounts:             runnerMounts,
+		VolumeMounts:             mounts,
 		TerminationMessagePath:   contract.ResultPath,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-
-	deadline := ptr.To(int64(buildTimeout(ib, opts.MaxTimeout).Round(time.Second).Seconds()))
-
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      podName,
-			Namespace: ib.Namespace,
-			Labels: map[string]string{
-				LabelImageBuild: ib.Name,
-				LabelManagedBy:  "kiln",
-			},
-			Annotations: map[string]string{
-				AnnotationBuild:      strconv.FormatInt(opts.Build, 10),
-				AnnotationBuildKey:   encodeKey(keyOf(ib)),
-				AnnotationAttempt:    strconv.Itoa(int(opts.Attempt)),
-				AnnotationCacheClaim: opts.ClaimName,
-			},
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ib, kilnv1.GroupVersion.WithKind("ImageBuild"))},
-		},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			AutomountServiceAccountToken:  ptr.To(false),
-			EnableServiceLinks:            ptr.To(false),
-			ServiceAccountName:            ib.Spec.ServiceAccountName,
-			ActiveDeadlineSeconds:         deadline,
-			TerminationGracePeriodSeconds: ptr.To[int64](30),
-			NodeSelector:                  ib.Spec.NodeSelector,
-			Tolerations:                   ib.Spec.Tolerations,
-			Affinity:                      ib.Spec.Affinity,
-			PriorityClassName:             ib.Spec.PriorityClassName,
-			SecurityContext: &corev1.PodSecurityContext{
-				// The cache claim and emptyDirs become writable by BuildKit's user.
-				FSGroup:             ptr.To[int64](buildKitUID),
-				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
-				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
-			InitContainers: []corev1.Container{buildkitd},
-			Containers:     []corev1.Container{runner},
-			Volumes:        volumes,
-		},
-	}
-	return pod
 }
