@@ -96,6 +96,38 @@ type solveOutput struct {
 
 // solve builds the Dockerfile and exports the image as an OCI layout in layoutDir.
 func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir string) (solveOutput, error) {
+	attrs := r.frontendAttrs(in)
+	mounts, err := localMounts(in, attrs)
+	if err != nil {
+		return solveOutput{}, err
+	}
+	attachables, err := sessionAttachables(in)
+	if err != nil {
+		return solveOutput{}, err
+	}
+	opt := client.SolveOpt{
+		LocalMounts: mounts,
+		Session:     attachables,
+		Exports: []client.ExportEntry{{
+			Type: client.ExporterOCI, OutputDir: layoutDir, Attrs: r.exportAttrs(),
+		}},
+	}
+
+	var out solveOutput
+	statusCh := make(chan *client.SolveStatus)
+	steps, wait := r.showProgress(ctx, statusCh)
+	_, err = c.Build(ctx, opt, "kiln", r.buildFunc(in, attrs, &out), statusCh)
+	wait()
+	out.cached, out.total = steps.counts()
+	if err != nil {
+		return out, classifySolveError(err, in)
+	}
+	return out, nil
+}
+
+// frontendAttrs are the Dockerfile frontend's options: the Dockerfile's name, the target, the
+// platforms and the build arguments.
+func (r *run) frontendAttrs(in *inputs) map[string]string {
 	spec := r.req.Spec
 	attrs := map[string]string{"filename": in.dockerfileName}
 	if spec.Dockerfile.Target != "" {
@@ -107,17 +139,22 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	for _, a := range spec.Dockerfile.BuildArgs {
 		attrs["build-arg:"+a.Name] = a.Value
 	}
-	// Reproducible builds take SOURCE_DATE_EPOCH from the git commit (set below, once it is
-	// resolved); a local context has no history, so it gets the Unix epoch.
+	// Reproducible builds take SOURCE_DATE_EPOCH from the git commit (set by buildFunc, once it
+	// is resolved); a local context has no history, so it gets the Unix epoch.
 	if spec.Output.Reproducible && in.gitRef == "" {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = "0"
 	}
+	return attrs
+}
 
+// localMounts are the local directories the build reads (the context, the Dockerfile's
+// directory); a git context is named in attrs instead.
+func localMounts(in *inputs, attrs map[string]string) (map[string]fsutil.FS, error) {
 	mounts := map[string]fsutil.FS{}
 	if in.contextDir != "" {
 		fs, err := fsutil.NewFS(in.contextDir)
 		if err != nil {
-			return solveOutput{}, err
+			return nil, err
 		}
 		mounts["context"] = fs
 	} else {
@@ -126,19 +163,24 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	if in.dockerfileDir != "" {
 		fs, err := fsutil.NewFS(in.dockerfileDir)
 		if err != nil {
-			return solveOutput{}, err
+			return nil, err
 		}
 		mounts["dockerfile"] = fs
 		if in.gitRef != "" {
 			attrs["dockerfilekey"] = "dockerfile" // the Dockerfile is local, the context is git
 		}
 	}
+	return mounts, nil
+}
 
+// exportAttrs are the OCI exporter's options: the image's name, compression and timestamps.
+func (r *run) exportAttrs() map[string]string {
+	spec := r.req.Spec
 	compression := string(spec.Output.Compression)
 	if compression == "" {
 		compression = string(kilnv1.CompressionGzip)
 	}
-	exportAttrs := map[string]string{
+	attrs := map[string]string{
 		"name":              r.imageName(),
 		"oci-mediatypes":    "true",
 		"compression":       compression,
@@ -146,9 +188,14 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 		"tar":               "false", // write into the layout's content store, not a tarball
 	}
 	if spec.Output.Reproducible {
-		exportAttrs["rewrite-timestamp"] = "true"
+		attrs["rewrite-timestamp"] = "true"
 	}
+	return attrs
+}
 
+// sessionAttachables serve the build's secrets, the registry credentials and the git ssh key
+// to BuildKit.
+func sessionAttachables(in *inputs) ([]session.Attachable, error) {
 	attachables := []session.Attachable{
 		secretsprovider.FromMap(in.secrets),
 		authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
@@ -158,23 +205,18 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	if in.sshKey != "" {
 		ssh, err := sshprovider.NewSSHAgentProvider([]sshprovider.AgentConfig{{ID: "default", Paths: []string{in.sshKey}}})
 		if err != nil {
-			return solveOutput{}, fail(kilnv1.FailureBadInput, "git Secret (spec.source.git.secretRef): ssh-privatekey is not a usable key: %v", err)
+			return nil, fail(kilnv1.FailureBadInput, "git Secret (spec.source.git.secretRef): ssh-privatekey is not a usable key: %v", err)
 		}
 		attachables = append(attachables, ssh)
 	}
+	return attachables, nil
+}
 
-	opt := client.SolveOpt{
-		LocalMounts: mounts,
-		Session:     attachables,
-		Exports: []client.ExportEntry{{
-			Type: client.ExporterOCI, OutputDir: layoutDir, Attrs: exportAttrs,
-		}},
-	}
-
-	var out solveOutput
-	statusCh := make(chan *client.SolveStatus)
+// showProgress prints the build's progress to the log as it comes on statusCh, and counts its
+// steps; wait returns once statusCh is closed and everything is printed.
+func (r *run) showProgress(ctx context.Context, statusCh <-chan *client.SolveStatus) (steps *stepCounter, wait func()) {
 	displayCh := make(chan *client.SolveStatus)
-	steps := newStepCounter()
+	steps = newStepCounter()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -195,8 +237,14 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 		}
 		_, _ = d.UpdateFrom(context.WithoutCancel(ctx), displayCh)
 	}()
+	return steps, wg.Wait
+}
 
-	build := func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
+// buildFunc is the build BuildKit runs: it resolves a git source to its commit (into
+// out.revision, and SOURCE_DATE_EPOCH for a reproducible build), then solves the Dockerfile.
+func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) gateway.BuildFunc {
+	spec := r.req.Spec
+	return func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
 		var epoch string
 		if in.gitRef != "" {
 			rev, commitTime, err := resolveGitRevision(ctx, gw, spec.Source.Git.URL, spec.Source.Git.Revision)
@@ -225,13 +273,6 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 		}
 		return res, err
 	}
-	_, err := c.Build(ctx, opt, "kiln", build, statusCh)
-	wg.Wait()
-	out.cached, out.total = steps.counts()
-	if err != nil {
-		return out, classifySolveError(err, in)
-	}
-	return out, nil
 }
 
 // exporterEpochKey is the result metadata BuildKit's image exporters take SOURCE_DATE_EPOCH from.
