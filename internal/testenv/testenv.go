@@ -7,7 +7,9 @@
 // rootlesskit, uidmap, docker-registry, busybox-static), buildkitd and buildctl at the pinned
 // BuildKit version in bin/buildkit-<version>/, and the build user with /etc/subuid and /etc/subgid
 // ranges. A missing part fails the test with a pointer to that script; tests skip only when they
-// cannot work on this host at all (not root, or no user namespaces).
+// cannot work on this host at all (not root, or no user namespaces), and not even then when the
+// CI environment variable is set: in continuous integration every real part must be there, so a
+// test fails with what is missing instead of skipping (see SkipOrFail).
 //
 // Environment overrides:
 //
@@ -15,6 +17,7 @@
 //	KILN_BUILD_USER       user rootless buildkitd runs as (default kilnbuild)
 //	KILN_REGISTRY_BIN     the registry binary (default docker-registry from PATH, then /usr/bin)
 //	KILN_TESTENV_CACHE    cache directory for built image layers (default <repo>/bin/testenv-cache)
+//	CI                    set (and not "false" or "0"): tests fail instead of skipping
 package testenv
 
 import (
@@ -176,27 +179,50 @@ func lookBin(t testing.TB, envVar, name string, fallbacks ...string) string {
 	return ""
 }
 
+// InCI reports whether the tests run in continuous integration: the CI environment variable is
+// set to anything but "", "false" or "0".
+func InCI() bool {
+	switch strings.ToLower(strings.TrimSpace(os.Getenv("CI"))) {
+	case "", "false", "0":
+		return false
+	}
+	return true
+}
+
+// SkipOrFail skips the test because a real part it needs is missing on this host, which the
+// message names; in continuous integration (InCI) it fails the test instead, so that a missing
+// part cannot pass unnoticed as a skip.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if InCI() {
+		t.Fatalf("testenv: CI is set, so this test fails instead of skipping: %s", msg)
+		return
+	}
+	t.Skipf("testenv: skipping: %s", msg)
+}
+
 // SkipUnlessRoot skips the test unless it runs as root (needed to run the daemons as another
-// user and to read what rootless BuildKit writes with subordinate ids).
+// user and to read what rootless BuildKit writes with subordinate ids); in CI it fails instead.
 func SkipUnlessRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("testenv: skipping: needs root (euid is %d) to run rootless BuildKit as user %s", os.Geteuid(), buildUserName())
+		SkipOrFail(t, "needs root (euid is %d) to run rootless BuildKit as user %s", os.Geteuid(), buildUserName())
 	}
 }
 
 // SkipUnlessUserNamespaces skips the test when an unprivileged process cannot create a user
-// namespace on this host (rootless BuildKit is impossible then).
+// namespace on this host (rootless BuildKit is impossible then); in CI it fails instead.
 func SkipUnlessUserNamespaces(t testing.TB) {
 	t.Helper()
 	if reason := userNamespacesUnavailable(); reason != "" {
-		t.Skipf("testenv: skipping: user namespaces are not available: %s", reason)
+		SkipOrFail(t, "user namespaces are not available: %s", reason)
 	}
 }
 
 // SkipUnlessBuildKitPossible skips the test unless rootless BuildKit can run here at all: the
-// test runs as root and unprivileged user namespaces work. Missing binaries or a missing build
-// user are not a reason to skip; StartBuildKit fails then.
+// test runs as root and unprivileged user namespaces work; in CI it fails instead. Missing
+// binaries or a missing build user are not a reason to skip; StartBuildKit fails then.
 func SkipUnlessBuildKitPossible(t testing.TB) {
 	t.Helper()
 	SkipUnlessRoot(t)
