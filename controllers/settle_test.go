@@ -145,7 +145,12 @@ func TestImageNeverPulledIsRetried(t *testing.T) {
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
 	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
 	g.Eventually(podExists(ns, "nopull-build-2")).Should(BeTrue(), "ImagePullFailed is transient: retried")
-	g.Expect(getIB(g, ib).Status.LastBuild.Attempt).To(Equal(int32(2)))
+	// The pod is created before the status that records its attempt is patched.
+	g.Eventually(func(g Gomega) int32 {
+		lb := getIB(g, ib).Status.LastBuild
+		g.Expect(lb).NotTo(BeNil())
+		return lb.Attempt
+	}).Should(Equal(int32(2)))
 }
 
 func TestPendingClaimWarningHasARequeue(t *testing.T) {
