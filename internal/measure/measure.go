@@ -261,23 +261,49 @@ type entry struct {
 	lower *data
 }
 
+// layerChanges is what one layer tarball does to the view below it. Within one layer,
+// whiteouts apply to lower layers only: the layer's entries are collected first so that an
+// opaque directory does not hide files the same layer adds.
+type layerChanges struct {
+	adds    []entry
+	deletes []string // names a whiteout deletes
+	opaques []string // directories an opaque whiteout empties
+}
+
 // apply reads one layer tarball; it returns the tarball's size and its entry count.
 func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
+	ch, n, files, err := readLayer(r)
+	if err != nil {
+		return n, files, err
+	}
+	o.resolveLowerLinks(ch.adds)
+	for _, d := range ch.opaques {
+		o.hideUnder(d, layer, false, true)
+	}
+	for _, d := range ch.deletes {
+		o.hide(d, layer, true)
+		o.hideUnder(d, layer, true, false)
+	}
+	for _, a := range ch.adds {
+		o.add(layer, a)
+	}
+	return n, files, nil
+}
+
+// readLayer reads a layer tarball to its end; it returns its changes, its size in bytes and its
+// entry count.
+func readLayer(r io.Reader) (layerChanges, int64, int, error) {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	files := 0
-	// Within one layer, whiteouts apply to lower layers only: collect this layer's entries first
-	// so an opaque directory does not hide files the same layer adds.
-	var adds []entry
-	var deletes []string
-	var opaques []string
+	var ch layerChanges
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return cr.n, files, err
+			return ch, cr.n, files, err
 		}
 		files++
 		name := clean(h.Name)
@@ -285,77 +311,74 @@ func (o *overlay) apply(layer int, r io.Reader) (int64, int, error) {
 		dir := path.Dir(name)
 		switch {
 		case base == opaqueWhiteout:
-			opaques = append(opaques, dir)
+			ch.opaques = append(ch.opaques, dir)
 		case strings.HasPrefix(base, whiteoutPrefix):
-			deletes = append(deletes, path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
+			ch.deletes = append(ch.deletes, path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
 		case h.Typeflag == tar.TypeDir:
 			// A directory replacing a file hides the file.
-			adds = append(adds, entry{name: name, dir: true})
+			ch.adds = append(ch.adds, entry{name: name, dir: true})
 		case h.Typeflag == tar.TypeLink:
-			adds = append(adds, entry{name: name, link: clean(h.Linkname)})
+			ch.adds = append(ch.adds, entry{name: name, link: clean(h.Linkname)})
 		default:
 			size := int64(0)
 			if h.Typeflag == tar.TypeReg {
 				size = h.Size
 			}
-			adds = append(adds, entry{name: name, size: size})
+			ch.adds = append(ch.adds, entry{name: name, size: size})
 		}
 	}
 	// Drain anything after the end-of-archive marker so the byte count is the blob's.
 	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return cr.n, files, err
+		return ch, cr.n, files, err
 	}
-	// A hard link names an earlier entry of the same layer (the OCI image spec keeps hard links
-	// within a layer); one to a lower layer's file is resolved against the view below this
-	// layer, before its whiteouts apply, so deleting the old name keeps the data reachable.
-	if len(adds) > 0 {
-		seen := make(map[string]bool, len(adds))
-		for i := range adds {
-			a := &adds[i]
-			if a.link != "" && !seen[a.link] {
-				if prev, ok := o.live[a.link]; ok && prev.data != nil {
-					a.lower = prev.data
-					a.lower.names++
-				}
-			}
-			seen[a.name] = true
-		}
-	}
-	for _, d := range opaques {
-		o.hideUnder(d, layer, false, true)
-	}
-	for _, d := range deletes {
-		o.hide(d, layer, true)
-		o.hideUnder(d, layer, true, false)
-	}
-	for _, a := range adds {
-		if prev, ok := o.live[a.name]; ok {
-			switch {
-			case prev.layer < layer:
-				o.hide(a.name, layer, false)
-				if !a.dir {
-					o.hideUnder(a.name, layer, false, false) // a file replacing a directory
-				}
-			case prev.data != nil:
-				prev.data.names-- // the same layer names the path twice: the later entry wins
+	return ch, cr.n, files, nil
+}
+
+// resolveLowerLinks resolves the hard links of a layer's adds that reach a lower layer's file.
+// A hard link names an earlier entry of the same layer (the OCI image spec keeps hard links
+// within a layer); one to a lower layer's file is resolved against the view below this layer,
+// before its whiteouts apply, so deleting the old name keeps the data reachable.
+func (o *overlay) resolveLowerLinks(adds []entry) {
+	seen := make(map[string]bool, len(adds))
+	for i := range adds {
+		a := &adds[i]
+		if a.link != "" && !seen[a.link] {
+			if prev, ok := o.live[a.link]; ok && prev.data != nil {
+				a.lower = prev.data
+				a.lower.names++
 			}
 		}
-		c := fileCopy{layer: layer, dir: a.dir}
+		seen[a.name] = true
+	}
+}
+
+// add puts one entry of layer into the merged view, hiding what it replaces.
+func (o *overlay) add(layer int, a entry) {
+	if prev, ok := o.live[a.name]; ok {
 		switch {
-		case a.dir:
-		case a.lower != nil:
-			c.data = a.lower // counted when resolved
-		case a.link != "":
-			if t, ok := o.live[a.link]; ok && t.layer == layer && t.data != nil {
-				c.data = t.data
-				c.data.names++
+		case prev.layer < layer:
+			o.hide(a.name, layer, false)
+			if !a.dir {
+				o.hideUnder(a.name, layer, false, false) // a file replacing a directory
 			}
-		default:
-			c.data = &data{size: a.size, layer: layer, names: 1}
+		case prev.data != nil:
+			prev.data.names-- // the same layer names the path twice: the later entry wins
 		}
-		o.live[a.name] = c
 	}
-	return cr.n, files, nil
+	c := fileCopy{layer: layer, dir: a.dir}
+	switch {
+	case a.dir:
+	case a.lower != nil:
+		c.data = a.lower // counted when resolved
+	case a.link != "":
+		if t, ok := o.live[a.link]; ok && t.layer == layer && t.data != nil {
+			c.data = t.data
+			c.data.names++
+		}
+	default:
+		c.data = &data{size: a.size, layer: layer, names: 1}
+	}
+	o.live[a.name] = c
 }
 
 // hide removes a lower name p; when no other name reaches its data, the data's bytes are
