@@ -72,42 +72,8 @@ func StartBuildKit(t testing.TB, opts BuildKitOptions) *BuildKit {
 		lookBin(t, "", b, "/usr/bin")
 	}
 	u := lookupBuildUser(t)
-
-	stateDir := opts.StateDir
-	if stateDir == "" {
-		stateDir = t.TempDir()
-	}
-	stateDir, err := filepath.Abs(stateDir)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		t.Fatalf("testenv: state dir: %v", err)
-	}
-	makeReachable(t, stateDir, u)
-	if err := chownIfNeeded(stateDir, u); err != nil {
-		t.Fatalf("testenv: state dir: %v", err)
-	}
-
-	// A short private dir (unix socket paths are limited to 108 bytes) for the socket, the
-	// user's XDG_RUNTIME_DIR, rootlesskit's state, the config and the log. Root (the test)
-	// connects to the socket regardless of its permissions.
-	runDir, err := os.MkdirTemp("", "kiln-bk-")
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(runDir) })
-	xdgRuntime := filepath.Join(runDir, "xdg")
-	rkState := filepath.Join(runDir, "rootlesskit")
-	for _, d := range []string{runDir, xdgRuntime} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		if err := os.Chown(d, u.uid, u.gid); err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-	}
-	makeReachable(t, runDir, u)
+	stateDir := buildKitStateDir(t, opts.StateDir, u)
+	runDir := buildKitRunDir(t, u)
 
 	bk := &BuildKit{
 		SocketPath: filepath.Join(runDir, "buildkitd.sock"),
@@ -128,7 +94,7 @@ func StartBuildKit(t testing.TB, opts BuildKitOptions) *BuildKit {
 		// The host network namespace: buildkitd and RUN steps reach the test registries on the
 		// host's 127.0.0.1 directly (--disable-host-loopback only matters for non-host networks).
 		"--net=host",
-		"--state-dir=" + rkState,
+		"--state-dir=" + filepath.Join(runDir, "rootlesskit"),
 		filepath.Join(binDir, "buildkitd"),
 		// No PID namespace and /proc mount per RUN step: not allowed in a user namespace
 		// without an unmasked /proc (as in BuildKit's rootless Kubernetes examples).
@@ -146,22 +112,7 @@ func StartBuildKit(t testing.TB, opts BuildKitOptions) *BuildKit {
 	}
 	args = append(args, opts.ExtraArgs...)
 
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = runDir
-	cmd.Env = []string{
-		"HOME=" + u.home,
-		"USER=" + u.name,
-		"LOGNAME=" + u.name,
-		"SHELL=/bin/sh",
-		"PATH=" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"XDG_RUNTIME_DIR=" + xdgRuntime,
-		"XDG_DATA_HOME=" + filepath.Join(u.home, ".local", "share"),
-		"XDG_CONFIG_HOME=" + filepath.Join(u.home, ".config"),
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}},
-	}
-	p, err := startProc("buildkitd", cmd, bk.LogPath)
+	p, err := startProc("buildkitd", buildKitCommand(args, runDir, binDir, u), bk.LogPath)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -181,6 +132,71 @@ func StartBuildKit(t testing.TB, opts BuildKitOptions) *BuildKit {
 	t.Logf("testenv: rootless buildkitd (user %s, snapshotter %s) ready in %s at %s (state %s, log %s)",
 		u.name, bk.Snapshotter, time.Since(start).Round(time.Millisecond), bk.Addr, stateDir, bk.LogPath)
 	return bk
+}
+
+// buildKitStateDir makes buildkitd's state directory (dir, or a new temporary one when dir is
+// ""), owned by and reachable for the build user; it returns its absolute path.
+func buildKitStateDir(t testing.TB, dir string, u buildUser) string {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatalf("testenv: state dir: %v", err)
+	}
+	makeReachable(t, dir, u)
+	if err := chownIfNeeded(dir, u); err != nil {
+		t.Fatalf("testenv: state dir: %v", err)
+	}
+	return dir
+}
+
+// buildKitRunDir makes a short private directory (unix socket paths are limited to 108 bytes)
+// for the socket, the user's XDG_RUNTIME_DIR (xdg/), rootlesskit's state, the config and the
+// log, removed when the test ends. Root (the test) connects to the socket regardless of its
+// permissions.
+func buildKitRunDir(t testing.TB, u buildUser) string {
+	t.Helper()
+	runDir, err := os.MkdirTemp("", "kiln-bk-")
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(runDir) })
+	for _, d := range []string{runDir, filepath.Join(runDir, "xdg")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		if err := os.Chown(d, u.uid, u.gid); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
+	makeReachable(t, runDir, u)
+	return runDir
+}
+
+// buildKitCommand runs args (rootlesskit and buildkitd) in runDir as the build user, with the
+// user's own environment.
+func buildKitCommand(args []string, runDir, binDir string, u buildUser) *exec.Cmd {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = runDir
+	cmd.Env = []string{
+		"HOME=" + u.home,
+		"USER=" + u.name,
+		"LOGNAME=" + u.name,
+		"SHELL=/bin/sh",
+		"PATH=" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"XDG_RUNTIME_DIR=" + filepath.Join(runDir, "xdg"),
+		"XDG_DATA_HOME=" + filepath.Join(u.home, ".local", "share"),
+		"XDG_CONFIG_HOME=" + filepath.Join(u.home, ".config"),
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}},
+	}
+	return cmd
 }
 
 func (bk *BuildKit) waitReady(timeout time.Duration) error {
