@@ -157,234 +157,305 @@ type hereDoc struct {
 // bodies docs, in order (BuildKit's parser has read them), instead of the lines that follow.
 // depth counts the shells around the script.
 func splitShellDocs(s string, docs []string, depth int) []shCmd {
-	var (
-		cmds    []shCmd
-		words   []string
-		outs    []string
-		cur     strings.Builder
-		inWord  bool
-		pending int // 0: none, 1: output file, 2: input file, 3: here-string, 4: here-document delimiter
-		fd0     bool
-		chomp   bool
-		serial  int             // the command being read
-		index   = map[int]int{} // serial → index in cmds
-		stdin   = map[int]string{}
-		waiting []hereDoc
-		piped   bool // the command being read follows a |
-	)
-	flush := func() {
-		if !inWord {
-			return
-		}
-		w := cur.String()
-		cur.Reset()
-		inWord = false
-		switch pending {
-		case 1:
-			outs = append(outs, w)
-		case 2:
-		case 3:
-			if fd0 {
-				stdin[serial] = w
-			}
-		case 4:
-			waiting = append(waiting, hereDoc{cmd: serial, delim: w, chomp: chomp, stdin: fd0})
-		default:
-			words = append(words, w)
-		}
-		pending = 0
+	l := &shLexer{rs: []rune(s), docs: docs, index: map[int]int{}, stdin: map[int]string{}}
+	for i := 0; i < len(l.rs); i++ {
+		i = l.next(i)
 	}
-	end := func(pipe bool) {
-		flush()
-		pending = 0
-		if len(words) > 0 || len(outs) > 0 {
-			c := makeCmd(words, outs)
-			c.piped = piped
-			index[serial] = len(cmds)
-			cmds = append(cmds, c)
-		}
-		words, outs = nil, nil
-		serial++
-		piped = pipe
+	l.end(false)
+	if len(l.waiting) > 0 {
+		l.bodies(len(l.rs))
 	}
-	rs := []rune(s)
-	// bodies reads the here-documents waiting at the end of a line, the line break at i.
-	bodies := func(i int) int {
-		for _, d := range waiting {
-			body := ""
-			if len(docs) > 0 {
-				body, docs = docs[0], docs[1:]
-			} else {
-				var b strings.Builder
-				for i+1 < len(rs) {
-					j := i + 1
-					for j < len(rs) && rs[j] != '\n' {
-						j++
-					}
-					line := string(rs[i+1 : j])
-					i = j
-					check := line
-					if d.chomp {
-						check = strings.TrimLeft(line, "\t")
-					}
-					if check == d.delim {
-						break
-					}
-					if d.chomp {
-						line = check
-					}
-					b.WriteString(line + "\n")
-				}
-				body = b.String()
-			}
-			if d.stdin {
-				stdin[d.cmd] = body
-			}
+	for serial, body := range l.stdin {
+		if i, ok := l.index[serial]; ok {
+			l.cmds[i].stdin, l.cmds[i].hasStdin = body, true
 		}
-		waiting = nil
+	}
+	return expandShells(l.cmds, depth)
+}
+
+// redirection is what the next word is for after a redirection operator.
+type redirection int
+
+const (
+	redirNone       redirection = iota // no redirection: the word is an argument
+	redirOut                           // > file: a file the command writes
+	redirIn                            // < file
+	redirHereString                    // <<< word
+	redirHereDoc                       // << delimiter
+)
+
+// shLexer reads a shell script into simple commands (splitShellDocs).
+type shLexer struct {
+	rs   []rune
+	docs []string // here-document bodies BuildKit has read, for the first line's here-documents
+
+	cmds    []shCmd
+	words   []string // the command being read
+	outs    []string // its output files
+	cur     strings.Builder
+	inWord  bool
+	pending redirection // what the word being read is for
+	fd0     bool        // the pending input redirection is standard input's
+	chomp   bool        // the pending here-document is <<-
+	serial  int         // the command being read
+	index   map[int]int // serial → index in cmds
+	stdin   map[int]string
+	waiting []hereDoc
+	piped   bool // the command being read follows a |
+}
+
+// next reads the script from rs[i], one character or one quoted or nested run; it returns the
+// index of the last character it read.
+func (l *shLexer) next(i int) int {
+	rs := l.rs
+	switch c := rs[i]; {
+	case c == '\\':
+		return l.escaped(i)
+	case c == '\'':
+		return l.quoted(i, '\'')
+	case c == '"':
+		return l.quoted(i, '"')
+	case c == '$' && i+1 < len(rs) && (rs[i+1] == '(' || rs[i+1] == '{'):
+		return l.substitution(i)
+	case c == '`':
+		return l.backquoted(i)
+	case c == '#' && !l.inWord:
+		for i+1 < len(rs) && rs[i+1] != '\n' {
+			i++
+		}
+	case c == ' ' || c == '\t' || c == '\r':
+		l.flush()
+	case c == '\n':
+		l.end(false)
+		if len(l.waiting) > 0 {
+			i = l.bodies(i)
+		}
+	case c == '|':
+		pipe := i+1 >= len(rs) || rs[i+1] != '|'
+		if !pipe {
+			i++
+		}
+		l.end(pipe)
+	case c == ';' || c == '&' || c == '(' || c == ')':
+		l.end(false)
+	case c == '>' || c == '<':
+		return l.redirect(i)
+	default:
+		l.cur.WriteRune(c)
+		l.inWord = true
+	}
+	return i
+}
+
+// flush ends the word being read, which is an argument or the target of a redirection.
+func (l *shLexer) flush() {
+	if !l.inWord {
+		return
+	}
+	w := l.cur.String()
+	l.cur.Reset()
+	l.inWord = false
+	switch l.pending {
+	case redirOut:
+		l.outs = append(l.outs, w)
+	case redirIn:
+	case redirHereString:
+		if l.fd0 {
+			l.stdin[l.serial] = w
+		}
+	case redirHereDoc:
+		l.waiting = append(l.waiting, hereDoc{cmd: l.serial, delim: w, chomp: l.chomp, stdin: l.fd0})
+	default:
+		l.words = append(l.words, w)
+	}
+	l.pending = redirNone
+}
+
+// end ends the command being read; pipe says the next one reads its output.
+func (l *shLexer) end(pipe bool) {
+	l.flush()
+	l.pending = redirNone
+	if len(l.words) > 0 || len(l.outs) > 0 {
+		c := makeCmd(l.words, l.outs)
+		c.piped = l.piped
+		l.index[l.serial] = len(l.cmds)
+		l.cmds = append(l.cmds, c)
+	}
+	l.words, l.outs = nil, nil
+	l.serial++
+	l.piped = pipe
+}
+
+// bodies reads the here-documents waiting at the end of a line, the line break at i; it returns
+// the index of the last character read.
+func (l *shLexer) bodies(i int) int {
+	for _, d := range l.waiting {
+		body := ""
+		if len(l.docs) > 0 {
+			body, l.docs = l.docs[0], l.docs[1:]
+		} else {
+			body, i = l.body(i, d)
+		}
+		if d.stdin {
+			l.stdin[d.cmd] = body
+		}
+	}
+	l.waiting = nil
+	return i
+}
+
+// body reads the lines after the line break at i up to d's delimiter line.
+func (l *shLexer) body(i int, d hereDoc) (string, int) {
+	rs := l.rs
+	var b strings.Builder
+	for i+1 < len(rs) {
+		j := i + 1
+		for j < len(rs) && rs[j] != '\n' {
+			j++
+		}
+		line := string(rs[i+1 : j])
+		i = j
+		check := line
+		if d.chomp {
+			check = strings.TrimLeft(line, "\t")
+		}
+		if check == d.delim {
+			break
+		}
+		if d.chomp {
+			line = check
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String(), i
+}
+
+// escaped reads a backslash at i and the character it escapes; an escaped line break joins
+// the lines.
+func (l *shLexer) escaped(i int) int {
+	if i+1 >= len(l.rs) {
 		return i
 	}
-	for i := 0; i < len(rs); i++ {
-		c := rs[i]
-		switch {
-		case c == '\\':
-			if i+1 < len(rs) {
-				i++
-				if rs[i] == '\n' {
-					continue
-				}
-				cur.WriteRune(rs[i])
-				inWord = true
+	i++
+	if l.rs[i] == '\n' {
+		return i
+	}
+	l.cur.WriteRune(l.rs[i])
+	l.inWord = true
+	return i
+}
+
+// quoted reads a single- or double-quoted run that starts at i, without its quotes; in double
+// quotes a backslash escapes ", \\, $, ` and the line break.
+func (l *shLexer) quoted(i int, quote rune) int {
+	rs := l.rs
+	l.inWord = true
+	j := i + 1
+	for j < len(rs) && rs[j] != quote {
+		if quote == '"' && rs[j] == '\\' && j+1 < len(rs) && strings.ContainsRune("\"\\$`\n", rs[j+1]) {
+			if rs[j+1] != '\n' {
+				l.cur.WriteRune(rs[j+1])
 			}
-		case c == '\'':
-			inWord = true
-			j := i + 1
-			for j < len(rs) && rs[j] != '\'' {
-				cur.WriteRune(rs[j])
-				j++
+			j += 2
+			continue
+		}
+		l.cur.WriteRune(rs[j])
+		j++
+	}
+	return j
+}
+
+// substitution reads $(…) or ${…} at i, nested ones included, into the word as written.
+func (l *shLexer) substitution(i int) int {
+	rs := l.rs
+	open, closing := rs[i+1], ')'
+	if open == '{' {
+		closing = '}'
+	}
+	l.cur.WriteRune('$')
+	depth := 0
+	j := i + 1
+	for ; j < len(rs); j++ {
+		l.cur.WriteRune(rs[j])
+		if rs[j] == open {
+			depth++
+		} else if rs[j] == closing {
+			depth--
+			if depth == 0 {
+				break
 			}
-			i = j
-		case c == '"':
-			inWord = true
-			j := i + 1
-			for j < len(rs) && rs[j] != '"' {
-				if rs[j] == '\\' && j+1 < len(rs) && strings.ContainsRune("\"\\$`\n", rs[j+1]) {
-					if rs[j+1] != '\n' {
-						cur.WriteRune(rs[j+1])
-					}
-					j += 2
-					continue
-				}
-				cur.WriteRune(rs[j])
-				j++
-			}
-			i = j
-		case c == '$' && i+1 < len(rs) && (rs[i+1] == '(' || rs[i+1] == '{'):
-			open, closing := rs[i+1], ')'
-			if open == '{' {
-				closing = '}'
-			}
-			cur.WriteRune('$')
-			depth := 0
-			j := i + 1
-			for ; j < len(rs); j++ {
-				cur.WriteRune(rs[j])
-				if rs[j] == open {
-					depth++
-				} else if rs[j] == closing {
-					depth--
-					if depth == 0 {
-						break
-					}
-				}
-			}
-			inWord = true
-			i = j
-		case c == '`':
-			j := i + 1
-			cur.WriteRune('`')
-			for j < len(rs) && rs[j] != '`' {
-				cur.WriteRune(rs[j])
-				j++
-			}
-			cur.WriteRune('`')
-			inWord = true
-			i = j
-		case c == '#' && !inWord:
-			for i+1 < len(rs) && rs[i+1] != '\n' {
-				i++
-			}
-		case c == ' ' || c == '\t' || c == '\r':
-			flush()
-		case c == '\n':
-			end(false)
-			if len(waiting) > 0 {
-				i = bodies(i)
-			}
-		case c == '|':
-			pipe := i+1 >= len(rs) || rs[i+1] != '|'
-			if !pipe {
-				i++
-			}
-			end(pipe)
-		case c == ';' || c == '&' || c == '(' || c == ')':
-			end(false)
-		case c == '>' || c == '<':
-			fd := ""
-			if inWord && isDigits(cur.String()) {
-				fd = cur.String()
-				cur.Reset() // "2>" redirects a file descriptor
-				inWord = false
-			} else {
-				flush()
-			}
-			kind := 1
-			if c == '<' {
-				n := 1
-				for i+1 < len(rs) && rs[i+1] == '<' {
-					i++
-					n++
-				}
-				switch {
-				case n == 2:
-					kind = 4
-					chomp = i+1 < len(rs) && rs[i+1] == '-'
-					if chomp {
-						i++
-					}
-				case n > 2:
-					kind = 3
-				default:
-					kind = 2
-				}
-				fd0 = fd == "" || fd == "0"
-			}
-			for kind <= 2 && i+1 < len(rs) && (rs[i+1] == c || rs[i+1] == '|' || rs[i+1] == '-') {
-				i++
-			}
-			if kind <= 2 && i+1 < len(rs) && rs[i+1] == '&' { // >&2, 2>&1
-				i++
-				for i+1 < len(rs) && (isDigits(string(rs[i+1])) || rs[i+1] == '-') {
-					i++
-				}
-				kind = 0
-			}
-			pending = kind
-		default:
-			cur.WriteRune(c)
-			inWord = true
 		}
 	}
-	end(false)
-	if len(waiting) > 0 {
-		bodies(len(rs))
+	l.inWord = true
+	return j
+}
+
+// backquoted reads `…` at i into the word as written.
+func (l *shLexer) backquoted(i int) int {
+	rs := l.rs
+	j := i + 1
+	l.cur.WriteRune('`')
+	for j < len(rs) && rs[j] != '`' {
+		l.cur.WriteRune(rs[j])
+		j++
 	}
-	for serial, body := range stdin {
-		if i, ok := index[serial]; ok {
-			cmds[i].stdin, cmds[i].hasStdin = body, true
+	l.cur.WriteRune('`')
+	l.inWord = true
+	return j
+}
+
+// redirect reads a redirection operator at i (>, >>, 2>, >&2, 2>&1, <, <<, <<-, <<<); the word
+// after it is its target, read as pending says.
+func (l *shLexer) redirect(i int) int {
+	rs := l.rs
+	c := rs[i]
+	fd := ""
+	if l.inWord && isDigits(l.cur.String()) {
+		fd = l.cur.String()
+		l.cur.Reset() // "2>" redirects a file descriptor
+		l.inWord = false
+	} else {
+		l.flush()
+	}
+	kind := redirOut
+	if c == '<' {
+		kind, i = l.inputKind(i)
+		l.fd0 = fd == "" || fd == "0"
+	}
+	for kind <= redirIn && i+1 < len(rs) && (rs[i+1] == c || rs[i+1] == '|' || rs[i+1] == '-') {
+		i++
+	}
+	if kind <= redirIn && i+1 < len(rs) && rs[i+1] == '&' { // >&2, 2>&1
+		i++
+		for i+1 < len(rs) && (isDigits(string(rs[i+1])) || rs[i+1] == '-') {
+			i++
 		}
+		kind = redirNone
 	}
-	return expandShells(cmds, depth)
+	l.pending = kind
+	return i
+}
+
+// inputKind reads the <, << or <<< (or <<-) that starts at i; it returns which it is and the
+// index of its last character.
+func (l *shLexer) inputKind(i int) (redirection, int) {
+	rs := l.rs
+	n := 1
+	for i+1 < len(rs) && rs[i+1] == '<' {
+		i++
+		n++
+	}
+	switch {
+	case n == 2:
+		l.chomp = i+1 < len(rs) && rs[i+1] == '-'
+		if l.chomp {
+			i++
+		}
+		return redirHereDoc, i
+	case n > 2:
+		return redirHereString, i
+	}
+	return redirIn, i
 }
 
 // expandShells adds, after each command that is a shell running a script (sh -c "…", bash
