@@ -215,124 +215,259 @@ type checkpoint struct {
 	cpu     map[string]float64 // by process: manager, kube-apiserver, etcd, bench
 }
 
+// bench is one run of the benchmark: the processes it started and what it reads them with.
+type bench struct {
+	o          options
+	root, work string
+	bin        string       // the kiln binary the manager runs
+	cfg        *rest.Config // the bench's own client config
+	c          client.Client
+	informers  cache.Cache
+	tr         *tracker
+	mgr        *managerProc
+	probeURL   string
+	metricsURL string
+	pids       map[string]int // by process: manager, kube-apiserver, etcd, bench
+	smp        *sampler
+	names      []string // the ImageBuilds
+}
+
 func run(ctx context.Context, o options) (retErr error) {
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
-	assets, err := findAssets(root, o.assets)
-	if err != nil {
-		return err
-	}
-	work, err := os.MkdirTemp("", "kiln-bench-manager-")
+	b := &bench{o: o, tr: newTracker()}
+	assets, err := b.prepare()
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if retErr == nil && !o.keep && !o.profile {
-			_ = os.RemoveAll(work)
+			_ = os.RemoveAll(b.work)
 			return
 		}
-		logf("work directory kept: %s", work)
+		logf("work directory kept: %s", b.work)
 	}()
-	load, _ := os.ReadFile("/proc/loadavg")
-	logf("repo %s; envtest binaries %s; work directory %s; %d CPUs online; load average %s", root, assets, work, goruntime.NumCPU(), strings.TrimSpace(string(load)))
 
 	// 1. The kiln binary.
-	bin := o.kilnBin
-	if bin == "" || o.profile {
-		pkg, name := "./cmd/kiln", "kiln"
-		if o.profile {
-			pkg, name = "./hack/bench/manager/kilnpprof", "kilnpprof"
-		}
-		bin = filepath.Join(work, name)
-		logf("go build -o %s %s", bin, pkg)
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
-		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("building %s: %w", pkg, err)
-		}
+	if err := b.buildKiln(ctx); err != nil {
+		return err
+	}
+	// 2. envtest: a real kube-apiserver and etcd, with the CRD.
+	stopCluster, kubeconfigPath, err := b.startCluster(ctx, assets)
+	if err != nil {
+		return err
+	}
+	defer stopCluster()
+	// 3. The manager, as its own process.
+	if err := b.startManager(kubeconfigPath); err != nil {
+		return err
+	}
+	defer func() {
+		logf("stopping the manager")
+		b.mgr.stop()
+	}()
+	if err := waitReady(ctx, b.mgr, b.probeURL); err != nil {
+		return err
+	}
+	pid := b.mgr.cmd.Process.Pid
+	b.pids["manager"] = pid
+	b.smp = newSampler(pid, o.sampleEvery, b.tr.counts)
+	go b.smp.run()
+	defer b.smp.halt()
+	if err := b.waitController(ctx); err != nil {
+		return err
+	}
+	cp0, err := b.mark(ctx)
+	if err != nil {
+		return err
+	}
+	logf("manager ready (pid %d, %.1f MiB RSS, %.2f s CPU at start)", pid, float64(b.smp.maxSampledRSS())/1024, cp0.cpu["manager"])
+
+	// 4. Phase 1: create N ImageBuilds; wait until every one has its build pod.
+	r := report{o: o, tr: b.tr, cp: []checkpoint{cp0}}
+	b.profilePhase(syscall.SIGUSR1) // cpu-1.pprof: phase 1
+	if err := b.phase1(ctx, &r); err != nil {
+		return err
+	}
+	// 5. Phase 2: play the kubelet; wait until every ImageBuild is Ready.
+	b.profilePhase(syscall.SIGUSR1) // cpu-2.pprof: phase 2
+	if err := b.phase2(ctx, &r); err != nil {
+		return err
+	}
+	if err := b.finish(&r); err != nil {
+		return err
 	}
 
-	// 2. envtest: a real kube-apiserver and etcd, with the CRD.
+	// 6. The report.
+	r.print(os.Stdout)
+	if o.profile {
+		printProfiles(ctx, b.bin, b.work)
+	}
+	return nil
+}
+
+// profilePhase signals the kilnpprof manager, with -profile, to start the next profile.
+func (b *bench) profilePhase(sig os.Signal) {
+	if b.o.profile {
+		b.mgr.signal(sig)
+	}
+}
+
+// finish reads the manager's peak memory, stops the sampler and writes its samples, and with
+// -profile has the manager write its last profiles.
+func (b *bench) finish(r *report) error {
+	var err error
+	if _, r.hwmKiB, err = memKiB(b.mgr.cmd.Process.Pid); err != nil {
+		return fmt.Errorf("reading the manager's VmHWM: %w", err)
+	}
+	b.smp.halt()
+	r.maxSampledKiB = b.smp.maxSampledRSS()
+	if err := b.smp.writeCSV(filepath.Join(b.work, "samples.csv")); err != nil {
+		logf("writing samples.csv: %v", err)
+	}
+	if b.o.profile {
+		b.mgr.signal(syscall.SIGUSR2) // stops cpu-2, writes heap-2 and mutex-2
+		time.Sleep(2 * time.Second)
+	}
+	return nil
+}
+
+// startCluster starts envtest with kiln's CRD and connects to it (connect); stop stops it. The
+// processes it starts are recorded in b.pids.
+func (b *bench) startCluster(ctx context.Context, assets string) (stop func(), kubeconfigPath string, err error) {
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(b.root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}
 	logf("starting envtest")
 	cfg, err := env.Start()
 	if err != nil {
-		return fmt.Errorf("starting envtest: %w", err)
+		return nil, "", fmt.Errorf("starting envtest: %w", err)
 	}
-	defer func() {
+	stopEnv := func() {
 		logf("stopping envtest")
 		if err := env.Stop(); err != nil {
 			logf("stopping envtest: %v", err)
 		}
-	}()
-	ctlPlane := childrenNamed(os.Getpid(), "kube-apiserver", "etcd")
+	}
+	b.pids = childrenNamed(os.Getpid(), "kube-apiserver", "etcd")
+	b.pids["bench"] = os.Getpid()
+	if kubeconfigPath, err = b.connect(ctx, env, cfg); err != nil {
+		stopEnv()
+		return nil, "", err
+	}
+	stopInformers, err := b.watch(ctx)
+	if err != nil {
+		stopEnv()
+		return nil, "", err
+	}
+	return func() { stopInformers(); stopEnv() }, kubeconfigPath, nil
+}
 
+// prepare finds the repository and the envtest binaries and makes the work directory; it
+// returns the envtest binaries' directory.
+func (b *bench) prepare() (assets string, err error) {
+	if b.root, err = repoRoot(); err != nil {
+		return "", err
+	}
+	if assets, err = findAssets(b.root, b.o.assets); err != nil {
+		return "", err
+	}
+	if b.work, err = os.MkdirTemp("", "kiln-bench-manager-"); err != nil {
+		return "", err
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	logf("repo %s; envtest binaries %s; work directory %s; %d CPUs online; load average %s", b.root, assets, b.work, goruntime.NumCPU(), strings.TrimSpace(string(load)))
+	return assets, nil
+}
+
+// buildKiln builds ./cmd/kiln (or, with -profile, kilnpprof) into the work directory, unless
+// -kiln names a binary.
+func (b *bench) buildKiln(ctx context.Context) error {
+	b.bin = b.o.kilnBin
+	if b.bin != "" && !b.o.profile {
+		return nil
+	}
+	pkg, name := "./cmd/kiln", "kiln"
+	if b.o.profile {
+		pkg, name = "./hack/bench/manager/kilnpprof", "kilnpprof"
+	}
+	b.bin = filepath.Join(b.work, name)
+	logf("go build -o %s %s", b.bin, pkg)
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, pkg)
+	build.Dir, build.Stdout, build.Stderr = b.root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building %s: %w", pkg, err)
+	}
+	return nil
+}
+
+// connect writes the manager's kubeconfig (a user of system:masters) into the work directory,
+// makes the bench's own client, and creates the namespace and the source ConfigMap; it returns
+// the kubeconfig's path.
+func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest.Config) (string, error) {
 	user, err := env.AddUser(envtest.User{Name: "kiln-bench-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("adding the manager's user: %w", err)
+		return "", fmt.Errorf("adding the manager's user: %w", err)
 	}
 	kubeconfig, err := user.KubeConfig()
 	if err != nil {
-		return err
+		return "", err
 	}
-	kubeconfigPath := filepath.Join(work, "kubeconfig")
+	kubeconfigPath := filepath.Join(b.work, "kubeconfig")
 	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
-		return err
+		return "", err
 	}
 
 	// The bench's own client: no client-side rate limit, like the manager's (controller-runtime's
 	// GetConfig sets QPS -1).
-	benchCfg := rest.CopyConfig(cfg)
-	benchCfg.QPS, benchCfg.Burst = -1, 0
+	b.cfg = rest.CopyConfig(cfg)
+	b.cfg.QPS, b.cfg.Burst = -1, 0
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = kilnv1.AddToScheme(scheme)
-	c, err := client.New(benchCfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
+	if b.c, err = client.New(b.cfg, client.Options{Scheme: scheme}); err != nil {
+		return "", err
 	}
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
-		return fmt.Errorf("creating namespace %s: %w", namespace, err)
+	if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		return "", fmt.Errorf("creating namespace %s: %w", namespace, err)
 	}
-	if err := c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "src"},
+	if err := b.c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "src"},
 		Data: map[string]string{"Dockerfile": "FROM scratch\n"}}); err != nil {
-		return fmt.Errorf("creating the source ConfigMap: %w", err)
+		return "", fmt.Errorf("creating the source ConfigMap: %w", err)
 	}
+	return kubeconfigPath, nil
+}
 
-	// The bench's informers on pods and ImageBuilds in the namespace.
-	tr := newTracker()
-	informers, err := cache.New(benchCfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{namespace: {}}})
+// watch starts the bench's informers on pods and ImageBuilds in the namespace, feeding the
+// tracker, and waits until they are in sync; stop stops them.
+func (b *bench) watch(ctx context.Context) (stop func(), err error) {
+	b.informers, err = cache.New(b.cfg, cache.Options{Scheme: b.c.Scheme(), DefaultNamespaces: map[string]cache.Config{namespace: {}}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	podInf, err := informers.GetInformer(ctx, &corev1.Pod{})
-	if err != nil {
-		return err
-	}
-	if _, err := podInf.AddEventHandler(tr.handlers(tr.onPod)); err != nil {
-		return err
-	}
-	ibInf, err := informers.GetInformer(ctx, &kilnv1.ImageBuild{})
-	if err != nil {
-		return err
-	}
-	if _, err := ibInf.AddEventHandler(tr.handlers(tr.onImageBuild)); err != nil {
-		return err
+	for _, w := range []struct {
+		obj client.Object
+		on  func(any)
+	}{{&corev1.Pod{}, b.tr.onPod}, {&kilnv1.ImageBuild{}, b.tr.onImageBuild}} {
+		inf, err := b.informers.GetInformer(ctx, w.obj)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := inf.AddEventHandler(b.tr.handlers(w.on)); err != nil {
+			return nil, err
+		}
 	}
 	infCtx, stopInformers := context.WithCancel(ctx)
-	defer stopInformers()
-	go func() { _ = informers.Start(infCtx) }()
-	if !informers.WaitForCacheSync(ctx) {
-		return errors.New("the bench's informers did not sync")
+	go func() { _ = b.informers.Start(infCtx) }()
+	if !b.informers.WaitForCacheSync(ctx) {
+		stopInformers()
+		return nil, errors.New("the bench's informers did not sync")
 	}
+	return stopInformers, nil
+}
 
-	// 3. The manager, as its own process.
+// startManager starts `kiln manager` with the manager's log in the work directory.
+func (b *bench) startManager(kubeconfigPath string) error {
 	metricsAddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -341,92 +476,73 @@ func run(ctx context.Context, o options) (retErr error) {
 	if err != nil {
 		return err
 	}
+	b.probeURL, b.metricsURL = "http://"+probeAddr+"/readyz", "http://"+metricsAddr+"/metrics"
 	args := []string{"manager",
-		fmt.Sprintf("--max-concurrent-builds=%d", o.maxBuilds),
+		fmt.Sprintf("--max-concurrent-builds=%d", b.o.maxBuilds),
 		"--metrics-bind-address=" + metricsAddr,
 		"--health-probe-bind-address=" + probeAddr,
-		fmt.Sprintf("--workers=%d", o.workers),
+		fmt.Sprintf("--workers=%d", b.o.workers),
 	}
-	args = append(args, o.managerArgs...)
-	logPath := filepath.Join(work, "manager.log")
+	args = append(args, b.o.managerArgs...)
+	logPath := filepath.Join(b.work, "manager.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath, "KILN_BENCH_PROFILE_DIR="+work)
+	cmd := exec.Command(b.bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath, "KILN_BENCH_PROFILE_DIR="+b.work)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logf("%s %s (KUBECONFIG=%s; log %s)", bin, strings.Join(args, " "), kubeconfigPath, logPath)
+	logf("%s %s (KUBECONFIG=%s; log %s)", b.bin, strings.Join(args, " "), kubeconfigPath, logPath)
 	if err := cmd.Start(); err != nil {
+		logFile.Close()
 		return fmt.Errorf("starting the manager: %w", err)
 	}
-	mgr := &managerProc{cmd: cmd, exited: make(chan struct{})}
-	go func() { mgr.err = cmd.Wait(); close(mgr.exited) }()
-	defer func() {
-		logf("stopping the manager")
-		mgr.stop()
-	}()
-	pid := cmd.Process.Pid
-	if err := waitReady(ctx, mgr, "http://"+probeAddr+"/readyz"); err != nil {
-		return err
-	}
-	metricsURL := "http://" + metricsAddr + "/metrics"
-	pids := map[string]int{"manager": pid, "bench": os.Getpid()}
-	for k, v := range ctlPlane {
-		pids[k] = v
-	}
-	mark := func() (checkpoint, error) {
-		cp := checkpoint{at: time.Now(), cpu: procCPU(pids)}
-		s, err := scrapeMetrics(ctx, metricsURL)
-		cp.metrics = s
-		if err != nil {
-			return cp, err
-		}
-		if cp.api, err = scrapeAPIServer(ctx, benchCfg); err != nil {
-			logf("reading the API server's metrics: %v", err)
-		}
-		return cp, nil
-	}
-	smp := newSampler(pid, o.sampleEvery, tr.counts)
-	go smp.run()
-	samplerStopped := false
-	defer func() {
-		if !samplerStopped {
-			smp.halt()
-		}
-	}()
-	// Wait until the controller is up (its workers gauge is served) before the clock starts.
+	b.mgr = &managerProc{cmd: cmd, exited: make(chan struct{})}
+	go func() { b.mgr.err = cmd.Wait(); logFile.Close(); close(b.mgr.exited) }()
+	return nil
+}
+
+// waitController waits until the manager's controller is up (its workers gauge is served), so
+// that the clock starts with it.
+func (b *bench) waitController(ctx context.Context) error {
 	for {
-		s, err := scrapeMetrics(ctx, metricsURL)
+		s, err := scrapeMetrics(ctx, b.metricsURL)
 		if err == nil && len(s.sumBy("controller_runtime_active_workers", "", map[string]string{"controller": "imagebuild"})) > 0 {
-			break
+			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	cp0, err := mark()
+}
+
+// mark reads a checkpoint: the processes' CPU time, the manager's and the API server's metrics.
+func (b *bench) mark(ctx context.Context) (checkpoint, error) {
+	cp := checkpoint{at: time.Now(), cpu: procCPU(b.pids)}
+	s, err := scrapeMetrics(ctx, b.metricsURL)
+	cp.metrics = s
 	if err != nil {
-		return err
+		return cp, err
 	}
-	logf("manager ready (pid %d, %.1f MiB RSS, %.2f s CPU at start)", pid, float64(smp.maxSampledRSS())/1024, cp0.cpu["manager"])
-
-	if o.profile {
-		mgr.signal(syscall.SIGUSR1) // cpu-1.pprof: phase 1
+	if cp.api, err = scrapeAPIServer(ctx, b.cfg); err != nil {
+		logf("reading the API server's metrics: %v", err)
 	}
+	return cp, nil
+}
 
-	// 4. Phase 1: create N ImageBuilds; wait until every one has its build pod.
-	names := make([]string, o.n)
-	for i := range names {
-		names[i] = fmt.Sprintf("app-%04d", i)
+// phase1 creates N ImageBuilds and waits until every one has its build pod, and then until
+// every status names it.
+func (b *bench) phase1(ctx context.Context, r *report) error {
+	o := b.o
+	b.names = make([]string, o.n)
+	for i := range b.names {
+		b.names[i] = fmt.Sprintf("app-%04d", i)
 	}
 	logf("phase 1: creating %d ImageBuilds (%d in parallel)", o.n, o.createConc)
-	t0 := time.Now()
-	var createdAll time.Time
-	createErr := parallel(ctx, names, o.createConc, func(ctx context.Context, name string) error {
+	r.t0 = time.Now()
+	createErr := parallel(ctx, b.names, o.createConc, func(ctx context.Context, name string) error {
 		ib := &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 			Spec: kilnv1.ImageBuildSpec{
@@ -435,105 +551,73 @@ func run(ctx context.Context, o options) (retErr error) {
 			},
 		}
 		at := time.Now()
-		if err := c.Create(ctx, ib); err != nil {
+		if err := b.c.Create(ctx, ib); err != nil {
 			return fmt.Errorf("creating ImageBuild %s: %w", name, err)
 		}
-		tr.created(name, at)
+		b.tr.created(name, at)
 		return nil
 	})
-	createdAll = time.Now()
+	r.createdAll = time.Now()
 	if createErr != nil {
 		return createErr
 	}
-	logf("created %d ImageBuilds in %.2f s", o.n, createdAll.Sub(t0).Seconds())
-	if err := waitFor(ctx, tr, o.timeout, "every ImageBuild has its build pod", func() (int, int) {
-		p, _ := tr.counts()
-		return p, o.n
+	logf("created %d ImageBuilds in %.2f s", o.n, r.createdAll.Sub(r.t0).Seconds())
+	var err error
+	if r.podsDone, err = b.reach(ctx, r, "every ImageBuild has its build pod", b.tr.podAt, func() int {
+		p, _ := b.tr.counts()
+		return p
 	}); err != nil {
 		return err
 	}
-	cp1, err := mark()
-	if err != nil {
-		return err
-	}
-	tr.mu.Lock()
-	podsDone := last(tr.podAt)
-	tr.mu.Unlock()
-	logf("all %d build pods exist %.2f s after the first create", o.n, podsDone.Sub(t0).Seconds())
+	logf("all %d build pods exist %.2f s after the first create", o.n, r.podsDone.Sub(r.t0).Seconds())
 
 	// The manager records each pod in the ImageBuild's status after creating it: wait for that
 	// too, so that finishing pods does not race with the tail of phase 1.
-	if err := waitFor(ctx, tr, o.timeout, "every status names its build pod", func() (int, int) {
-		return tr.statusCount(), o.n
-	}); err != nil {
-		return err
-	}
-	cp1b, err := mark()
-	if err != nil {
-		return err
-	}
-	tr.mu.Lock()
-	statusDone := last(tr.statusAt)
-	tr.mu.Unlock()
+	r.statusDone, err = b.reach(ctx, r, "every status names its build pod", b.tr.statusAt, b.tr.statusCount)
+	return err
+}
 
-	if o.profile {
-		mgr.signal(syscall.SIGUSR1) // cpu-2.pprof: phase 2
-	}
-
-	// 5. Phase 2: play the kubelet: every build pod succeeded and the runner wrote its result.
+// phase2 plays the kubelet: every build pod succeeded and the runner wrote its result; it waits
+// until every ImageBuild is Ready.
+func (b *bench) phase2(ctx context.Context, r *report) error {
+	o := b.o
 	result, err := benchResult()
 	if err != nil {
 		return err
 	}
 	logf("phase 2: finishing %d build pods (%d in parallel)", o.n, o.finishConc)
-	t2 := time.Now()
-	if err := parallel(ctx, names, o.finishConc, func(ctx context.Context, name string) error {
-		return finishPod(ctx, c, informers, tr.pod(name), result, func(at time.Time) { tr.finished(name, at) })
+	r.t2 = time.Now()
+	if err := parallel(ctx, b.names, o.finishConc, func(ctx context.Context, name string) error {
+		return finishPod(ctx, b.c, b.informers, b.tr.pod(name), result, func(at time.Time) { b.tr.finished(name, at) })
 	}); err != nil {
 		return err
 	}
-	finishedAll := time.Now()
-	logf("set %d pod statuses in %.2f s", o.n, finishedAll.Sub(t2).Seconds())
-	if err := waitFor(ctx, tr, o.timeout, "every ImageBuild is Ready", func() (int, int) {
-		_, r := tr.counts()
-		return r, o.n
+	r.finishedAll = time.Now()
+	logf("set %d pod statuses in %.2f s", o.n, r.finishedAll.Sub(r.t2).Seconds())
+	if r.readyDone, err = b.reach(ctx, r, "every ImageBuild is Ready", b.tr.readyAt, func() int {
+		_, ready := b.tr.counts()
+		return ready
 	}); err != nil {
 		return err
 	}
-	cp2, err := mark()
-	if err != nil {
-		return err
-	}
-	tr.mu.Lock()
-	readyDone := last(tr.readyAt)
-	tr.mu.Unlock()
-	logf("all %d ImageBuilds Ready %.2f s after the first pod status update", o.n, readyDone.Sub(t2).Seconds())
-
-	_, hwmKiB, err := memKiB(pid)
-	if err != nil {
-		return fmt.Errorf("reading the manager's VmHWM: %w", err)
-	}
-	smp.halt()
-	samplerStopped = true
-	if err := smp.writeCSV(filepath.Join(work, "samples.csv")); err != nil {
-		logf("writing samples.csv: %v", err)
-	}
-	if o.profile {
-		mgr.signal(syscall.SIGUSR2) // stops cpu-2, writes heap-2 and mutex-2
-		time.Sleep(2 * time.Second)
-	}
-
-	// 6. The report.
-	r := report{
-		o: o, t0: t0, createdAll: createdAll, podsDone: podsDone, statusDone: statusDone,
-		t2: t2, finishedAll: finishedAll, readyDone: readyDone,
-		hwmKiB: hwmKiB, maxSampledKiB: smp.maxSampledRSS(), cp: []checkpoint{cp0, cp1, cp1b, cp2}, tr: tr,
-	}
-	r.print(os.Stdout)
-	if o.profile {
-		printProfiles(ctx, bin, work)
-	}
+	logf("all %d ImageBuilds Ready %.2f s after the first pod status update", o.n, r.readyDone.Sub(r.t2).Seconds())
 	return nil
+}
+
+// reach waits until done() counts every ImageBuild, adds a checkpoint to the report, and
+// returns the latest time in seen (the tracker's record of when each ImageBuild got there).
+func (b *bench) reach(ctx context.Context, r *report, what string, seen map[string]time.Time, done func() int) (time.Time, error) {
+	if err := waitFor(ctx, b.tr, b.o.timeout, what, func() (int, int) { return done(), b.o.n }); err != nil {
+		return time.Time{}, err
+	}
+	cp, err := b.mark(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	r.cp = append(r.cp, cp)
+	b.tr.mu.Lock()
+	defer b.tr.mu.Unlock()
+	return last(seen), nil
 }
 
 // parallel runs f on every item with at most conc at once; the first error cancels the rest.
@@ -662,21 +746,33 @@ type report struct {
 var reconcileWant = map[string]string{"controller": "imagebuild"}
 
 func (r report) print(out *os.File) {
-	start, pods, settled, end := r.cp[0], r.cp[1], r.cp[2], r.cp[3]
-	recAll, _ := end.metrics.histogram("controller_runtime_reconcile_time_seconds", reconcileWant)
-	rec0, _ := start.metrics.histogram("controller_runtime_reconcile_time_seconds", reconcileWant)
-	rec1, _ := settled.metrics.histogram("controller_runtime_reconcile_time_seconds", reconcileWant)
-	recRun := recAll.sub(rec0)
-	recP1, recP2 := rec1.sub(rec0), recAll.sub(rec1)
-	qAll, qOK := end.metrics.histogram("workqueue_queue_duration_seconds", reconcileWant)
-	q0, _ := start.metrics.histogram("workqueue_queue_duration_seconds", reconcileWant)
-	q1, _ := settled.metrics.histogram("workqueue_queue_duration_seconds", reconcileWant)
-	qRun, qP1, qP2 := qAll.sub(q0), q1.sub(q0), qAll.sub(q1)
+	r.printSummary(out)
+	r.printDetails(out)
+	start, settled, end := r.cp[0], r.cp[2], r.cp[3]
+	r.printAPIRequests(out, "\nkube-apiserver requests, phase 1 (first create until every status names its pod): count, mean server-side latency", start, settled)
+	r.printAPIRequests(out, "kube-apiserver requests, phase 2 (finish until every ImageBuild is Ready)", settled, end)
+	fmt.Fprintln(out, "\nReconcile quantiles are interpolated inside the manager's histogram buckets (as PromQL histogram_quantile does).")
+	fmt.Fprintln(out, "Workqueue buckets are decades (1e-8 s .. 1e3 s): only the bucket holding the quantile is shown; means are exact (sum/count).")
+	fmt.Fprintln(out, "Per-ImageBuild latencies are exact, from the bench's own watches.")
+}
 
+// phases returns the ImageBuild controller's histogram name over the whole run, phase 1 (until
+// every status names its pod) and phase 2; ok is false when the manager does not serve it.
+func (r report) phases(name string) (run, p1, p2 histogram, ok bool) {
+	start, settled, end := r.cp[0], r.cp[2], r.cp[3]
+	all, ok := end.metrics.histogram(name, reconcileWant)
+	h0, _ := start.metrics.histogram(name, reconcileWant)
+	h1, _ := settled.metrics.histogram(name, reconcileWant)
+	return all.sub(h0), h1.sub(h0), all.sub(h1), ok
+}
+
+// printSummary prints the headline figures against their targets.
+func (r report) printSummary(out *os.File) {
+	recRun, _, _, _ := r.phases("controller_runtime_reconcile_time_seconds")
+	qRun, _, _, qOK := r.phases("workqueue_queue_duration_seconds")
 	podsSec := r.podsDone.Sub(r.t0).Seconds()
 	readySec := r.readyDone.Sub(r.t2).Seconds()
 	hwmMiB := float64(r.hwmKiB) / 1024
-	mgrCPU := end.cpu["manager"]
 	verdict := func(ok bool) string {
 		if ok {
 			return "met"
@@ -695,12 +791,18 @@ func (r report) print(out *os.File) {
 		fmt.Fprintf(w, "workqueue wait p50 / p99 (bucket; mean)\t%s / %s; %s\t\t\n", qRun.bucketOf(0.5), qRun.bucketOf(0.99), fmtDur(qRun.mean()))
 	}
 	fmt.Fprintf(w, "manager peak RSS (VmHWM)\t%.0f MiB\t< %.0f MiB (%s)\t\n", hwmMiB, r.o.rssTargetMiB, verdict(hwmMiB < r.o.rssTargetMiB))
-	fmt.Fprintf(w, "manager CPU seconds\t%.1f s\t\t\n", mgrCPU)
+	fmt.Fprintf(w, "manager CPU seconds\t%.1f s\t\t\n", r.cp[3].cpu["manager"])
 	_ = w.Flush()
+}
 
+// printDetails prints the figures behind the summary: per phase, per ImageBuild, per process.
+func (r report) printDetails(out *os.File) {
+	start, pods, settled, end := r.cp[0], r.cp[1], r.cp[2], r.cp[3]
+	_, recP1, recP2, _ := r.phases("controller_runtime_reconcile_time_seconds")
+	_, qP1, qP2, qOK := r.phases("workqueue_queue_duration_seconds")
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "details")
-	w = tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	w := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
 	fmt.Fprintf(w, "manager flags\t--max-concurrent-builds=%d --workers=%d %s\t\n", r.o.maxBuilds, r.o.workers, r.o.managerArgs.String())
 	fmt.Fprintf(w, "machine\t%d CPUs online, shared with other work (load avg at end: %s)\t\n", goruntime.NumCPU(), loadAvg())
 	fmt.Fprintf(w, "create %d ImageBuilds (bench client, %d parallel)\t%.2f s\t\n", r.o.n, r.o.createConc, r.createdAll.Sub(r.t0).Seconds())
@@ -735,27 +837,19 @@ func (r report) print(out *os.File) {
 			start.cpu[p], pods.cpu[p]-start.cpu[p], settled.cpu[p]-pods.cpu[p], end.cpu[p]-settled.cpu[p], end.cpu[p])
 	}
 	_ = w.Flush()
+}
 
-	fmt.Fprintln(out, "\nkube-apiserver requests, phase 1 (first create until every status names its pod): count, mean server-side latency")
-	w = tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
-	keys := []string{"verb", "resource", "subresource"}
-	for _, st := range histDelta(settled.api, start.api, "apiserver_request_duration_seconds", keys) {
+// printAPIRequests prints, under title, the kube-apiserver's requests between two checkpoints
+// that came at least once for every other ImageBuild: count and mean server-side latency.
+func (r report) printAPIRequests(out *os.File, title string, from, to checkpoint) {
+	fmt.Fprintln(out, title)
+	w := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	for _, st := range histDelta(to.api, from.api, "apiserver_request_duration_seconds", []string{"verb", "resource", "subresource"}) {
 		if st.Count >= float64(r.o.n)/2 {
 			fmt.Fprintf(w, "  %s\t%.0f\t%s\t\n", st.Key, st.Count, fmtDur(st.Sum/st.Count))
 		}
 	}
 	_ = w.Flush()
-	fmt.Fprintln(out, "kube-apiserver requests, phase 2 (finish until every ImageBuild is Ready)")
-	w = tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
-	for _, st := range histDelta(end.api, settled.api, "apiserver_request_duration_seconds", keys) {
-		if st.Count >= float64(r.o.n)/2 {
-			fmt.Fprintf(w, "  %s\t%.0f\t%s\t\n", st.Key, st.Count, fmtDur(st.Sum/st.Count))
-		}
-	}
-	_ = w.Flush()
-	fmt.Fprintln(out, "\nReconcile quantiles are interpolated inside the manager's histogram buckets (as PromQL histogram_quantile does).")
-	fmt.Fprintln(out, "Workqueue buckets are decades (1e-8 s .. 1e3 s): only the bucket holding the quantile is shown; means are exact (sum/count).")
-	fmt.Fprintln(out, "Per-ImageBuild latencies are exact, from the bench's own watches.")
 }
 
 func loadAvg() string {

@@ -122,6 +122,7 @@ type sampler struct {
 	maxRSS  int64
 	stop    chan struct{}
 	done    chan struct{}
+	halting sync.Once
 }
 
 func newSampler(pid int, interval time.Duration, counts func() (int, int)) *sampler {
@@ -159,8 +160,9 @@ func (s *sampler) take() {
 	s.maxRSS = max(s.maxRSS, rss)
 }
 
+// halt stops the sampler and waits until it has stopped; it may be called more than once.
 func (s *sampler) halt() {
-	close(s.stop)
+	s.halting.Do(func() { close(s.stop) })
 	<-s.done
 }
 
