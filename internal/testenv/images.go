@@ -471,13 +471,6 @@ func addGOROOT(tw *tarWriter, goroot, prefix string) error {
 	})
 }
 
-// cachedLayer is a gzipped layer file whose digests were recorded when it was written.
-type cachedLayer struct {
-	path           string
-	digest, diffID v1.Hash
-	size           int64
-}
-
 func loadCachedLayer(tgz, metaPath string) (v1.Layer, error) {
 	mb, err := os.ReadFile(metaPath)
 	if err != nil {
@@ -494,22 +487,36 @@ func loadCachedLayer(tgz, metaPath string) (v1.Layer, error) {
 	if fi.Size() != meta.Size {
 		return nil, fmt.Errorf("%s: size %d, expected %d", tgz, fi.Size(), meta.Size)
 	}
-	l := &cachedLayer{path: tgz, size: meta.Size}
-	if l.digest, err = v1.NewHash(meta.Digest); err != nil {
+	return GzipFileLayer(tgz, meta.Size, meta.Digest, meta.DiffID)
+}
+
+// GzipFileLayer is the layer in the gzipped tarball at path, whose size and digests ("sha256:…")
+// are known, recorded when it was written: the file is read only when the layer's content is.
+func GzipFileLayer(path string, size int64, digest, diffID string) (v1.Layer, error) {
+	l := &gzipFileLayer{path: path, size: size}
+	var err error
+	if l.digest, err = v1.NewHash(digest); err != nil {
 		return nil, err
 	}
-	if l.diffID, err = v1.NewHash(meta.DiffID); err != nil {
+	if l.diffID, err = v1.NewHash(diffID); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *cachedLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
-func (l *cachedLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
-func (l *cachedLayer) Size() (int64, error)                { return l.size, nil }
-func (l *cachedLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
-func (l *cachedLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
-func (l *cachedLayer) Uncompressed() (io.ReadCloser, error) {
+// gzipFileLayer is GzipFileLayer's layer.
+type gzipFileLayer struct {
+	path           string
+	digest, diffID v1.Hash
+	size           int64
+}
+
+func (l *gzipFileLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *gzipFileLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *gzipFileLayer) Size() (int64, error)                { return l.size, nil }
+func (l *gzipFileLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
+func (l *gzipFileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
+func (l *gzipFileLayer) Uncompressed() (io.ReadCloser, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
 		return nil, err

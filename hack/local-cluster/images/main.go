@@ -36,7 +36,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
@@ -340,14 +339,7 @@ func (l *layer) build() v1.Layer {
 	return tl
 }
 
-// gzipLayer is a gzipped layer file whose digests are computed once and kept next to it in
-// <file>.digests.json (valid while the file's size and modification time are unchanged).
-type gzipLayer struct {
-	path           string
-	digest, diffID v1.Hash
-	size           int64
-}
-
+// gzipLayerMeta is what cachedGzipLayer keeps of a gzipped layer file.
 type gzipLayerMeta struct {
 	Size    int64  `json:"size"`
 	ModTime int64  `json:"modTime"`
@@ -355,6 +347,9 @@ type gzipLayerMeta struct {
 	DiffID  string `json:"diffID"`
 }
 
+// cachedGzipLayer is the layer in a gzipped layer file whose digests are computed once and kept
+// next to it in <file>.digests.json (valid while the file's size and modification time are
+// unchanged).
 func cachedGzipLayer(path string) (v1.Layer, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -373,14 +368,7 @@ func cachedGzipLayer(path string) (v1.Layer, error) {
 			return nil, err
 		}
 	}
-	l := &gzipLayer{path: path, size: meta.Size}
-	if l.digest, err = v1.NewHash(meta.Digest); err != nil {
-		return nil, err
-	}
-	if l.diffID, err = v1.NewHash(meta.DiffID); err != nil {
-		return nil, err
-	}
-	return l, nil
+	return testenv.GzipFileLayer(path, meta.Size, meta.Digest, meta.DiffID)
 }
 
 func digestGzip(path string, fi os.FileInfo) (gzipLayerMeta, error) {
@@ -407,25 +395,4 @@ func digestGzip(path string, fi os.FileInfo) (gzipLayerMeta, error) {
 		Digest:  "sha256:" + hex.EncodeToString(compressed.Sum(nil)),
 		DiffID:  "sha256:" + hex.EncodeToString(uncompressed.Sum(nil)),
 	}, nil
-}
-
-func (l *gzipLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
-func (l *gzipLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
-func (l *gzipLayer) Size() (int64, error)                { return l.size, nil }
-func (l *gzipLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
-func (l *gzipLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
-func (l *gzipLayer) Uncompressed() (io.ReadCloser, error) {
-	f, err := os.Open(l.path)
-	if err != nil {
-		return nil, err
-	}
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{zr, f}, nil
 }
