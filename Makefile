@@ -7,12 +7,14 @@ SHELL := /usr/bin/env bash -o pipefail
 K8S_VERSION        ?= v1.36.3
 CONTROLLER_TOOLS   ?= v0.21.0
 HELM_VERSION       ?= v3.22.0
+GOLANGCI_LINT      ?= v2.15.0
 BUILDKIT_VERSION   ?= $(shell sed -n 's/^const BuildKitVersion = "\(.*\)"/\1/p' internal/version/version.go)
 
 BIN        := $(CURDIR)/bin
 K8S_BIN    := $(BIN)/k8s-$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS)
 HELM           := $(BIN)/helm-$(HELM_VERSION)
+GOLANGCI       := $(BIN)/golangci-lint-$(GOLANGCI_LINT)
 export HELM
 K8S_LDFLAGS := -s -w \
   -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
@@ -62,8 +64,9 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: vet ## Check formatting and vet.
+lint: vet $(GOLANGCI) ## Check formatting, vet and golangci-lint (.golangci.yml).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GOLANGCI) run ./...
 
 .PHONY: verify
 verify: generate manifests ## Regenerate and fail if generated files differ from the committed ones.
@@ -159,6 +162,14 @@ $(HELM):
 	@mkdir -p $(BIN)/tmp-helm
 	cd /tmp && GOBIN=$(BIN)/tmp-helm CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(BIN)/tmp-helm/helm $@ && rmdir $(BIN)/tmp-helm
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI) ## Build golangci-lint from the module proxy into bin/.
+
+$(GOLANGCI):
+	@mkdir -p $(BIN)/tmp-golangci
+	cd /tmp && GOBIN=$(BIN)/tmp-golangci CGO_ENABLED=0 go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT)
+	mv $(BIN)/tmp-golangci/golangci-lint $@ && rmdir $(BIN)/tmp-golangci
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)/tmp-cg
