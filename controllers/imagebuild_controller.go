@@ -36,6 +36,7 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/gitremote"
 )
 
 // ImageBuildReconciler runs one BuildKit pod per build of an ImageBuild and records its result.
@@ -70,9 +71,19 @@ type ImageBuildReconciler struct {
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 
+	// Poller looks at git sources that poll; nil means a poller that reaches public addresses
+	// only (the manager's --poll-allowed-cidrs names the private ones it may reach).
+	Poller *gitremote.Client
+	// PollWorkers caps the polls running at once (default 4), PollsPerHost those of one git
+	// host (default 2). Polls run off the reconcile workers.
+	PollWorkers, PollsPerHost int
+
 	slots buildSlots
-	// wake carries ImageBuilds to reconcile now: the next in the queue after an admission.
+	// wake carries ImageBuilds to reconcile now: the next in the queue after an admission, one
+	// whose poll has ended.
 	wake chan event.GenericEvent
+	// polls runs the polls of git sources.
+	polls *pollPool
 }
 
 // +kubebuilder:rbac:groups=kiln.dev,resources=imagebuilds,verbs=get;list;watch
@@ -97,6 +108,9 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 		}
 	}
 	r.wake = make(chan event.GenericEvent, 64)
+	if err := r.setupPolls(mgr); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Status-only updates (kiln's own patches) need no reconcile.
 		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
@@ -164,6 +178,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err := r.Get(ctx, req.NamespacedName, ib); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetImageBuild(req.Namespace, req.Name)
+			r.polls.forget(req.NamespacedName)
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}

@@ -26,6 +26,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/gitremote"
 )
 
 // The controller tests run against a real kube-apiserver and etcd (envtest), built from source
@@ -41,6 +42,8 @@ var (
 	clockOffset atomic.Int64
 	// metricsAddr is where the test manager serves /metrics.
 	metricsAddr string
+	// testPoller is the controller's git poller; allowPolls opens it to a test's servers.
+	testPoller = gitremote.New(gitremote.Options{})
 )
 
 func TestMain(m *testing.M) {
@@ -111,6 +114,8 @@ func startManager(ctx context.Context) <-chan struct{} {
 		RetryBackoff:     500 * time.Millisecond,
 		WaitRefresh:      2 * time.Second,
 		Now:              func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) },
+		// Polls reach the tests' own 127.0.0.1 servers only when a test allows them (allowPolls).
+		Poller: testPoller,
 	}
 	testReconciler = r
 	if err := r.SetupWithManager(mgr, 4); err != nil {

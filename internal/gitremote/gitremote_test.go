@@ -32,40 +32,45 @@ func repo(t *testing.T) (base string, first, second string) {
 	return base, first, second
 }
 
-func checkRefs(t *testing.T, refs Refs, first, second string) {
+// allowing is a Client that may connect to the test's own servers at addrs (host:port on
+// 127.0.0.1), through the same allow list as --poll-allowed-cidrs.
+func allowing(t *testing.T, opts Options, addrs ...string) *Client {
 	t.Helper()
-	for rev, want := range map[string]string{"": second, "main": second, "refs/heads/main": second, "v1": first, "v1-annotated": first} {
-		got, err := refs.Resolve(rev)
+	a, err := ParseAllowList(addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Allow = a
+	return New(opts)
+}
+
+func checkResolve(t *testing.T, c *Client, url, first, second string) {
+	t.Helper()
+	for rev, want := range map[string]string{"": second, "HEAD": second, "main": second, "refs/heads/main": second, "v1": first, "v1-annotated": first, "refs/tags/v1-annotated": first} {
+		got, err := c.Resolve(context.Background(), url, rev)
 		if err != nil || got != want {
 			t.Errorf("Resolve(%q) = %q, %v; want %s", rev, got, err, want)
 		}
 	}
-	if _, err := refs.Resolve("nope"); err == nil || !strings.Contains(err.Error(), `no branch or tag named "nope"`) {
+	if _, err := c.Resolve(context.Background(), url, "nope"); err == nil || !strings.Contains(err.Error(), `no branch or tag named "nope"`) {
 		t.Errorf("Resolve(nope) error %v", err)
 	}
 }
 
-func TestListOverGitProtocol(t *testing.T) {
+func TestResolveOverGitProtocol(t *testing.T) {
 	base, first, second := repo(t)
-	url := "git://" + testenv.StartGitDaemon(t, base) + "/app.git"
-	var err error
-	var refs Refs
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		refs, err = List(ctx, url)
-		cancel()
-		if err == nil || time.Now().After(deadline) {
+	addr := testenv.StartGitDaemon(t, base)
+	c := allowing(t, Options{}, addr)
+	url := "git://" + addr + "/app.git"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := c.Resolve(context.Background(), url, ""); err == nil || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkRefs(t, refs, first, second)
+	checkResolve(t, c, url, first, second)
 }
 
-func TestListOverSmartHTTP(t *testing.T) {
+func TestResolveOverSmartHTTP(t *testing.T) {
 	base, first, second := repo(t)
 	backend := "/usr/lib/git-core/git-http-backend"
 	if _, err := os.Stat(backend); err != nil {
@@ -73,16 +78,13 @@ func TestListOverSmartHTTP(t *testing.T) {
 	}
 	srv := httptest.NewServer(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1"}})
 	defer srv.Close()
-	refs, err := List(context.Background(), srv.URL+"/app.git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkRefs(t, refs, first, second)
+	c := allowing(t, Options{}, strings.TrimPrefix(srv.URL, "http://"))
+	checkResolve(t, c, srv.URL+"/app.git", first, second)
 
-	if _, err := List(context.Background(), srv.URL+"/missing.git"); err == nil {
-		t.Error("a missing repository listed without error")
+	if _, err := c.Resolve(context.Background(), srv.URL+"/missing.git", ""); err == nil || !strings.Contains(err.Error(), "HTTP 404 Not Found") {
+		t.Errorf("a missing repository: %v", err)
 	}
-	if _, err := List(context.Background(), "ssh://git@example.com/app.git"); err == nil || !strings.Contains(err.Error(), "only https://, http:// and git://") {
+	if _, err := c.Resolve(context.Background(), "ssh://git@example.com/app.git", ""); err == nil || !strings.Contains(err.Error(), "only https://, http:// and git://") {
 		t.Errorf("ssh error %v", err)
 	}
 }
@@ -90,5 +92,11 @@ func TestListOverSmartHTTP(t *testing.T) {
 func TestIsCommit(t *testing.T) {
 	if !IsCommit(strings.Repeat("a", 40)) || IsCommit("main") || IsCommit(strings.Repeat("a", 39)) {
 		t.Error("IsCommit")
+	}
+}
+
+func TestRefsResolveWithoutHEAD(t *testing.T) {
+	if _, err := (Refs{}).Resolve(""); err == nil || err.Error() != "the repository advertises no HEAD" {
+		t.Errorf("error %v", err)
 	}
 }
