@@ -4,6 +4,7 @@ package manager
 import (
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -17,6 +18,7 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/controllers"
+	"github.com/kiln-dev/kiln/internal/gitremote"
 	"github.com/kiln-dev/kiln/internal/version"
 )
 
@@ -34,6 +36,7 @@ type Options struct {
 	DefaultStorageClass string
 	RetryBackoff        time.Duration
 	MaxBuildTimeout     time.Duration
+	PollAllowedCIDRs    string
 }
 
 // BindFlags registers the manager's flags on fs with their defaults.
@@ -50,6 +53,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
 	fs.DurationVar(&o.MaxBuildTimeout, "max-build-timeout", 24*time.Hour, "longest build allowed: a longer spec.timeout is lowered to it (the API allows at most 24h)")
+	fs.StringVar(&o.PollAllowedCIDRs, "poll-allowed-cidrs", "", "comma-separated private or cluster addresses git polling may reach: CIDRs (10.0.0.0/8), addresses (10.1.2.3) or address:port (10.1.2.3:443); public addresses need none, link-local ones are never reached, loopback only when an entry lies inside it")
 }
 
 // Main parses args and runs the manager until it is signalled; it returns the exit code.
@@ -90,6 +94,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MaxConcurrentBuilds < 0 {
 		return nil, fmt.Errorf("--max-concurrent-builds must be 0 (no limit) or more, not %d", o.MaxConcurrentBuilds)
 	}
+	allow, err := gitremote.ParseAllowList(strings.Split(o.PollAllowedCIDRs, ","))
+	if err != nil {
+		return nil, fmt.Errorf("--poll-allowed-cidrs: %w", err)
+	}
 	scheme := Scheme()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -115,6 +123,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
 		RetryBackoff:        o.RetryBackoff,
 		MaxBuildTimeout:     o.MaxBuildTimeout,
+		Poller:              gitremote.New(gitremote.Options{Allow: allow}),
 	}
 	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, fmt.Errorf("registering the ImageBuild controller: %w", err)
