@@ -62,7 +62,8 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		return err
 	}
 	key := keyOf(ib)
-	if err := r.cancelOutdated(ctx, ib, pods, key); err != nil {
+	if stale, err := r.cancelOutdated(ctx, ib, pods, key); err != nil || stale {
+		st.requeueAfter(time.Second) // the cache catches up within moments
 		return err
 	}
 	if ib.Spec.Suspend {
@@ -90,13 +91,22 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 
 // cancelOutdated deletes the unfinished build pods that do not answer key (or every unfinished
 // one while the ImageBuild is suspended).
-func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) error {
+func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) (stale bool, err error) {
+	checked := false
 	for _, pod := range pods {
 		if podFinished(pod) || pod.DeletionTimestamp != nil || (podKey(pod) == key && !ib.Spec.Suspend) {
 			continue
 		}
+		if !checked {
+			// Cancelling cannot be undone: decide on the ImageBuild as the API server holds it,
+			// not on a cached copy that may lack the status that made this pod current.
+			if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+				return stale, err
+			}
+			checked = true
+		}
 		if err := r.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
+			return false, fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
 		}
 		why := "the ImageBuild changed"
 		if ib.Spec.Suspend {
@@ -108,7 +118,7 @@ func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.Im
 		}
 		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildCancelled, "Cancelled build pod %s: %s", pod.Name, why)
 	}
-	return nil
+	return false, nil
 }
 
 // currentPod is the newest build pod of key, unless a later build (a retry) exists; and the
