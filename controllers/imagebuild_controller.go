@@ -192,6 +192,10 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		result, retErr = r.summarizeAndPatch(ctx, before, ib, st, retErr)
 	}()
 
+	if ib.Status.DecodeError != "" {
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonStatusReset, "%s; kiln replaces the status and builds again", ib.Status.DecodeError)
+		ib.Status.DecodeError = ""
+	}
 	if ib.Spec.DecodeError != "" {
 		st.stall(kilnv1.ReasonInvalidSpec, ib.Spec.DecodeError+" (it was stored before kiln's validation refused such values): correct the field, or delete and re-create the ImageBuild")
 		return reconcile.Result{}, nil

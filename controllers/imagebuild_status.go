@@ -306,7 +306,14 @@ func (r *ImageBuildReconciler) summarizeAndPatch(ctx context.Context, before, ib
 	setSizeBudgetCondition(ib)
 
 	announce := afterPatch.take(ib)
-	if !equality.Semantic.DeepEqual(before.Status, ib.Status) {
+	if before.Status.DecodeError != "" {
+		// The stored status holds a value nothing can decode: a patch would leave it there, so
+		// replace the whole status.
+		if err := r.Status().Update(ctx, ib); err != nil {
+			retErr = errors.Join(retErr, client.IgnoreNotFound(fmt.Errorf("replacing the undecodable status: %w", err)))
+			announce = nil
+		}
+	} else if !equality.Semantic.DeepEqual(before.Status, ib.Status) {
 		if err := r.Status().Patch(ctx, ib, client.MergeFrom(before)); err != nil {
 			retErr = errors.Join(retErr, client.IgnoreNotFound(fmt.Errorf("patching status: %w", err)))
 			announce = nil // the next reconcile finds the same and announces it

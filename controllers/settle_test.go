@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -176,4 +177,32 @@ func TestForeignObjectWithTheBuildPodsNameStalls(t *testing.T) {
 	ib := newImageBuild(ns, "squat")
 	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
 	stalledWith(g, ib, string(kilnv1.FailurePodRejected), `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
+}
+
+// TestUndecodableStatusIsReplaced: a status value the schema accepts but Go cannot parse (a
+// lower-case RFC 3339 time, written by anyone allowed to patch the status) neither stops the
+// manager's list nor stays: kiln replaces the status, and another ImageBuild keeps building.
+func TestUndecodableStatusIsReplaced(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	bad := newImageBuild(ns, "badstatus")
+	g.Expect(k8sClient.Create(ctx, bad)).To(Succeed())
+	g.Eventually(podExists(ns, "badstatus-build-1")).Should(BeTrue())
+	patch := []byte(`{"status":{"lastPolledAt":"2026-01-01t00:00:00z"}}`)
+	g.Expect(k8sClient.Status().Patch(ctx, bad.DeepCopy(), client.RawPatch(types.MergePatchType, patch))).To(Succeed(), "the schema lets it through")
+
+	other := newImageBuild(ns, "bystander")
+	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
+	g.Eventually(podExists(ns, "bystander-build-1")).Should(BeTrue(), "one bad status stops nobody else")
+
+	update(g, bad, func(ib *kilnv1.ImageBuild) { ib.Labels = map[string]string{"poke": "1"} })
+	g.Eventually(func(g Gomega) {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(kilnv1.GroupVersion.WithKind("ImageBuild"))
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(bad), u)).To(Succeed())
+		v, _, _ := unstructured.NestedString(u.Object, "status", "lastPolledAt")
+		g.Expect(v).NotTo(Equal("2026-01-01t00:00:00z"))
+		g.Expect(getIB(g, bad).Status.DecodeError).To(BeEmpty())
+	}).Should(Succeed())
 }

@@ -31,6 +31,8 @@ const (
 	ReasonPollFailed      = "PollFailed"
 	// ReasonInvalidSpec: the stored spec does not decode (it predates kiln's validation).
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonStatusReset (an Event): the stored status did not decode and kiln replaced it.
+	ReasonStatusReset = "StatusReset"
 	// ReasonClaimRejected: the API server refused the cache claim kiln rendered.
 	ReasonClaimRejected = "ClaimRejected"
 	// ReasonQuotaExceeded: a ResourceQuota refused the claim or pod for now; kiln tries again.

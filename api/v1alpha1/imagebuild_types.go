@@ -493,6 +493,10 @@ type ImageBuildStatus struct {
 	// +optional
 	LastPolledAt *metav1.Time `json:"lastPolledAt,omitempty"`
 
+	// DecodeError is set, instead of any other field, when the stored status does not decode into
+	// these types; it is never serialized. See UnmarshalJSON.
+	DecodeError string `json:"-"`
+
 	// LastHandledResetCacheAt is the value of the kiln.dev/reset-cache-requested-at annotation
 	// whose cache reset a build has carried out (or started).
 	// +optional
