@@ -65,6 +65,10 @@ type ImageBuildReconciler struct {
 	// again by itself, refreshing its place in the queue; watches wake it as soon as it may go
 	// on. Default one minute.
 	WaitRefresh time.Duration
+	// MaxPending is how long a build pod may stay unscheduled before its build fails as
+	// Unschedulable (--max-pending, default 10m): activeDeadlineSeconds only counts from the
+	// pod's start, so without it an unschedulable pod would hold its build slot and claim forever.
+	MaxPending time.Duration
 	// MaxBuildTimeout clamps every ImageBuild's spec.timeout (--max-build-timeout); 0 means the
 	// API's own bound of 24h.
 	MaxBuildTimeout time.Duration
@@ -399,6 +403,9 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 		return nil
 	}
 	msg := fmt.Sprintf("build pod %s is %s", pod.Name, pod.Status.Phase)
+	if c := scheduledCondition(pod); c != nil && c.Status == corev1.ConditionFalse && c.Message != "" {
+		msg += ": not scheduled: " + c.Message
+	}
 	for _, cs := range containerStatuses(pod) {
 		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
 			msg += fmt.Sprintf("; container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
@@ -444,7 +451,46 @@ func (r *ImageBuildReconciler) startFailure(pod *corev1.Pod) (class kilnv1.Failu
 			wait = left
 		}
 	}
+	if class, msg, left := r.unschedulable(pod); class != "" {
+		return class, msg, 0
+	} else if left > 0 && (wait == 0 || left < wait) {
+		wait = left
+	}
 	return "", "", wait
+}
+
+// defaultMaxPending is MaxPending's default.
+const defaultMaxPending = 10 * time.Minute
+
+// unschedulable says whether pod has stayed unscheduled longer than MaxPending, with the
+// scheduler's message; or how long until it will have.
+func (r *ImageBuildReconciler) unschedulable(pod *corev1.Pod) (class kilnv1.FailureClass, msg string, left time.Duration) {
+	limit := r.MaxPending
+	if limit <= 0 {
+		limit = defaultMaxPending
+	}
+	c := scheduledCondition(pod)
+	if pod.Status.Phase != corev1.PodPending || c == nil || c.Status != corev1.ConditionFalse {
+		return "", "", 0
+	}
+	since := pod.CreationTimestamp.Time
+	if !c.LastTransitionTime.IsZero() {
+		since = c.LastTransitionTime.Time
+	}
+	if left = limit - r.now().Sub(since); left > 0 {
+		return "", "", left
+	}
+	return kilnv1.FailureUnschedulable, fmt.Sprintf("build pod %s could not be scheduled for more than %s (--max-pending): %s", pod.Name, limit, c.Message), 0
+}
+
+// scheduledCondition is the pod's PodScheduled condition, nil when it has none.
+func scheduledCondition(pod *corev1.Pod) *corev1.PodCondition {
+	for i := range pod.Status.Conditions {
+		if pod.Status.Conditions[i].Type == corev1.PodScheduled {
+			return &pod.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // pruneHistory deletes finished build pods beyond spec.historyLimit, newest kept. A pod whose

@@ -73,6 +73,9 @@ func (r *ImageBuildReconciler) reconcileSource(ctx context.Context, ib *kilnv1.I
 	cm := &corev1.ConfigMap{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: src.Name}, cm)
 	if apierrors.IsNotFound(err) {
+		if lb := ib.Status.LastBuild; lb != nil && lb.CompletionTime == nil {
+			return nil // the build under way has its files; it is followed to its end first
+		}
 		st.stall(kilnv1.ReasonSourceNotFound, fmt.Sprintf("ConfigMap %q (spec.source.configMap.name) not found in namespace %q; the build starts when it is created", src.Name, ib.Namespace))
 		return nil
 	}

@@ -271,6 +271,11 @@ func setCondition(ib *kilnv1.ImageBuild, typ string, status metav1.ConditionStat
 func (r *ImageBuildReconciler) summarizeAndPatch(ctx context.Context, before, ib *kilnv1.ImageBuild, st *buildState, retErr error) (reconcile.Result, error) {
 	switch {
 	case st.stalled:
+		if st.phase == "" {
+			// A stall before the build step: the phase of an earlier state (Queued, Building)
+			// would misstate it, and a Queued one would hold a place in the queue.
+			st.phase = kilnv1.PhaseFailed
+		}
 		setCondition(ib, kilnv1.ConditionStalled, metav1.ConditionTrue, st.reason, st.message)
 		meta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.ConditionReconciling)
 		setCondition(ib, kilnv1.ConditionReady, metav1.ConditionFalse, st.reason, st.message)

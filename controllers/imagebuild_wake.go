@@ -7,6 +7,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -62,7 +63,7 @@ func (r *ImageBuildReconciler) queued(ctx context.Context) ([]*kilnv1.ImageBuild
 	out := make([]*kilnv1.ImageBuild, 0, len(list.Items))
 	for i := range list.Items {
 		o := &list.Items[i]
-		if !o.Spec.Suspend && o.DeletionTimestamp.IsZero() {
+		if !o.Spec.Suspend && o.DeletionTimestamp.IsZero() && !meta.IsStatusConditionTrue(o.Status.Conditions, kilnv1.ConditionStalled) {
 			out = append(out, o)
 		}
 	}

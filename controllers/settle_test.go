@@ -32,6 +32,7 @@ func stalledWith(g Gomega, ib *kilnv1.ImageBuild, reason string, message ...stri
 			g.Expect(st.Message).To(ContainSubstring(m))
 		}
 		g.Expect(condition(cur, kilnv1.ConditionReconciling)).To(BeNil())
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseFailed), "a stalled ImageBuild is not Queued, Pending or Building")
 		g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
 	}).Should(Succeed())
 }
@@ -205,4 +206,40 @@ func TestUndecodableStatusIsReplaced(t *testing.T) {
 		g.Expect(v).NotTo(Equal("2026-01-01t00:00:00z"))
 		g.Expect(getIB(g, bad).Status.DecodeError).To(BeEmpty())
 	}).Should(Succeed())
+}
+
+// TestUnschedulableBuildEndsAndFreesItsSlot (issue 10 item 2, found on the local cluster): a
+// build pod no node can take never starts its activeDeadlineSeconds; after --max-pending it
+// fails as Unschedulable with the scheduler's message, and its slot goes to the next build.
+func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "nowhere", func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"kiln.test/nowhere": "true"} })
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "nowhere-build-1") }).Should(Succeed())
+	// The scheduler's verdict, as the real one writes it; 11 minutes ago.
+	since := metav1.NewTime(time.Now().Add(-defaultMaxPending - time.Minute))
+	pod.Status.Phase = corev1.PodPending
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		Message: "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.", LastTransitionTime: since}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	stalledWith(g, ib, string(kilnv1.FailureUnschedulable), "could not be scheduled for more than 10m0s", "didn't match Pod's node affinity/selector")
+	g.Consistently(podExists(ns, "nowhere-build-2")).Should(BeFalse(), "not retried: the spec must change")
+
+	// Until then, the wait says why and when it ends.
+	young := newImageBuild(ns, "young", func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"kiln.test/nowhere": "true"} })
+	g.Expect(k8sClient.Create(ctx, young)).To(Succeed())
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "young-build-1") }).Should(Succeed())
+	pod.Status.Phase = corev1.PodPending
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		Message: "0/1 nodes are available: insufficient cpu.", LastTransitionTime: metav1.Now()}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(getIB(g, young), kilnv1.ConditionReconciling).Message).To(ContainSubstring("not scheduled: 0/1 nodes are available: insufficient cpu."))
+	}).Should(Succeed())
+	class, _, left := testReconciler.unschedulable(pod)
+	g.Expect(class).To(BeEmpty())
+	g.Expect(left).To(BeNumerically(">", defaultMaxPending-time.Minute), "observeRunning requeues for when --max-pending runs out")
 }

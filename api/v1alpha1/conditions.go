@@ -47,7 +47,7 @@ const (
 // manager adds the ones that happen around the runner (Timeout, PodLost, PodRejected, ...). It is
 // one enum for the CRD (status.lastBuild.failureReason), the runner's result
 // (internal/contract) and the code; the empty class is success.
-// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed
+// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed;Unschedulable
 type FailureClass string
 
 // The failure classes. Only Transient ones are retried.
@@ -81,12 +81,16 @@ const (
 	FailurePodStartFailed FailureClass = "PodStartFailed"
 	// FailureImagePullFailed: an image of the build pod could not be pulled for several minutes.
 	FailureImagePullFailed FailureClass = "ImagePullFailed"
+	// FailureUnschedulable: the build pod stayed unscheduled longer than the manager's
+	// --max-pending; the scheduler's message says why (a nodeSelector or affinity no node has,
+	// resources no node offers, a claim that cannot bind).
+	FailureUnschedulable FailureClass = "Unschedulable"
 )
 
 // FailureClasses are every failure class, as the enum of status.lastBuild.failureReason lists them.
 var FailureClasses = []FailureClass{
 	FailureBadInput, FailureBuildFailed, FailureOverBudget, FailurePushFailed, FailureBuildKitNotUp, FailureInternal, FailureTimeout,
-	FailurePodLost, FailureRunnerCrashed, FailureCancelled, FailurePodRejected, FailurePodStartFailed, FailureImagePullFailed,
+	FailurePodLost, FailureRunnerCrashed, FailureCancelled, FailurePodRejected, FailurePodStartFailed, FailureImagePullFailed, FailureUnschedulable,
 }
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt

@@ -36,6 +36,7 @@ type Options struct {
 	DefaultStorageClass string
 	RetryBackoff        time.Duration
 	MaxBuildTimeout     time.Duration
+	MaxPending          time.Duration
 	PollAllowedCIDRs    string
 }
 
@@ -52,6 +53,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DefaultCacheSize, "default-cache-size", "10Gi", "size of a cache claim whose ImageBuild sets no spec.cache.size")
 	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
+	fs.DurationVar(&o.MaxPending, "max-pending", 10*time.Minute, "longest a build pod may stay unscheduled before its build fails as Unschedulable")
 	fs.DurationVar(&o.MaxBuildTimeout, "max-build-timeout", 24*time.Hour, "longest build allowed: a longer spec.timeout is lowered to it (the API allows at most 24h)")
 	fs.StringVar(&o.PollAllowedCIDRs, "poll-allowed-cidrs", "", "comma-separated private or cluster addresses git polling may reach: CIDRs (10.0.0.0/8), addresses (10.1.2.3) or address:port (10.1.2.3:443); public addresses need none, link-local ones are never reached, loopback only when an entry lies inside it")
 }
@@ -123,6 +125,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
 		RetryBackoff:        o.RetryBackoff,
 		MaxBuildTimeout:     o.MaxBuildTimeout,
+		MaxPending:          o.MaxPending,
 		Poller:              gitremote.New(gitremote.Options{Allow: allow}),
 	}
 	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
