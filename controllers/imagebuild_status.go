@@ -113,6 +113,9 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 		}
 		return outcome{class: kilnv1.FailureTimeout, msg: fmt.Sprintf("the build ran longer than %s and was stopped", timeout)}
 	}
+	if o, ok := oomKilled(ib, pod); ok {
+		return o
+	}
 	if runner != nil && runner.Message != "" {
 		res, err := contract.Decode(runner.Message)
 		if errors.As(err, new(*contract.VersionError)) {
@@ -159,6 +162,27 @@ func resultOutcome(pod *corev1.Pod, runner *corev1.ContainerStateTerminated, res
 		o.class, o.msg = kilnv1.FailureInternal, fmt.Sprintf("the runner reported failure class %q, which this manager does not know: %s", res.FailureClass, res.Message)
 	}
 	return o
+}
+
+// oomKilled is the outcome of a build whose buildkitd (or runner) the kernel killed for memory:
+// whatever the runner then reported (BuildKit gone, a crash), the build needs more memory, and
+// trying again with the same limit fails the same way.
+func oomKilled(ib *kilnv1.ImageBuild, pod *corev1.Pod) (outcome, bool) {
+	for _, cs := range containerStatuses(pod) {
+		for _, t := range []*corev1.ContainerStateTerminated{cs.State.Terminated, cs.LastTerminationState.Terminated} {
+			if t == nil || t.Reason != "OOMKilled" {
+				continue
+			}
+			limit := "no memory limit (the node ran out)"
+			if cs.Name == containerBuildKit && ib.Spec.Resources != nil {
+				if q, ok := ib.Spec.Resources.Limits[corev1.ResourceMemory]; ok {
+					limit = "spec.resources.limits.memory " + q.String()
+				}
+			}
+			return outcome{class: kilnv1.FailureBuildFailed, msg: fmt.Sprintf("container %s of build pod %s ran out of memory (OOMKilled, %s): raise spec.resources.limits.memory, or make the build use less", cs.Name, pod.Name, limit)}, true
+		}
+	}
+	return outcome{}, false
 }
 
 // lastLine is the last line of s that is not blank.

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -242,4 +243,25 @@ func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
 	class, _, left := testReconciler.unschedulable(pod)
 	g.Expect(class).To(BeEmpty())
 	g.Expect(left).To(BeNumerically(">", defaultMaxPending-time.Minute), "observeRunning requeues for when --max-pending runs out")
+}
+
+// TestOOMKilledBuildKitIsNotRetried: buildkitd killed for memory makes the runner report BuildKit
+// gone (transient); the pod says OOMKilled, and that is what the build failed of.
+func TestOOMKilledBuildKitIsNotRetried(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "oom", func(ib *kilnv1.ImageBuild) {
+		ib.Spec.Resources = &kilnv1.BuildKitResources{Limits: map[corev1.ResourceName]resource.Quantity{corev1.ResourceMemory: resource.MustParse("20Mi")}}
+		ib.Spec.Retries = ptr.To[int32](2)
+	})
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "oom-build-1") }).Should(Succeed())
+	lost := contract.Result{FailureClass: kilnv1.FailureBuildKitNotUp, Message: "lost buildkitd during the build: EOF"}
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: containerBuildKit, LastTerminationState: corev1.ContainerState{
+		Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}}}
+	finishPod(t, pod, 6, resultJSON(t, lost))
+	stalledWith(g, ib, string(kilnv1.FailureBuildFailed), "OOMKilled", "spec.resources.limits.memory 20Mi")
+	g.Consistently(podExists(ns, "oom-build-2")).Should(BeFalse())
 }
