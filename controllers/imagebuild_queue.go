@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -90,19 +91,30 @@ type census struct {
 	seen    map[types.NamespacedName]bool // every build pod, finished or not
 }
 
-// buildPodCensus counts kiln's build pods from the cache.
+// buildPodCensus counts kiln's build pods from the cache. A running pod holds a slot only when
+// an existing ImageBuild controls it, and one per ImageBuild: a pod that merely carries kiln's
+// labels (anyone who may create pods can add them) or claims an ImageBuild as its owner takes
+// no slot beyond the one that ImageBuild's own build would.
 func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, error) {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}, client.UnsafeDisableDeepCopy); err != nil {
 		return census{}, fmt.Errorf("counting running builds: %w", err)
 	}
 	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items))}
+	owners := map[types.UID]bool{}
 	for i := range list.Items {
 		p := &list.Items[i]
 		c.seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
-		if !podFinished(p) {
-			c.running++
+		ref := metav1.GetControllerOf(p)
+		if podFinished(p) || ref == nil || ref.Kind != "ImageBuild" || owners[ref.UID] {
+			continue
 		}
+		owner := &kilnv1.ImageBuild{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, owner); err != nil || owner.UID != ref.UID {
+			continue // no such ImageBuild (any more): its pods are going, or were never kiln's
+		}
+		owners[ref.UID] = true
+		c.running++
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -264,4 +265,25 @@ func TestOOMKilledBuildKitIsNotRetried(t *testing.T) {
 	finishPod(t, pod, 6, resultJSON(t, lost))
 	stalledWith(g, ib, string(kilnv1.FailureBuildFailed), "OOMKilled", "spec.resources.limits.memory 20Mi")
 	g.Consistently(podExists(ns, "oom-build-2")).Should(BeFalse())
+}
+
+// TestPodsWithKilnsLabelsTakeNoSlot: anyone who may create pods can put kiln's labels on them;
+// such pods take no build slot unless an existing ImageBuild controls them.
+func TestPodsWithKilnsLabelsTakeNoSlot(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	testReconciler.SetMaxConcurrentBuilds(1)
+	t.Cleanup(func() { testReconciler.SetMaxConcurrentBuilds(0) })
+	ghost := metav1.OwnerReference{APIVersion: kilnv1.GroupVersion.String(), Kind: "ImageBuild", Name: "gone", UID: "00000000-0000-0000-0000-000000000000", Controller: ptr.To(true)}
+	for i, refs := range [][]metav1.OwnerReference{nil, nil, {ghost}} {
+		fake := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("fake-%d", i), OwnerReferences: refs,
+			Labels: map[string]string{LabelManagedBy: "kiln", LabelImageBuild: "gone"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.test/other:1"}}}}
+		g.Expect(k8sClient.Create(ctx, fake)).To(Succeed())
+	}
+	time.Sleep(2 * time.Second) // the manager's cache has the fakes: counted, they would fill the one slot
+	other := newImageBuild(ns, "other")
+	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
+	g.Eventually(podExists(ns, "other-build-1")).Should(BeTrue(), "labelled pods that no existing ImageBuild controls take no slot")
 }
