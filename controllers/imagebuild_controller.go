@@ -342,6 +342,15 @@ func apiRefusal(err error) (quota, rejected bool) {
 	return false, false
 }
 
+// refusalMessage says who refused the build: kiln itself (a name taken by someone else's object)
+// or the API server.
+func refusalMessage(err error) string {
+	if own := (*refusal)(nil); errors.As(err, &own) {
+		return "kiln refused to start the build: " + err.Error()
+	}
+	return "the API server refused the build: " + err.Error()
+}
+
 // quotaRetry is how often kiln tries again after a ResourceQuota refused a claim or pod.
 const quotaRetry = 30 * time.Second
 
@@ -363,7 +372,7 @@ func (r *ImageBuildReconciler) refused(ib *kilnv1.ImageBuild, podName string, n 
 	ib.Status.LastBuild = &kilnv1.LastBuild{
 		PodName: podName, Attempt: attempt, BuildKey: keyOf(ib),
 		CompletionTime: &now, FailureReason: kilnv1.FailurePodRejected,
-		Message: contract.Truncate("the API server refused the build: "+err.Error(), contract.MaxMessage),
+		Message: contract.Truncate(refusalMessage(err), contract.MaxMessage),
 	}
 	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), contract.MaxEventMessage))
 	r.reportOutcome(ib, st)

@@ -179,7 +179,7 @@ func TestForeignObjectWithTheBuildPodsNameStalls(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, squatter)).To(Succeed())
 	ib := newImageBuild(ns, "squat")
 	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
-	stalledWith(g, ib, string(kilnv1.FailurePodRejected), `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
+	stalledWith(g, ib, string(kilnv1.FailurePodRejected), "kiln refused to start the build", `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
 }
 
 // TestUndecodableStatusIsReplaced: a status value the schema accepts but Go cannot parse (a
