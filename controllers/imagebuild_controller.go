@@ -117,7 +117,7 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Status-only updates (kiln's own patches) need no reconcile.
-		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}, undecodableStatus))).
 		Owns(&corev1.Pod{}).
 		Watches(&corev1.Pod{}, r.buildPodEvents()).
 		Owns(&corev1.PersistentVolumeClaim{}).
@@ -130,6 +130,13 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 }
 
 var registerCollector sync.Once
+
+// undecodableStatus lets through the status-only update that wrote a status nobody can decode,
+// so that kiln replaces it at once rather than at the object's next change.
+var undecodableStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	ib, ok := e.ObjectNew.(*kilnv1.ImageBuild)
+	return ok && ib.Status.DecodeError != ""
+}}
 
 // CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods
 // are cached, and ConfigMaps are cached as metadata plus a content digest (transformConfigMap).
@@ -197,7 +204,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}()
 
 	if ib.Status.DecodeError != "" {
-		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonStatusReset, "%s; kiln replaces the status and builds again", ib.Status.DecodeError)
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonStatusReset, "%s; kiln replaces the status", ib.Status.DecodeError)
 		ib.Status.DecodeError = ""
 	}
 	if ib.Spec.DecodeError != "" {
