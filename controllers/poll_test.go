@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -161,18 +160,8 @@ func nudge(g Gomega, ib *kilnv1.ImageBuild, v string) {
 func TestPollDoesNotFollowARedirectToAnAddressNotAllowed(t *testing.T) {
 	g := eventually(t)
 	ns := newNamespace(t)
-	var metaConns atomic.Int32
-	meta := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "SECRET-METADATA {\"AccessKeyId\": \"AKIA\"}")
-	}))
-	meta.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			metaConns.Add(1)
-		}
-	}
-	meta.Start()
-	t.Cleanup(meta.Close)
-	redirector := httptest.NewServer(http.RedirectHandler(meta.URL+"/latest/meta-data/iam/", http.StatusFound))
+	metaURL, metaConns := testenv.MetadataServer(t)
+	redirector := httptest.NewServer(http.RedirectHandler(metaURL+"/latest/meta-data/iam/", http.StatusFound))
 	t.Cleanup(redirector.Close)
 	allowPolls(t, strings.TrimPrefix(redirector.URL, "http://"))
 
@@ -185,7 +174,7 @@ func TestPollDoesNotFollowARedirectToAnAddressNotAllowed(t *testing.T) {
 		notes = eventNotes(g, ns, kilnv1.ReasonPollFailed)
 		g.Expect(notes).NotTo(BeEmpty())
 	}).Should(Succeed())
-	g.Expect(notes[0]).To(ContainSubstring("the manager does not connect to " + strings.TrimPrefix(meta.URL, "http://") + ": a loopback address"))
+	g.Expect(notes[0]).To(ContainSubstring("the manager does not connect to " + strings.TrimPrefix(metaURL, "http://") + ": a loopback address"))
 	g.Expect(notes[0]).NotTo(ContainSubstring("SECR"))
 	g.Expect(metaConns.Load()).To(BeZero(), "the metadata listener was connected to")
 	g.Expect(getIB(g, ib).Status.LastPolledAt).NotTo(BeNil())

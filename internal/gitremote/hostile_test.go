@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // The servers below are hostile git servers of the test's own, all on 127.0.0.1. The Client
@@ -176,29 +178,11 @@ func TestStopsOnceTheWantedRefIsSeen(t *testing.T) {
 	}
 }
 
-// metadata is a 127.0.0.1 listener the tests never allow: it stands for an instance metadata
-// service. It answers like one, and counts the connections it gets (there must be none).
-func metadata(t *testing.T) (url string, conns *atomic.Int32) {
-	t.Helper()
-	conns = &atomic.Int32{}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "SECRET-METADATA: {\"AccessKeyId\": \"AKIA\"}")
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv.URL, conns
-}
-
 // TestRedirects: a redirect to an address the allow list does not name is refused by the
 // dialer, before it connects; a redirect to another host name is not followed; a redirect on
 // the same host is.
 func TestRedirects(t *testing.T) {
-	metaURL, metaConns := metadata(t)
+	metaURL, metaConns := testenv.MetadataServer(t)
 	tiny := advertisement() + pkt(zeroID+" HEAD\x00multi_ack\n") + "0000"
 	_, addr := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch {
