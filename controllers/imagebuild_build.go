@@ -67,8 +67,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		return err
 	}
 	if ib.Spec.Suspend {
-		st.suspended = true
-		st.progress(ib.Status.Phase, kilnv1.ReasonSuspended, "spec.suspend is true: no build runs")
+		reportSuspended(ib, pods, st)
 		return nil
 	}
 	current, highest := currentPod(ib, pods, key)
@@ -87,6 +86,24 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		return r.startBuild(ctx, ib, claim, highest+1, next.attempt, st)
 	}
 	return nil
+}
+
+// reportSuspended says that no build runs, and which of ib's pods are still stopping. A build in
+// progress (or waiting to start) becomes Suspended at once; an ended build keeps its phase.
+func reportSuspended(ib *kilnv1.ImageBuild, pods []*corev1.Pod, st *buildState) {
+	st.suspended = true
+	phase := ib.Status.Phase
+	switch phase {
+	case "", kilnv1.PhasePending, kilnv1.PhaseQueued, kilnv1.PhaseWaitingForCache, kilnv1.PhaseBuilding:
+		phase = kilnv1.PhaseSuspended
+	}
+	msg := "spec.suspend is true: no build runs"
+	for _, pod := range pods {
+		if !podFinished(pod) && pod.DeletionTimestamp != nil {
+			msg += fmt.Sprintf("; build pod %s is stopping", pod.Name)
+		}
+	}
+	st.progress(phase, kilnv1.ReasonSuspended, msg)
 }
 
 // cancelOutdated deletes the unfinished build pods that do not answer key (or every unfinished
@@ -160,6 +177,9 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 	}
 	switch {
 	case current != nil && lb.PodName == current.Name && lb.CompletionTime == nil:
+		if !podFinished(current) && current.DeletionTimestamp != nil && runnerTerminated(current) == nil {
+			return r.followDeleted(ctx, ib, current, st)
+		}
 		if !podFinished(current) {
 			return true, r.observeRunning(ctx, ib, current, st)
 		}
@@ -193,8 +213,23 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 			st.requeueAfter(time.Second)
 			return true, err
 		}
-		r.recordLost(ib)
+		r.recordLost(ib, fmt.Sprintf("build pod %s disappeared before it finished (deleted, or its node was lost)", lb.PodName))
 	}
+	return false, nil
+}
+
+// followDeleted ends the build whose pod someone else deleted (kubectl delete, a drain, a
+// preemption) at once, as lost, instead of reporting it as running until the pod is gone: the
+// runner stops on SIGTERM, so the build cannot finish. The pod keeps the claim's Lease until it
+// is gone; the retry waits for that (waitForClaim).
+func (r *ImageBuildReconciler) followDeleted(ctx context.Context, ib *kilnv1.ImageBuild, pod *corev1.Pod, st *buildState) (bool, error) {
+	if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+		// kiln itself may have ended this build and deleted its pod; look again with that status.
+		st.requeueAfter(time.Second)
+		return true, err
+	}
+	r.recordLost(ib, fmt.Sprintf("build pod %s was deleted at %s before it finished (kubectl delete, eviction, preemption or a node drain)",
+		pod.Name, pod.DeletionTimestamp.UTC().Format(time.RFC3339)))
 	return false, nil
 }
 
@@ -270,8 +305,21 @@ func (r *ImageBuildReconciler) backoff(attempt int32) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-// reportOutcome reports the final outcome of the current key's build.
+// resetRequested reports whether the reset-cache annotation asks for a reset not yet done.
+func resetRequested(ib *kilnv1.ImageBuild) bool {
+	at := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
+	return at != "" && at != ib.Status.LastHandledResetCacheAt
+}
+
+// reportOutcome reports the final outcome of the current key's build, and a cache reset that
+// waits for the next build.
 func (r *ImageBuildReconciler) reportOutcome(ib *kilnv1.ImageBuild, st *buildState) {
+	defer func() {
+		if at := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]; resetRequested(ib) {
+			st.message += fmt.Sprintf("; cache reset requested (%s=%q): it runs with the next build (set %s to start one now)",
+				kilnv1.AnnotationResetCacheRequestedAt, at, kilnv1.AnnotationRebuildRequestedAt)
+		}
+	}()
 	lb := ib.Status.LastBuild
 	switch lb.FailureReason {
 	case "":
@@ -280,9 +328,10 @@ func (r *ImageBuildReconciler) reportOutcome(ib *kilnv1.ImageBuild, st *buildSta
 		st.progress(kilnv1.PhaseBudgetExceeded, kilnv1.ReasonBudgetExceeded, lb.Message)
 		st.stall(kilnv1.ReasonBudgetExceeded, lb.Message)
 	default:
-		msg := fmt.Sprintf("%s: %s", lb.FailureReason, lb.Message)
+		// The conditions' reason is the class: the message does not repeat it.
+		msg := lb.Message
 		if kilnv1.Transient(lb.FailureReason) {
-			msg = fmt.Sprintf("gave up after %d attempts; last: %s", lb.Attempt, msg)
+			msg = fmt.Sprintf("gave up after %d attempts; the last failed: %s", lb.Attempt, msg)
 		}
 		st.progress(kilnv1.PhaseFailed, kilnv1.ReasonBuildFailed, msg)
 		st.stall(string(lb.FailureReason), msg)

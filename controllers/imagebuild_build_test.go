@@ -58,3 +58,25 @@ func TestDecideNext(t *testing.T) {
 		})
 	}
 }
+
+// TestOutcomeSaysItsClassOnce: a failed build's conditions carry the failure class as their
+// reason, and their message does not repeat it ("BadInput: BadInput: …" was issue 19 item 2).
+func TestOutcomeSaysItsClassOnce(t *testing.T) {
+	r := &ImageBuildReconciler{}
+	now := metav1.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	for _, class := range kilnv1.FailureClasses {
+		if class == kilnv1.FailureOverBudget || class == kilnv1.FailureCancelled {
+			continue // reported as BudgetExceeded; a cancelled build starts again
+		}
+		ib := &kilnv1.ImageBuild{}
+		ib.Status.LastBuild = &kilnv1.LastBuild{PodName: "x-build-1", Attempt: 1, CompletionTime: &now, FailureReason: class, Message: "what went wrong"}
+		st := &buildState{}
+		r.reportOutcome(ib, st)
+		if !st.stalled || st.reason != string(class) {
+			t.Errorf("%s: stalled %v with reason %q, want the class as the reason", class, st.stalled, st.reason)
+		}
+		if strings.Contains(st.message, string(class)) || !strings.Contains(st.message, "what went wrong") {
+			t.Errorf("%s: message %q repeats the class or loses the runner's message", class, st.message)
+		}
+	}
+}

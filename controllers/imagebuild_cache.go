@@ -30,7 +30,7 @@ const leaseGrace = time.Minute
 type cacheClaim struct {
 	Name   string
 	Shared bool
-	// Bytes is the claim's capacity (or request, before it is bound), for BuildKit's GC.
+	// Bytes is the size the claim requests (its capacity when it requests none), for BuildKit's GC.
 	Bytes int64
 }
 
@@ -93,10 +93,13 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 				claim.Name, claimPendingWarning, pvc.CreationTimestamp.UTC().Format(time.RFC3339), class, claim.Name)
 		}
 	}
-	if c, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {
-		claim.Bytes = c.Value()
-	} else if q, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
+	// BuildKit's garbage collection is sized from what the claim asks for: a volume may be bound
+	// with more capacity than that (a larger PV, or a hostPath that reports its whole disk), and
+	// the extra room is not the cache's to fill.
+	if q, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
 		claim.Bytes = q.Value()
+	} else if c, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {
+		claim.Bytes = c.Value()
 	}
 	return claim, nil
 }

@@ -242,6 +242,23 @@ func (r *ImageBuildReconciler) buildPods(ctx context.Context, ib *kilnv1.ImageBu
 	return pods, nil
 }
 
+// waitForClaim reports a build that waits for the cache claim's Lease, which holder holds. When
+// the holder is one of ib's own earlier pods, still stopping (cancelled, or deleted by someone),
+// that is no contention: it is said as such, and the pod's end wakes ib.
+func (r *ImageBuildReconciler) waitForClaim(ctx context.Context, ib *kilnv1.ImageBuild, claim, holder string, st *buildState) {
+	defer st.requeueAfter(r.waitRefresh()) // the Lease's release, or its holder's end, wakes it
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: holder}, pod); err == nil && metav1.IsControlledBy(pod, ib) {
+		state := "is still running"
+		if pod.DeletionTimestamp != nil {
+			state = fmt.Sprintf("is stopping (deleted at %s)", pod.DeletionTimestamp.UTC().Format(time.RFC3339))
+		}
+		st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("this ImageBuild's earlier build pod %s %s and still holds cache claim %s; the build starts as soon as it has ended", holder, state, claim))
+		return
+	}
+	st.progress(kilnv1.PhaseWaitingForCache, kilnv1.ReasonWaitingForCache, fmt.Sprintf("cache claim %s is in use by build pod %s; one build at a time uses a claim", claim, holder))
+}
+
 // startBuild takes a concurrency slot and the cache claim's Lease, then creates the build pod.
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
 	podName := buildPodName(ib, n)
@@ -269,15 +286,14 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		return err
 	}
 	if holder != "" {
-		st.progress(kilnv1.PhaseWaitingForCache, kilnv1.ReasonWaitingForCache, fmt.Sprintf("cache claim %s is in use by build pod %s; one build at a time uses a claim", claim.Name, holder))
-		st.requeueAfter(r.waitRefresh()) // the Lease's release, or its holder's end, wakes it
+		r.waitForClaim(ctx, ib, claim.Name, holder, st)
 		return nil
 	}
 	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
 	opts := podOptions{
 		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
-		ResetCache: resetAt != ib.Status.LastHandledResetCacheAt, MaxTimeout: r.MaxBuildTimeout,
+		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout,
 	}
 	req, err := renderRequest(ib, opts)
 	if err == nil {
@@ -418,6 +434,13 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 		st.progress(kilnv1.PhaseBuilding, kilnv1.ReasonBuilding, fmt.Sprintf("build pod %s is running", pod.Name))
 		return nil
 	}
+	st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, pendingMessage(pod))
+	return nil
+}
+
+// pendingMessage says why a build pod has not started running: its phase, the scheduler's
+// reason when it is not scheduled, and what its containers wait for.
+func pendingMessage(pod *corev1.Pod) string {
 	msg := fmt.Sprintf("build pod %s is %s", pod.Name, pod.Status.Phase)
 	if c := scheduledCondition(pod); c != nil && c.Status == corev1.ConditionFalse && c.Message != "" {
 		msg += ": not scheduled: " + c.Message
@@ -427,8 +450,7 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 			msg += fmt.Sprintf("; container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
 		}
 	}
-	st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, msg)
-	return nil
+	return msg
 }
 
 func containerStatuses(pod *corev1.Pod) []corev1.ContainerStatus {

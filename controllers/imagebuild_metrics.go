@@ -108,8 +108,7 @@ func (c *phaseCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ib := range list.Items {
 		counts[ib.Status.Phase]++
 	}
-	for _, p := range []kilnv1.Phase{kilnv1.PhasePending, kilnv1.PhaseQueued, kilnv1.PhaseWaitingForCache, kilnv1.PhaseBuilding,
-		kilnv1.PhaseSucceeded, kilnv1.PhaseFailed, kilnv1.PhaseBudgetExceeded} {
+	for _, p := range kilnv1.Phases {
 		ch <- prometheus.MustNewConstMetric(c.phases, prometheus.GaugeValue, float64(counts[p]), string(p))
 	}
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(counts[kilnv1.PhaseQueued]))

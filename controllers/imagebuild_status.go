@@ -243,13 +243,14 @@ func platformSizes(platforms []contract.Platform) []kilnv1.PlatformSize {
 	return out
 }
 
-// recordLost finishes the current build as lost: its pod was deleted before it ended.
-func (r *ImageBuildReconciler) recordLost(ib *kilnv1.ImageBuild) {
+// recordLost finishes the current build as lost (its pod was deleted before it ended), with the
+// message that says how.
+func (r *ImageBuildReconciler) recordLost(ib *kilnv1.ImageBuild, msg string) {
 	lb := ib.Status.LastBuild
 	now := metav1.NewTime(r.now())
 	lb.CompletionTime = &now
 	lb.FailureReason = kilnv1.FailurePodLost
-	lb.Message = fmt.Sprintf("build pod %s disappeared before it finished (deleted, or its node was lost)", lb.PodName)
+	lb.Message = msg
 	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "%s", lb.Message)
 }
 

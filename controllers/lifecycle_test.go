@@ -358,8 +358,13 @@ func TestResetCacheAnnotationReachesTheNextBuildOnce(t *testing.T) {
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
 
 	update(g, ib, func(ib *kilnv1.ImageBuild) {
-		ib.Annotations = map[string]string{kilnv1.AnnotationResetCacheRequestedAt: "r1", kilnv1.AnnotationRebuildRequestedAt: "b1"}
+		ib.Annotations = map[string]string{kilnv1.AnnotationResetCacheRequestedAt: "r1"}
 	})
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).To(ContainSubstring(`cache reset requested (kiln.dev/reset-cache-requested-at="r1"): it runs with the next build`))
+	}).Should(Succeed())
+	g.Consistently(podExists(ns, "reset-build-2")).Should(BeFalse(), "the reset alone starts no build")
+	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Annotations[kilnv1.AnnotationRebuildRequestedAt] = "b1" })
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "reset-build-2") }).Should(Succeed())
 	g.Expect(requestOf(g, pod).ResetCache).To(BeTrue())
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.LastHandledResetCacheAt).To(Equal("r1")) }).Should(Succeed())
@@ -368,6 +373,10 @@ func TestResetCacheAnnotationReachesTheNextBuildOnce(t *testing.T) {
 	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Annotations[kilnv1.AnnotationRebuildRequestedAt] = "b2" })
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "reset-build-3") }).Should(Succeed())
 	g.Expect(requestOf(g, pod).ResetCache).To(BeFalse(), "one request, one reset")
+	finishPod(t, pod, 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).To(And(ContainSubstring("pushed"), Not(ContainSubstring("cache reset"))))
+	}).Should(Succeed())
 }
 
 func TestPendingClaimIsReported(t *testing.T) {

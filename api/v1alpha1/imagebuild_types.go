@@ -412,7 +412,7 @@ type Budget struct {
 }
 
 // Phase is a one-word summary of an ImageBuild for humans; conditions are the contract.
-// +kubebuilder:validation:Enum=Pending;Queued;WaitingForCache;Building;Succeeded;Failed;BudgetExceeded
+// +kubebuilder:validation:Enum=Pending;Queued;WaitingForCache;Building;Succeeded;Failed;BudgetExceeded;Suspended
 type Phase string
 
 // The phases of an ImageBuild.
@@ -424,7 +424,13 @@ const (
 	PhaseSucceeded       Phase = "Succeeded"
 	PhaseFailed          Phase = "Failed"
 	PhaseBudgetExceeded  Phase = "BudgetExceeded"
+	// PhaseSuspended: spec.suspend stopped a build before it ended (or before it began). An
+	// ImageBuild suspended after its build ended keeps that build's phase.
+	PhaseSuspended Phase = "Suspended"
 )
+
+// Phases are every phase, as the enum of status.phase lists them.
+var Phases = []Phase{PhasePending, PhaseQueued, PhaseWaitingForCache, PhaseBuilding, PhaseSucceeded, PhaseFailed, PhaseBudgetExceeded, PhaseSuspended}
 
 // ImageBuildStatus is what kiln observed. GitOps tools read the conditions and observedGeneration.
 type ImageBuildStatus struct {
