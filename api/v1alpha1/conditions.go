@@ -47,7 +47,7 @@ const (
 // manager adds the ones that happen around the runner (Timeout, PodLost, PodRejected, ...). It is
 // one enum for the CRD (status.lastBuild.failureReason), the runner's result
 // (internal/contract) and the code; the empty class is success.
-// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed;Unschedulable
+// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed;Unschedulable;SourceUnavailable
 type FailureClass string
 
 // The failure classes. Only Transient ones are retried.
@@ -85,19 +85,23 @@ const (
 	// --max-pending; the scheduler's message says why (a nodeSelector or affinity no node has,
 	// resources no node offers, a claim that cannot bind).
 	FailureUnschedulable FailureClass = "Unschedulable"
+	// FailureSourceUnavailable: the git host could not be reached, timed out or failed (a
+	// repository or revision that does not exist, or credentials refused, are BadInput).
+	FailureSourceUnavailable FailureClass = "SourceUnavailable"
 )
 
 // FailureClasses are every failure class, as the enum of status.lastBuild.failureReason lists them.
 var FailureClasses = []FailureClass{
 	FailureBadInput, FailureBuildFailed, FailureOverBudget, FailurePushFailed, FailureBuildKitNotUp, FailureInternal, FailureTimeout,
 	FailurePodLost, FailureRunnerCrashed, FailureCancelled, FailurePodRejected, FailurePodStartFailed, FailureImagePullFailed, FailureUnschedulable,
+	FailureSourceUnavailable,
 }
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt
 // is worth making.
 func Transient(class FailureClass) bool {
 	switch class {
-	case FailurePushFailed, FailureBuildKitNotUp, FailurePodLost, FailureRunnerCrashed, FailureImagePullFailed:
+	case FailurePushFailed, FailureBuildKitNotUp, FailurePodLost, FailureRunnerCrashed, FailureImagePullFailed, FailureSourceUnavailable:
 		return true
 	}
 	return false

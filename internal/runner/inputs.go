@@ -64,6 +64,9 @@ type inputs struct {
 	contextDigest string
 	// gitRef is BuildKit's git context: url#ref:subdir.
 	gitRef string
+	// gitURL and gitSecret are spec.source.git's url and secretRef name ("" when none), for
+	// messages about a fetch that failed.
+	gitURL, gitSecret string
 	// dockerfileDir and dockerfileName locate the Dockerfile when it is local (inline, or
 	// inside a local context); dockerfileDir is empty when BuildKit reads it from git.
 	dockerfileDir  string
@@ -99,7 +102,7 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 		in.contextDir, in.contextDigest = dir, digest
 	case spec.Source.Git != nil:
 		g := spec.Source.Git
-		in.gitRef = g.URL
+		in.gitRef, in.gitURL = g.URL, g.URL
 		if g.Revision != "" || g.ContextDir != "" {
 			in.gitRef += "#" + g.Revision
 			if g.ContextDir != "" {
@@ -107,6 +110,7 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 			}
 		}
 		if g.SecretRef != nil {
+			in.gitSecret = g.SecretRef.Name
 			if err := in.readGitSecret(p.GitSecret, g.SecretRef.Name, req.Namespace); err != nil {
 				return nil, err
 			}

@@ -92,6 +92,9 @@ type solveOutput struct {
 	revision string
 	cached   int32
 	total    int32
+	// failure is a classified failure of the build function itself: its class does not survive
+	// the trip through BuildKit's gateway, so solve returns it from here.
+	failure error
 }
 
 // solve builds the Dockerfile and exports the image as an OCI layout in layoutDir.
@@ -119,6 +122,9 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 	_, err = c.Build(ctx, opt, "kiln", r.buildFunc(in, attrs, &out), statusCh)
 	wait()
 	out.cached, out.total = steps.counts()
+	if err != nil && out.failure != nil {
+		return out, out.failure
+	}
 	if err != nil {
 		return out, classifySolveError(err, in)
 	}
@@ -247,8 +253,9 @@ func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) g
 	return func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
 		var epoch string
 		if in.gitRef != "" {
-			rev, commitTime, err := resolveGitRevision(ctx, gw, spec.Source.Git.URL, spec.Source.Git.Revision)
+			rev, commitTime, err := resolveGitRevision(ctx, gw, in, spec.Source.Git.URL, spec.Source.Git.Revision)
 			if err != nil {
+				out.failure = err
 				return nil, err
 			}
 			out.revision = rev
@@ -280,7 +287,7 @@ const exporterEpochKey = "source.date.epoch"
 
 // resolveGitRevision asks BuildKit (which holds the network and the credentials) which commit
 // the revision names, and when it was committed.
-func resolveGitRevision(ctx context.Context, gw gateway.Client, url, revision string) (string, time.Time, error) {
+func resolveGitRevision(ctx context.Context, gw gateway.Client, in *inputs, url, revision string) (string, time.Time, error) {
 	st := llb.Git(url, revision)
 	def, err := st.Marshal(ctx)
 	if err != nil {
@@ -301,7 +308,10 @@ func resolveGitRevision(ctx context.Context, gw gateway.Client, url, revision st
 		GitOpt:  &sourceresolver.ResolveGitOpt{ReturnObject: true},
 	})
 	if err != nil {
-		return "", time.Time{}, fail(kilnv1.FailureBadInput, "spec.source.git: cannot resolve %s of %s: %s", orHEAD(revision), url, cleanError(err))
+		if f := sourceFailure(err.Error(), in); f != nil {
+			return "", time.Time{}, f
+		}
+		return "", time.Time{}, fail(kilnv1.FailureBadInput, "spec.source.git: cannot resolve %s of %s: %s", orHEAD(revision), redactURL(url), cleanError(err))
 	}
 	if md.Git == nil {
 		return "", time.Time{}, nil
@@ -345,6 +355,9 @@ func classifySolveError(err error, in *inputs) error {
 	var f *failure
 	if errors.As(err, &f) {
 		return err
+	}
+	if f := sourceFailure(err.Error(), in); f != nil {
+		return f
 	}
 	dockerfile := in.dockerfileName
 	msg := cleanError(err)

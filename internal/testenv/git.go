@@ -3,9 +3,14 @@ package testenv
 import (
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,4 +104,36 @@ func trimNewline(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// StartGitHTTP serves the bare repositories under base over git's smart HTTP protocol (git
+// http-backend behind Go's CGI handler) on 127.0.0.1, and returns its base URL
+// "http://127.0.0.1:PORT"; repositories are then <url>/<name>.git. With a password, every
+// request must carry it in basic auth (any user name), as a token-protected git host wants;
+// paths under /status/<code>/ answer with that HTTP status, as a failing host would.
+func StartGitHTTP(t testing.TB, base, password string) string {
+	t.Helper()
+	exe, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("testenv: git is not installed (run hack/install-test-deps.sh): %v", err)
+	}
+	backend := &cgi.Handler{
+		Path: filepath.Join(string(trimNewline(exe)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+			code, _ := strconv.Atoi(strings.SplitN(rest, "/", 2)[0])
+			http.Error(w, "testenv: failing on purpose", code)
+			return
+		}
+		if _, pw, _ := r.BasicAuth(); password != "" && pw != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="testenv"`)
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
