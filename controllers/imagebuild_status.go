@@ -54,7 +54,7 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 	case "":
 		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildSucceeded, "%s", successMessage(ib))
 		if b := ib.Status.Budget; b != nil && b.Verdict == kilnv1.VerdictOverBudget {
-			r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Pushed although over budget (enforcement Warn): %s", budgetMessage(b))
+			r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Pushed although over budget (enforcement Warn): %s", budget.Message(*b))
 		}
 	case kilnv1.FailureOverBudget:
 		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBudgetExceeded, "Not pushed: %s", lb.Message)
@@ -206,7 +206,7 @@ func runnerStarted(pod *corev1.Pod) bool {
 // pushed, so that they always name what is in the registry.
 func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
 	if big, measured := contract.Largest(res.Platforms); measured {
-		ib.Status.Size = &kilnv1.ImageSize{Compressed: units.Bytes(big.CompressedBytes), Platforms: platformSizes(res.Platforms), AttestationBytes: res.AttestationBytes}
+		ib.Status.Size = &kilnv1.ImageSize{Image: res.Image, Pushed: res.Pushed, Compressed: units.Bytes(big.CompressedBytes), Platforms: platformSizes(res.Platforms), AttestationBytes: res.AttestationBytes}
 		verdict := budget.Status(res.Budget, res.Platforms)
 		ib.Status.Budget = &verdict
 		ib.Status.Advice = nil
@@ -272,16 +272,6 @@ func successMessage(ib *kilnv1.ImageBuild) string {
 		fmt.Fprintf(&b, "; built in %s", lb.Duration)
 	}
 	return b.String()
-}
-
-// budgetMessage is the worst broken check's message, or the summary.
-func budgetMessage(b *kilnv1.BudgetStatus) string {
-	for _, c := range b.Checks {
-		if c.Headroom < 0 && c.Message != "" {
-			return c.Message
-		}
-	}
-	return b.Summary
 }
 
 // setCondition sets a condition with the ImageBuild's generation.
@@ -365,7 +355,7 @@ func setSizeBudgetCondition(ib *kilnv1.ImageBuild) {
 	case b == nil || b.Verdict == kilnv1.VerdictNotMeasured:
 		setCondition(ib, kilnv1.ConditionSizeBudget, metav1.ConditionUnknown, string(kilnv1.VerdictNotMeasured), "no image has been measured for this build")
 	case b.Verdict == kilnv1.VerdictOverBudget:
-		msg := budgetMessage(b)
+		msg := budget.Message(*b)
 		if b.Enforcement == kilnv1.EnforcementWarn {
 			msg += " (pushed anyway: enforcement is Warn)"
 		}

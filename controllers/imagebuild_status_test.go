@@ -84,6 +84,33 @@ func TestOlderRunnerResultReachesStatus(t *testing.T) {
 	}
 }
 
+// TestPrinterColumnsDescribeOneImage: after a refused build, the columns (status.size.image,
+// size, budget, pushed) describe the refused image, and status.image still the pushed one
+// (issue 19 item 3).
+func TestPrinterColumnsDescribeOneImage(t *testing.T) {
+	ib := newImageBuild("team", "app")
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: "app-build-1", Attempt: 1}
+	pushed := contract.Result{Pushed: true, Digest: "sha256:" + strings.Repeat("a", 64), Image: "registry.example.com/team/app@sha256:" + strings.Repeat("a", 64),
+		Tags: []string{"latest"}, Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 10 << 20, Layers: 3}}}
+	report(ib, finishedPod(0, resultJSON(t, pushed)))
+	if s := ib.Status.Size; s == nil || s.Image != pushed.Image || !s.Pushed || ib.Status.Image != pushed.Image {
+		t.Fatalf("after a push: size %+v, image %s", s, ib.Status.Image)
+	}
+
+	refused := contract.Result{FailureClass: kilnv1.FailureOverBudget, Digest: "sha256:" + strings.Repeat("b", 64), Image: "registry.example.com/team/app@sha256:" + strings.Repeat("b", 64),
+		Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 80 << 20, Layers: 3}},
+		Budget:    &contract.Budget{Enforcement: kilnv1.EnforcementEnforce, Checks: []contract.Check{{Limit: "maxGrowth", Platform: "linux/amd64", LimitValue: 1 << 20, Actual: 70 << 20}}}}
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: "app-build-2", Attempt: 1}
+	report(ib, finishedPod(contract.ExitOverBudget, resultJSON(t, refused)))
+	s := ib.Status.Size
+	if s.Image != refused.Image || s.Pushed || s.Compressed != "80.0MiB" || !strings.HasPrefix(ib.Status.Budget.Summary, "over maxGrowth") {
+		t.Errorf("the columns mix two images: image %s pushed %v size %s budget %q", s.Image, s.Pushed, s.Compressed, ib.Status.Budget.Summary)
+	}
+	if ib.Status.Image != pushed.Image || ib.Status.Digest != pushed.Digest {
+		t.Errorf("status.image %s, want the last pushed %s", ib.Status.Image, pushed.Image)
+	}
+}
+
 // What the manager cannot take from a runner is an InternalError that says why.
 func TestResultTheManagerCannotTake(t *testing.T) {
 	for _, tc := range []struct {

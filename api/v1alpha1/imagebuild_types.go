@@ -511,6 +511,16 @@ type ImageBuildStatus struct {
 
 // ImageSize is the measured size of an image.
 type ImageSize struct {
+	// Image is the measured image as repository@digest: the last image kiln built and measured,
+	// whether or not it was pushed (status.image is the last one pushed).
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Pushed says whether the measured image reached the registry; false when the budget (or a
+	// failed push) kept it out.
+	// +optional
+	Pushed bool `json:"pushed"`
+
 	// Compressed is the largest platform image's compressed size in human form, e.g. "12.3MiB".
 	// +optional
 	Compressed string `json:"compressed,omitempty"`
@@ -678,9 +688,12 @@ type LastBuild struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ib,categories=kiln
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: kiln uses it as a label value on the build pods and the cache claim"
-// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.image`
+// The columns describe one image: the last one kiln built and measured, and whether it was
+// pushed (status.image keeps the last pushed one).
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.size.image`
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.size.compressed`
 // +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.status.budget.summary`
+// +kubebuilder:printcolumn:name="Pushed",type=boolean,JSONPath=`.status.size.pushed`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

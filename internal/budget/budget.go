@@ -150,14 +150,27 @@ func message(c contract.Check, img contract.Platform) string {
 		if over <= 0 {
 			return fmt.Sprintf("%s: %s wasted is within maxWastedSize %s", p, units.Bytes(c.Actual), limit)
 		}
-		return fmt.Sprintf("%s: %s wasted is %s over maxWastedSize %s (files a layer adds and a later layer deletes or overwrites)", p, units.Bytes(c.Actual), units.Bytes(over), limit)
+		s := fmt.Sprintf("%s: %s wasted is %s over maxWastedSize %s (files a layer adds and a later layer deletes or overwrites)", p, units.Bytes(c.Actual), units.Bytes(over), limit)
+		if w := img.LargestWaste; w != nil {
+			verb := "overwrote"
+			if w.Deleted {
+				verb = "deleted"
+			}
+			s += fmt.Sprintf("; the most, %s in %d files (largest %s), %s added and %s %s: delete them in the step that adds them",
+				units.Bytes(w.Bytes), w.Files, w.Largest, origin(w.Added), origin(w.Removed), verb)
+		}
+		return s
 	case MaxGrowth:
 		now := img.CompressedBytes
 		before := now - c.Actual
 		if over <= 0 {
 			return fmt.Sprintf("%s: changed by %s (%s to %s), within maxGrowth %s", p, signed(c.Actual), units.Bytes(before), units.Bytes(now), limit)
 		}
-		return fmt.Sprintf("%s: grew %s (%s to %s), %s over maxGrowth %s", p, units.Bytes(c.Actual), units.Bytes(before), units.Bytes(now), units.Bytes(over), limit)
+		s := fmt.Sprintf("%s: grew %s (%s to %s), %s over maxGrowth %s", p, units.Bytes(c.Actual), units.Bytes(before), units.Bytes(now), units.Bytes(over), limit)
+		if c.Layer != nil {
+			s += fmt.Sprintf("; the largest layer the current image lacks is %s from %s", units.Bytes(c.Layer.CompressedBytes), origin(*c.Layer))
+		}
+		return s
 	}
 	return fmt.Sprintf("%s: %s is %d, limit %d", p, c.Limit, c.Actual, c.LimitValue)
 }

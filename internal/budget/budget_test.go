@@ -159,3 +159,34 @@ func TestQuantity(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenLimitsNameTheirLayerAndLine: the waste and growth messages name the layers and the
+// Dockerfile lines at fault, and Message says every broken limit, not just the worst (issue 19
+// item 3).
+func TestBrokenLimitsNameTheirLayerAndLine(t *testing.T) {
+	img := amd64
+	img.LargestWaste = &contract.Waste{Bytes: 9 << 20, Files: 312, Largest: "/var/cache/apt/archives/gcc-12.deb", Deleted: true,
+		Added:   contract.Layer{Index: 3, CreatedBy: "RUN apt-get install -y build-essential", Line: 12},
+		Removed: contract.Layer{Index: 4, CreatedBy: "RUN rm -rf /var/cache/apt", Line: 14}}
+	b := Judge(&kilnv1.Budget{MaxWastedSize: q("1Mi"), MaxGrowth: q("1Mi"), MaxLayers: ptr.To[int32](4)},
+		[]contract.Platform{img}, map[string]int64{"linux/amd64": 60_000_000})
+	for i := range b.Checks {
+		if b.Checks[i].Limit == MaxGrowth {
+			b.Checks[i].Layer = &img.LargestLayers[0] // what the runner's blameGrowth sets
+		}
+	}
+	st := Status(b, []contract.Platform{img})
+	msg := Message(st)
+	for _, want := range []string{
+		"9.0MiB in 312 files (largest /var/cache/apt/archives/gcc-12.deb), RUN apt-get install -y build-essential (Dockerfile:12) added and RUN rm -rf /var/cache/apt (Dockerfile:14) deleted",
+		"the largest layer the current image lacks is 38.0MiB from RUN apt-get install -y build-essential (Dockerfile:12)",
+		"6 layers is 2 over maxLayers 4",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message does not say %q:\n%s", want, msg)
+		}
+	}
+	if n := strings.Count(msg, "; linux/amd64: "); n != 2 {
+		t.Errorf("message has %d broken limits after the first, want all three:\n%s", n, msg)
+	}
+}

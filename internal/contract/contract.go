@@ -84,9 +84,10 @@ type Result struct {
 	Message string `json:"message,omitempty"`
 	// LogTail is the end of the build log on failure, with known secret values redacted.
 	LogTail string `json:"logTail,omitempty"`
-	// Digest of the pushed manifest or index ("" when nothing was pushed).
+	// Digest of the built manifest or index, once it is measured; it reached the registry only
+	// when Pushed (before contract 1.1: set only when pushed).
 	Digest string `json:"digest,omitempty"`
-	// Image is repository@digest of the pushed image.
+	// Image is repository@digest of the built image (see Digest).
 	Image string `json:"image,omitempty"`
 	// Tags pushed.
 	Tags []string `json:"tags,omitempty"`
@@ -121,6 +122,22 @@ type Platform struct {
 	WastedBytes int64 `json:"wastedBytes,omitempty"`
 	// LargestLayers are the biggest layers, largest first (at most MaxLayersPerPlatform).
 	LargestLayers []Layer `json:"largestLayers,omitempty"`
+	// LargestWaste is the pair of layers that wastes the most: one added files that the other
+	// deleted or overwrote; nil when nothing is wasted. Since contract 1.1.
+	LargestWaste *Waste `json:"largestWaste,omitempty"`
+}
+
+// Waste is the bytes one layer added and a later layer hid (deleted or overwrote), summed.
+type Waste struct {
+	// Bytes hidden, over Files files; Largest is the path of the biggest of them.
+	Bytes   int64  `json:"bytes"`
+	Files   int32  `json:"files"`
+	Largest string `json:"largest,omitempty"`
+	// Deleted is true when the later layer deleted the files, false when it overwrote them.
+	Deleted bool `json:"deleted,omitempty"`
+	// Added and Removed are the two layers, as Layer names them (index, instruction, line).
+	Added   Layer `json:"added"`
+	Removed Layer `json:"removed"`
 }
 
 // Layer is one layer and the Dockerfile instruction that created it.
@@ -154,6 +171,9 @@ type Check struct {
 	// Actual is the measured value in the same unit: for maxLayerSize the largest layer, for
 	// maxGrowth the compressed size minus the current image's.
 	Actual int64 `json:"actual"`
+	// Layer is the layer a broken maxGrowth check blames: the largest one the current image does
+	// not have. Since contract 1.1.
+	Layer *Layer `json:"layer,omitempty"`
 }
 
 // Over reports whether the check is broken.

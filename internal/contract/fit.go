@@ -26,6 +26,10 @@ func (r Result) Fit(limit int) ([]byte, error) {
 		for j := range p.LargestLayers {
 			p.LargestLayers[j].CreatedBy = Truncate(p.LargestLayers[j].CreatedBy, MaxCreatedBy)
 		}
+		if w := p.LargestWaste; w != nil {
+			w.Largest = Truncate(w.Largest, MaxCreatedBy)
+			w.Added.CreatedBy, w.Removed.CreatedBy = Truncate(w.Added.CreatedBy, MaxCreatedBy), Truncate(w.Removed.CreatedBy, MaxCreatedBy)
+		}
 	}
 	steps := []func(){
 		func() { trimSlice(&r.Advice, 3) },
@@ -95,11 +99,21 @@ func (r Result) clone() Result {
 	c.Platforms = make([]Platform, len(r.Platforms))
 	for i, p := range r.Platforms {
 		p.LargestLayers = append([]Layer(nil), p.LargestLayers...)
+		if p.LargestWaste != nil {
+			w := *p.LargestWaste
+			p.LargestWaste = &w
+		}
 		c.Platforms[i] = p
 	}
 	if r.Budget != nil {
 		b := *r.Budget
 		b.Checks = append([]Check(nil), r.Budget.Checks...)
+		for i, ch := range b.Checks {
+			if ch.Layer != nil {
+				l := *ch.Layer
+				b.Checks[i].Layer = &l
+			}
+		}
 		c.Budget = &b
 	}
 	return c
@@ -111,9 +125,19 @@ func trimSlice[T any](s *[]T, n int) {
 	}
 }
 
+// trimLayers keeps each platform's n largest layers; with none, it drops the largest waste and
+// the layers checks blame too.
 func trimLayers(r *Result, n int) {
 	for i := range r.Platforms {
 		trimSlice(&r.Platforms[i].LargestLayers, n)
+		if n == 0 {
+			r.Platforms[i].LargestWaste = nil
+		}
+	}
+	if r.Budget != nil && n == 0 {
+		for i := range r.Budget.Checks {
+			r.Budget.Checks[i].Layer = nil
+		}
 	}
 }
 

@@ -73,9 +73,15 @@ func (r *run) imageName() string {
 	return out.Image + ":" + tag
 }
 
-// baseline returns the compressed size per platform of the image the first tag points to now;
-// nil when there is none.
-func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]int64, error) {
+// baselineImage is the image the first tag points to now, for one platform: its compressed
+// size, and the digests of its layers.
+type baselineImage struct {
+	bytes  int64
+	layers map[string]bool
+}
+
+// baseline returns the image the first tag points to now, per platform; nil when there is none.
+func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]baselineImage, error) {
 	ref, err := name.NewTag(r.imageName(), r.nameOptions()...)
 	if err != nil {
 		return nil, err
@@ -92,13 +98,16 @@ func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]int64
 	if err != nil {
 		return nil, err
 	}
-	sizes := map[string]int64{}
+	sizes := map[string]baselineImage{}
 	add := func(img v1.Image, platform string) error {
 		m, err := img.Manifest()
 		if err != nil {
 			return err
 		}
-		size := measure.ManifestSize(m)
+		base := baselineImage{bytes: measure.ManifestSize(m), layers: map[string]bool{}}
+		for _, l := range m.Layers {
+			base.layers[l.Digest.String()] = true
+		}
 		if platform == "" {
 			cf, err := img.ConfigFile()
 			if err != nil {
@@ -106,7 +115,7 @@ func (r *run) baseline(ctx context.Context, kc authn.Keychain) (map[string]int64
 			}
 			platform = measure.PlatformString(v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant})
 		}
-		sizes[platform] = size
+		sizes[platform] = base
 		return nil
 	}
 	if desc.MediaType.IsIndex() {

@@ -161,16 +161,26 @@ func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, 
 	}
 	res.AttestationBytes = measured.AttestationBytes
 	res.Platforms = r.platformSizes(measured, in)
+	if im, err := idx.IndexManifest(); err == nil && len(im.Manifests) > 0 {
+		// What the push would write: the status names the image even when it is refused.
+		res.Digest = im.Manifests[0].Digest.String()
+		res.Image = r.req.Spec.Output.Image + "@" + res.Digest
+	}
 
 	spec := r.req.Spec
-	var baseline map[string]int64
+	var baseline map[string]baselineImage
 	if spec.Budget != nil && spec.Budget.MaxGrowth != nil {
 		baseline, err = r.baseline(ctx, kc)
 		if err != nil {
 			fmt.Fprintf(r.out, "Cannot read the current %s to check maxGrowth: %v\n", r.imageName(), err)
 		}
 	}
-	res.Budget = budget.Judge(spec.Budget, res.Platforms, baseline)
+	sizes := map[string]int64{}
+	for p, b := range baseline {
+		sizes[p] = b.bytes
+	}
+	res.Budget = budget.Judge(spec.Budget, res.Platforms, sizes)
+	blameGrowth(res.Budget, measured, res.Platforms, baseline)
 	verdict := budget.Status(res.Budget, res.Platforms)
 	r.report(measured, res.Platforms, verdict)
 	for _, a := range r.advise(in, measured) {
@@ -180,6 +190,34 @@ func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, 
 		return nil, fail(kilnv1.FailureOverBudget, "%s; not pushed (budget enforcement is Enforce)", budget.Message(verdict))
 	}
 	return idx, nil
+}
+
+// blameGrowth names, in each broken maxGrowth check, the largest layer of the new image that the
+// current one lacks (among the largest layers the result keeps).
+func blameGrowth(b *contract.Budget, m measure.Index, sizes []contract.Platform, baseline map[string]baselineImage) {
+	if b == nil {
+		return
+	}
+	for i, c := range b.Checks {
+		if c.Limit != budget.MaxGrowth || !c.Over() {
+			continue
+		}
+		for j, img := range m.Images {
+			if img.Platform != c.Platform {
+				continue
+			}
+			added := map[int32]bool{}
+			for _, l := range img.Layers {
+				added[int32(l.Index)] = !baseline[c.Platform].layers[l.Digest]
+			}
+			for _, l := range sizes[j].LargestLayers { // largest first
+				if added[l.Index] {
+					b.Checks[i].Layer = &l
+					break
+				}
+			}
+		}
+	}
 }
 
 // measureLayout measures the one image or index BuildKit exported into the layout.
@@ -228,13 +266,26 @@ func (r *run) platformSizes(m measure.Index, in *inputs) []contract.Platform {
 			Platform: img.Platform, CompressedBytes: img.CompressedBytes, UncompressedBytes: img.UncompressedBytes,
 			Layers: int32(len(img.Layers)), WastedBytes: img.WastedBytes,
 		}
+		layer := func(index int) contract.Layer {
+			l := contract.Layer{Index: int32(index), CreatedBy: contract.Truncate(r.red.String(origins[index].createdBy), contract.MaxCreatedBy), Line: int32(origins[index].line)}
+			for _, m := range img.Layers {
+				if m.Index == index {
+					l.CompressedBytes = m.CompressedBytes
+				}
+			}
+			return l
+		}
 		layers := append([]measure.Layer(nil), img.Layers...)
 		sort.SliceStable(layers, func(i, j int) bool { return layers[i].CompressedBytes > layers[j].CompressedBytes })
 		for _, l := range layers[:min(len(layers), contract.MaxLayersPerPlatform)] {
-			o := origins[l.Index]
-			ps.LargestLayers = append(ps.LargestLayers, contract.Layer{
-				Index: int32(l.Index), CompressedBytes: l.CompressedBytes, CreatedBy: contract.Truncate(r.red.String(o.createdBy), contract.MaxCreatedBy), Line: int32(o.line),
-			})
+			ps.LargestLayers = append(ps.LargestLayers, layer(l.Index))
+		}
+		if len(img.WasteGroups) > 0 { // largest first
+			g := img.WasteGroups[0]
+			ps.LargestWaste = &contract.Waste{
+				Bytes: g.Bytes, Files: int32(g.Files), Largest: contract.Truncate(r.red.String(g.Largest), contract.MaxCreatedBy), Deleted: g.Deleted,
+				Added: layer(g.AddedIn), Removed: layer(g.RemovedIn),
+			}
 		}
 		out = append(out, ps)
 	}

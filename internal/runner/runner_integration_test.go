@@ -136,6 +136,7 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("build secret never lands in a layer", func(t *testing.T) { e.testBuildSecret(t) })
 	t.Run("two platforms push an index", func(t *testing.T) { e.testTwoPlatforms(t) })
 	t.Run("wasted bytes", func(t *testing.T) { e.testWaste(t) })
+	t.Run("growth names the new layer", func(t *testing.T) { e.testGrowth(t) })
 	t.Run("push with credentials", func(t *testing.T) { e.testPushAuth(t) })
 	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
 	t.Run("git sources that cannot be fetched", func(t *testing.T) { e.testGitFailures(t) })
@@ -310,8 +311,8 @@ func (e *env) testOverBudgetEnforce(t *testing.T) {
 	if res.Message != "" || !res.Budget.Over() || !strings.Contains(budget.Message(budget.Status(res.Budget, res.Platforms)), "over maxImageSize 100Ki") {
 		t.Errorf("an over-budget result says it in numbers, which the manager words: message %q, budget %+v", res.Message, res.Budget)
 	}
-	if res.Pushed || res.Digest != "" {
-		t.Error("an over-budget image must not be pushed")
+	if res.Pushed || !strings.HasPrefix(res.Digest, "sha256:") || res.Image != req.Spec.Output.Image+"@"+res.Digest {
+		t.Errorf("an over-budget image is named (digest %q, image %q) but not pushed (pushed %v)", res.Digest, res.Image, res.Pushed)
 	}
 	for _, r := range e.reg.Repositories(t) {
 		if r == "test/fat" {
@@ -497,8 +498,29 @@ func (e *env) testWaste(t *testing.T) {
 	if w := res.Platforms[0].WastedBytes; w != 10<<20 {
 		t.Errorf("wasted %d bytes, want %d (the deleted 10 MiB file)", w, 10<<20)
 	}
-	if st := budget.Status(res.Budget, res.Platforms); st.Verdict != kilnv1.VerdictOverBudget || !strings.Contains(st.Checks[0].Message, "10.0MiB wasted is 9.0MiB over maxWastedSize 1Mi") {
-		t.Errorf("budget %+v", res.Budget)
+	if st := budget.Status(res.Budget, res.Platforms); st.Verdict != kilnv1.VerdictOverBudget || !strings.Contains(st.Checks[0].Message, "10.0MiB wasted is 9.0MiB over maxWastedSize 1Mi") ||
+		!strings.Contains(st.Checks[0].Message, "10.0MiB in 1 files (largest /big), RUN dd if=/dev/urandom of=/big bs=1048576 count=10 (Dockerfile:2) added and RUN rm /big (Dockerfile:3) deleted") {
+		t.Errorf("the waste message does not name the file and the two steps: %+v", st.Checks)
+	}
+}
+
+// testGrowth: a broken maxGrowth names the new layer that grew the image, and its line.
+func (e *env) testGrowth(t *testing.T) {
+	files := map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo small > /small\n"}
+	req := e.request("growth", func(s *kilnv1.ImageBuildSpec) {
+		s.Budget = &kilnv1.Budget{MaxGrowth: ptr.To(resource.MustParse("100Ki"))}
+	})
+	if res := e.run(t, req, e.paths(t, files)); res.FailureClass != "" {
+		t.Fatalf("first build failed: %s", res.Message)
+	}
+	files["Dockerfile"] += "RUN dd if=/dev/urandom of=/big bs=1048576 count=2\n"
+	res := e.run(t, req, e.paths(t, files))
+	if res.FailureClass != kilnv1.FailureOverBudget {
+		t.Fatalf("class %q (%s), want OverBudget", res.FailureClass, res.Message)
+	}
+	msg := budget.Message(budget.Status(res.Budget, res.Platforms))
+	if !strings.Contains(msg, "over maxGrowth 100Ki; the largest layer the current image lacks is 2.0MiB from RUN dd if=/dev/urandom of=/big bs=1048576 count=2 (Dockerfile:3)") {
+		t.Errorf("the growth message does not name the new layer and its line:\n%s", msg)
 	}
 }
 
