@@ -54,8 +54,13 @@ func (r *run) nameOptions() []name.Option {
 }
 
 func (r *run) remoteOptions(ctx context.Context, kc authn.Keychain) []remote.Option {
+	var rt http.RoundTripper = remote.DefaultTransport
+	if !r.req.Spec.Output.Insecure {
+		rt = httpsOnly{rt}
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
+		remote.WithTransport(rt),
 		remote.WithAuthFromKeychain(kc),
 		// kiln retries around whole operations, with its own backoff and messages.
 		remote.WithRetryBackoff(remote.Backoff{Duration: time.Second, Factor: 1, Steps: 1}),
@@ -201,6 +206,29 @@ func (r *run) push(ctx context.Context, layout v1.ImageIndex, kc authn.Keychain)
 	return desc.Digest.String(), nil
 }
 
+// errPlainHTTP is a request to a registry over plain HTTP that spec.output.insecure does not allow.
+var errPlainHTTP = errors.New("the registry answers only plain HTTP, which would carry the push credentials and the image unencrypted: " +
+	"serve it over HTTPS, or set spec.output.insecure: true to allow plain HTTP (and untrusted certificates) for it")
+
+// httpsOnly refuses plain-HTTP requests. go-containerregistry falls back to HTTP on its own for
+// loopback, ".local" and private (RFC 1918) addresses; kiln allows that only with
+// spec.output.insecure, everywhere alike.
+type httpsOnly struct{ next http.RoundTripper }
+
+func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		return nil, errPlainHTTP
+	}
+	return h.next.RoundTrip(req)
+}
+
+// plainHTTPRefused reports whether err is httpsOnly's refusal (go-containerregistry may keep only
+// its text), or the TLS client's finding that the registry speaks plain HTTP.
+func plainHTTPRefused(err error) bool {
+	return errors.Is(err, errPlainHTTP) || strings.Contains(err.Error(), errPlainHTTP.Error()) ||
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
 // pushFailure classifies a push error: refused credentials are the user's to fix, anything
 // else (after the retries) may pass.
 func (r *run) pushFailure(ref string, err error) error {
@@ -211,6 +239,9 @@ func (r *run) pushFailure(ref string, err error) error {
 			secret = fmt.Sprintf("check push Secret %q (spec.output.pushSecretRef)", ps.Name)
 		}
 		return fail(kilnv1.FailureBadInput, "the registry refused to let kiln push %s (%d): %s", ref, te.StatusCode, secret)
+	}
+	if plainHTTPRefused(err) {
+		return fail(kilnv1.FailureBadInput, "pushing %s: %v", ref, errPlainHTTP)
 	}
 	return fail(kilnv1.FailurePushFailed, "pushing %s failed after %d attempts: %v", ref, r.pushAttempts, err)
 }
@@ -237,6 +268,9 @@ func (r *run) withRetry(ctx context.Context, what string, op func() error) error
 
 // transient reports whether a registry error may go away: the network, 5xx, 429.
 func transient(err error) bool {
+	if plainHTTPRefused(err) {
+		return false
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		return te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests || te.StatusCode == http.StatusRequestTimeout

@@ -137,6 +137,7 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("two platforms push an index", func(t *testing.T) { e.testTwoPlatforms(t) })
 	t.Run("wasted bytes", func(t *testing.T) { e.testWaste(t) })
 	t.Run("growth names the new layer", func(t *testing.T) { e.testGrowth(t) })
+	t.Run("plain HTTP needs output.insecure", func(t *testing.T) { e.testPlainHTTP(t) })
 	t.Run("push with credentials", func(t *testing.T) { e.testPushAuth(t) })
 	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
 	t.Run("git sources that cannot be fetched", func(t *testing.T) { e.testGitFailures(t) })
@@ -619,4 +620,20 @@ func layerFiles(t *testing.T, img v1.Image) []string {
 		rc.Close()
 	}
 	return files
+}
+
+// testPlainHTTP: a registry that speaks only plain HTTP (here on 127.0.0.1, which
+// go-containerregistry would use over HTTP on its own) is refused without spec.output.insecure,
+// naming the field, and nothing is pushed (issue 19 item 10).
+func (e *env) testPlainHTTP(t *testing.T) {
+	req := e.request("plain", func(s *kilnv1.ImageBuildSpec) { s.Output.Insecure = false })
+	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "a"}))
+	if res.FailureClass != kilnv1.FailureBadInput || res.Pushed || !strings.Contains(res.Message, "set spec.output.insecure: true") {
+		t.Errorf("class %q, pushed %v: %s", res.FailureClass, res.Pushed, res.Message)
+	}
+	for _, r := range e.reg.Repositories(t) {
+		if r == "test/plain" {
+			t.Errorf("the registry has test/plain after a refused plain-HTTP push")
+		}
+	}
 }
