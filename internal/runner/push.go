@@ -54,7 +54,7 @@ func (r *run) nameOptions() []name.Option {
 }
 
 func (r *run) remoteOptions(ctx context.Context, kc authn.Keychain) []remote.Option {
-	var rt http.RoundTripper = remote.DefaultTransport
+	rt := remote.DefaultTransport
 	if !r.req.Spec.Output.Insecure {
 		rt = httpsOnly{rt}
 	}
