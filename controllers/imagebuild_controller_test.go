@@ -123,6 +123,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	g.Expect(bk.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeUnconfined))
 	g.Expect(bk.SecurityContext.RunAsUser).To(Equal(ptr.To[int64](1000)))
 	g.Expect(bk.Args).To(ContainElement("--oci-worker-no-process-sandbox"))
+	g.Expect(bk.Command).To(Equal([]string{"rootlesskit", "sh", "-c", buildKitStop, "buildkitd"}), "buildkitd under rootlesskit, stopped with one SIGTERM")
 	g.Expect(bk.Args).To(ContainElement("--oci-worker-gc-keepstorage=214,0,1717"), "GC from the 2Gi claim, in MB")
 	g.Expect(bk.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "cache", MountPath: contract.BuildKitStateDir}))
 

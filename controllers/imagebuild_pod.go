@@ -219,6 +219,7 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 	return corev1.Container{
 		Name:          containerBuildKit,
 		Image:         opts.BuildKitImage,
+		Command:       []string{"rootlesskit", "sh", "-c", buildKitStop, "buildkitd"},
 		Args:          buildkitArgs,
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		// The kubelet starts the runner only once this probe passes.
@@ -248,6 +249,18 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
+
+// buildKitStop runs buildkitd (with the container's arguments) under rootlesskit, as BuildKit's
+// rootless image does, and passes it exactly one SIGTERM when the pod stops (the kubelet stops
+// the sidecar once the runner has ended). buildkitd stops gracefully on the first signal and
+// forces its way out, with a Go stack trace in its log, on a second, which it was getting; the
+// log then says that the stop was expected instead.
+const buildKitStop = `buildkitd "$@" & pid=$!
+trap 'trap "" TERM; echo "kiln: the build pod is stopping (the runner has ended, or the pod was deleted): stopping buildkitd; this stop is expected" >&2; kill -TERM "$pid"' TERM
+wait "$pid"; status=$?
+while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
+echo "kiln: buildkitd exited with status $status" >&2
+exit "$status"`
 
 // runnerContainer is the build pod's runner: it reads the request, drives BuildKit, pushes, and
 // writes its result as the container's termination message.

@@ -272,6 +272,12 @@ func TestColdBuildThenCachedRebuild(t *testing.T) {
 	if log := kc(t, "-n", ns, "logs", "hello-build-1", "-c", "runner"); !strings.Contains(log, "as uid 1000") {
 		t.Errorf("the runner did not run as uid 1000:\n%s", log)
 	}
+	// buildkitd stops once, gracefully, and its log says the stop was expected (issue 19 item 4).
+	bkLog := kc(t, "-n", ns, "logs", "hello-build-1", "-c", "buildkitd")
+	if !strings.Contains(bkLog, "this stop is expected") || !strings.Contains(bkLog, "buildkitd exited with status 0") ||
+		strings.Contains(bkLog, "forcing shutdown") || strings.Contains(bkLog, "goexit") {
+		t.Errorf("buildkitd did not stop cleanly:\n%s", bkLog)
+	}
 
 	// A rebuild: new pod, same claim, every step cached, much faster.
 	kc(t, "-n", ns, "annotate", "ib/hello", "kiln.dev/rebuild-requested-at="+time.Now().UTC().Format(time.RFC3339), "--overwrite")
