@@ -71,7 +71,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		return nil
 	}
 	current, highest := currentPod(ib, pods, key)
-	adoptCurrent(ib, current)
+	if stale, err := r.unrecordedPods(ctx, ib, pods, key); err != nil || stale {
+		st.requeueAfter(time.Second) // the cache catches up within moments
+		return err
+	}
 	if followed, err := r.followCurrent(ctx, ib, current, key, st); err != nil || followed {
 		return err
 	}
@@ -138,33 +141,50 @@ func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.Im
 	return false, nil
 }
 
-// currentPod is the newest build pod of key, unless a later build (a retry) exists; and the
-// highest build number seen in the pods and the status.
+// currentPod is the build pod the status records for key, when it is there (the pod kiln
+// created: same name and UID); and the highest build number seen in the pods and the status.
 func currentPod(ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) (*corev1.Pod, int64) {
 	highest := ib.Status.BuildCount
+	lb := ib.Status.LastBuild
 	var current *corev1.Pod
 	for _, pod := range pods {
 		highest = max(highest, podBuild(pod))
-		if podKey(pod) == key {
+		if answers(lb, key) && recorded(lb, pod) {
 			current = pod
 		}
-	}
-	if current != nil && podBuild(current) != highest {
-		current = nil // a retry of this key already started after it
 	}
 	return current, highest
 }
 
-// adoptCurrent makes the status name the current pod when it lags behind it (a stale read, or a
-// patch that was lost): starting another build would build twice.
-func adoptCurrent(ib *kilnv1.ImageBuild, current *corev1.Pod) {
-	lb := ib.Status.LastBuild
-	if current == nil || (lb != nil && lb.PodName == current.Name) || podBuild(current) < ib.Status.BuildCount {
-		return
+// recorded reports whether pod is the build pod lb records: its name and, once kiln records
+// UIDs, its UID. A pod someone else made with the name (or with the ImageBuild as its owner)
+// is not.
+func recorded(lb *kilnv1.LastBuild, pod *corev1.Pod) bool {
+	return lb != nil && pod.Name == lb.PodName && (lb.PodUID == "" || lb.PodUID == pod.UID)
+}
+
+// unrecordedPods looks at the unfinished pods of key that the status does not record. The status
+// may lag behind a pod kiln just created (a stale read): it reports stale then, so that no second
+// build starts. Otherwise such a pod is not kiln's build (made by someone who may create pods, or
+// left by a manager that stopped before it recorded it): kiln neither follows it nor reads its
+// result, and says so in an Event (the recorder folds repeats into one).
+func (r *ImageBuildReconciler) unrecordedPods(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) (stale bool, err error) {
+	checked := false
+	for _, pod := range pods {
+		if podFinished(pod) || pod.DeletionTimestamp != nil || podKey(pod) != key || podBuild(pod) < ib.Status.BuildCount ||
+			recorded(ib.Status.LastBuild, pod) {
+			continue
+		}
+		if !checked {
+			if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+				return stale, err
+			}
+			checked = true
+		}
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonUnrecordedPod,
+			"Build pod %s is not one kiln recorded creating (UID %s): kiln ignores it and its result", pod.Name, pod.UID)
 	}
-	attempt, _ := strconv.Atoi(current.Annotations[AnnotationAttempt])
-	ib.Status.BuildCount = podBuild(current)
-	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: current.Name, Attempt: int32(max(attempt, 1)), BuildKey: podKey(current)}
+	return false, nil
 }
 
 // followCurrent follows the build of the current key: a running pod is observed, a finished one
@@ -198,13 +218,14 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		}
 	case lb.CompletionTime == nil:
 		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, &corev1.Pod{})
-		if err == nil {
+		pod := &corev1.Pod{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, pod)
+		if err == nil && recorded(lb, pod) {
 			st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("waiting for build pod %s", lb.PodName))
 			st.requeueAfter(time.Second)
 			return true, nil
 		}
-		if !apierrors.IsNotFound(err) {
+		if err != nil && !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("reading build pod %s: %w", lb.PodName, err)
 		}
 		if stale, err := r.staleStatus(ctx, ib); err != nil || stale {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -299,8 +300,9 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	if err == nil {
 		err = r.createOwned(ctx, ib, req, &corev1.ConfigMap{}, "the build request ConfigMap")
 	}
+	pod := renderBuildPod(ib, opts)
 	if err == nil {
-		err = r.createOwned(ctx, ib, renderBuildPod(ib, opts), &corev1.Pod{}, "build pod")
+		err = r.createOwned(ctx, ib, pod, &corev1.Pod{}, "build pod")
 	}
 	if err != nil {
 		_ = r.releaseCacheLease(ctx, ib.Namespace, claim.Name, podName)
@@ -312,7 +314,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	}
 	ib.Status.LastHandledResetCacheAt = resetAt
 	ib.Status.BuildCount = n
-	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, Attempt: attempt, BuildKey: keyOf(ib)}
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, PodUID: pod.UID, Attempt: attempt, BuildKey: keyOf(ib)}
 	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
 	msg := fmt.Sprintf("Started build pod %s (attempt %d) on cache claim %s", podName, attempt, claim.Name)
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)
@@ -335,14 +337,28 @@ func (r *ImageBuildReconciler) createOwned(ctx context.Context, ib *kilnv1.Image
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
 		return fmt.Errorf("reading %s %s: %w", what, obj.GetName(), err)
 	}
-	if !metav1.IsControlledBy(existing, ib) {
-		return &refusal{fmt.Sprintf("%s %q already exists in namespace %q and is not this ImageBuild's: kiln needs that name; rename or delete it", what, obj.GetName(), ib.Namespace)}
+	if !metav1.IsControlledBy(existing, ib) || !sameRequest(obj, existing) {
+		return &refusal{class: kilnv1.FailurePodNameTaken, msg: fmt.Sprintf("%s %q already exists in namespace %q and kiln did not create it: kiln needs that name and does not adopt what it did not make; delete it", what, obj.GetName(), ib.Namespace)}
 	}
 	return nil
 }
 
-// refusal is a build that kiln itself refuses to start; the message says why.
-type refusal struct{ msg string }
+// sameRequest reports whether an existing object with the name of one kiln creates is the one kiln
+// would create: a request ConfigMap with the same data (kiln writes the same request again when
+// the pod's creation failed after it). Never a pod: kiln creates each build pod name once, and
+// takes the result only from the pod whose UID it recorded, so an existing pod is someone else's.
+func sameRequest(want, existing client.Object) bool {
+	w, ok1 := want.(*corev1.ConfigMap)
+	e, ok2 := existing.(*corev1.ConfigMap)
+	return ok1 && ok2 && maps.Equal(w.Data, e.Data) && len(e.BinaryData) == 0
+}
+
+// refusal is a build that kiln itself refuses to start: its failure class (PodRejected when
+// empty), and a message that says why.
+type refusal struct {
+	class kilnv1.FailureClass
+	msg   string
+}
 
 func (e *refusal) Error() string { return e.msg }
 
@@ -390,14 +406,18 @@ func (r *ImageBuildReconciler) refused(ib *kilnv1.ImageBuild, podName string, n 
 	case !rejected:
 		return err
 	}
+	class := kilnv1.FailurePodRejected
+	if own := (*refusal)(nil); errors.As(err, &own) && own.class != "" {
+		class = own.class
+	}
 	now := metav1.NewTime(r.now())
 	ib.Status.BuildCount = n
 	ib.Status.LastBuild = &kilnv1.LastBuild{
 		PodName: podName, Attempt: attempt, BuildKey: keyOf(ib),
-		CompletionTime: &now, FailureReason: kilnv1.FailurePodRejected,
+		CompletionTime: &now, FailureReason: class,
 		Message: contract.Truncate(refusalMessage(err), contract.MaxMessage),
 	}
-	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, kilnv1.FailurePodRejected, contract.Truncate(err.Error(), contract.MaxEventMessage))
+	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s was not created (%s): %s", podName, class, contract.Truncate(err.Error(), contract.MaxEventMessage))
 	r.reportOutcome(ib, st)
 	return nil
 }

@@ -160,7 +160,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 
 	cur := getIB(g, ib)
 	g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
-	g.Expect(condition(cur, kilnv1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(cur.Status.ObservedGeneration).To(Equal(int64(-1)), "not final yet")
 }
 
@@ -194,7 +194,7 @@ func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {
 	g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
 	g.Expect(condition(cur, kilnv1.ConditionReconciling)).To(BeNil())
 	g.Expect(condition(cur, kilnv1.ConditionStalled)).To(BeNil())
-	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("WithinBudget"))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("WithinBudget"))
 	g.Expect(condition(cur, kilnv1.ConditionReady).ObservedGeneration).To(Equal(cur.Generation))
 	g.Expect(cur.Status.LastBuild.Duration).NotTo(BeEmpty())
 
@@ -234,10 +234,10 @@ func TestFailedBuildStallsWithClassAndMessage(t *testing.T) {
 	ready := condition(cur, kilnv1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Message).To(ContainSubstring(msg))
-	g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureBuildFailed)))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureBuildFailed)))
 	g.Expect(cur.Status.LastBuild.FailureReason).To(Equal(kilnv1.FailureBuildFailed))
 	g.Expect(cur.Status.LastBuild.Message).To(Equal(msg))
-	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("NotMeasured"))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("NotMeasured"))
 	g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
 	// A bad Dockerfile is not retried.
 	g.Consistently(func() error {
@@ -267,12 +267,12 @@ func TestOverBudgetIsBudgetExceededAndStalled(t *testing.T) {
 
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseBudgetExceeded)) }).Should(Succeed())
 	cur := getIB(g, ib)
-	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Status).To(Equal(metav1.ConditionFalse))
-	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("OverBudget"))
-	g.Expect(condition(cur, kilnv1.ConditionSizeBudget).Message).To(Equal(msg))
-	g.Expect(condition(cur, kilnv1.ConditionStalled).Status).To(Equal(metav1.ConditionTrue))
-	g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(kilnv1.ReasonBudgetExceeded))
-	g.Expect(condition(cur, kilnv1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionSizeBudget).Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionSizeBudget).Reason).To(Equal("OverBudget"))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionSizeBudget).Message).To(Equal(msg))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionStalled).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionStalled).Reason).To(Equal(kilnv1.ReasonBudgetExceeded))
+	g.Expect(conditionOf(g, cur, kilnv1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(cur.Status.Digest).To(BeEmpty(), "nothing was pushed")
 	g.Expect(cur.Status.Budget.Summary).To(Equal("61.2MiB/50Mi (+11.2MiB)"))
 	g.Expect(cur.Status.Size.Compressed).To(Equal("61.2MiB"))
@@ -337,7 +337,7 @@ func TestSharedClaimRunsOneBuildAtATime(t *testing.T) {
 			first, second = cb, ca
 		}
 	}).Should(Succeed())
-	g.Expect(condition(second, kilnv1.ConditionReady).Message).To(ContainSubstring("cache claim team-cache is in use by build pod " + first.Name + "-build-1"))
+	g.Expect(conditionOf(g, second, kilnv1.ConditionReady).Message).To(ContainSubstring("cache claim team-cache is in use by build pod " + first.Name + "-build-1"))
 	g.Consistently(func() error {
 		return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: second.Name + "-build-1"}, &corev1.Pod{})
 	}).Should(Satisfy(apierrors.IsNotFound))
@@ -417,4 +417,14 @@ func TestDeletedPodIsRetried(t *testing.T) {
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.LastBuild.Attempt).To(Equal(int32(2))) }).Should(Succeed())
 	finishPod(t, pod2, 0, resultJSON(t, okResult))
 	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
+}
+
+// conditionOf is ib's condition typ, failing g (not panicking) while it is absent.
+func conditionOf(g Gomega, ib *kilnv1.ImageBuild, typ string) *metav1.Condition {
+	c := condition(ib, typ)
+	g.Expect(c).NotTo(BeNil(), "no %s condition; conditions %+v", typ, ib.Status.Conditions)
+	if c == nil {
+		return &metav1.Condition{}
+	}
+	return c
 }

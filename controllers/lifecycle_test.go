@@ -139,7 +139,7 @@ func TestMaxConcurrentBuildsQueuesFIFO(t *testing.T) {
 				for _, n := range names {
 					cur := getIB(g, newImageBuild(ns, n))
 					if cur.Status.Phase == kilnv1.PhaseQueued {
-						msgs[n] = condition(cur, kilnv1.ConditionReady).Message
+						msgs[n] = conditionOf(g, cur, kilnv1.ConditionReady).Message
 					}
 				}
 				g.Expect(msgs).To(HaveLen(3))
@@ -194,7 +194,7 @@ func TestSuspendStopsTheBuildAndResumeStartsIt(t *testing.T) {
 	g.Eventually(podExists(ns, "sus-build-1")).Should(BeFalse(), "the running build is stopped")
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
-		g.Expect(condition(cur, kilnv1.ConditionReady).Reason).To(Equal(kilnv1.ReasonSuspended))
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionReady).Reason).To(Equal(kilnv1.ReasonSuspended))
 		g.Expect(condition(cur, kilnv1.ConditionReconciling)).To(BeNil())
 		g.Expect(cur.Status.LastBuild.FailureReason).To(Equal(kilnv1.FailureCancelled))
 	}).Should(Succeed())
@@ -219,7 +219,7 @@ func TestTimeoutFailsWithReasonTimeout(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseFailed))
-		g.Expect(condition(cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureTimeout)))
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionStalled).Reason).To(Equal(string(kilnv1.FailureTimeout)))
 		g.Expect(cur.Status.LastBuild.Message).To(ContainSubstring("longer than spec.timeout (10m0s)"))
 	}).Should(Succeed())
 	g.Consistently(podExists(ns, "slow-build-2")).Should(BeFalse(), "a timeout is not retried")
@@ -361,7 +361,7 @@ func TestResetCacheAnnotationReachesTheNextBuildOnce(t *testing.T) {
 		ib.Annotations = map[string]string{kilnv1.AnnotationResetCacheRequestedAt: "r1"}
 	})
 	g.Eventually(func(g Gomega) {
-		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).To(ContainSubstring(`cache reset requested (kiln.dev/reset-cache-requested-at="r1"): it runs with the next build`))
+		g.Expect(conditionOf(g, getIB(g, ib), kilnv1.ConditionReady).Message).To(ContainSubstring(`cache reset requested (kiln.dev/reset-cache-requested-at="r1"): it runs with the next build`))
 	}).Should(Succeed())
 	g.Consistently(podExists(ns, "reset-build-2")).Should(BeFalse(), "the reset alone starts no build")
 	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Annotations[kilnv1.AnnotationRebuildRequestedAt] = "b1" })
@@ -375,7 +375,7 @@ func TestResetCacheAnnotationReachesTheNextBuildOnce(t *testing.T) {
 	g.Expect(requestOf(g, pod).ResetCache).To(BeFalse(), "one request, one reset")
 	finishPod(t, pod, 0, resultJSON(t, okResult))
 	g.Eventually(func(g Gomega) {
-		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).To(And(ContainSubstring("pushed"), Not(ContainSubstring("cache reset"))))
+		g.Expect(conditionOf(g, getIB(g, ib), kilnv1.ConditionReady).Message).To(And(ContainSubstring("pushed"), Not(ContainSubstring("cache reset"))))
 	}).Should(Succeed())
 }
 
@@ -399,7 +399,7 @@ func TestPendingClaimIsReported(t *testing.T) {
 	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable"}}
 	g.Expect(k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		msg := condition(getIB(g, ib), kilnv1.ConditionReconciling).Message
+		msg := conditionOf(g, getIB(g, ib), kilnv1.ConditionReconciling).Message
 		g.Expect(msg).To(ContainSubstring("cache claim stuck-cache has been Pending for more than 2m0s (since "))
 		g.Expect(msg).To(ContainSubstring(`StorageClass "no-such-class"`))
 	}).Should(Succeed())

@@ -179,7 +179,7 @@ func TestForeignObjectWithTheBuildPodsNameStalls(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, squatter)).To(Succeed())
 	ib := newImageBuild(ns, "squat")
 	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
-	stalledWith(g, ib, string(kilnv1.FailurePodRejected), "kiln refused to start the build", `build pod "squat-build-1" already exists`, "is not this ImageBuild's")
+	stalledWith(g, ib, string(kilnv1.FailurePodNameTaken), "kiln refused to start the build", `build pod "squat-build-1" already exists`, "kiln did not create it")
 }
 
 // TestUndecodableStatusIsReplaced: a status value the schema accepts but Go cannot parse (a
@@ -239,7 +239,7 @@ func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
 		Message: "0/1 nodes are available: insufficient cpu.", LastTransitionTime: metav1.Now()}}
 	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		g.Expect(condition(getIB(g, young), kilnv1.ConditionReconciling).Message).To(ContainSubstring("not scheduled: 0/1 nodes are available: insufficient cpu."))
+		g.Expect(conditionOf(g, getIB(g, young), kilnv1.ConditionReconciling).Message).To(ContainSubstring("not scheduled: 0/1 nodes are available: insufficient cpu."))
 	}).Should(Succeed())
 	class, _, left := testReconciler.unschedulable(pod)
 	g.Expect(class).To(BeEmpty())

@@ -59,7 +59,7 @@ func TestDeletedPodIsLostAtOnce(t *testing.T) {
 	runPod(t, pod)
 	release := holdOnDelete(t, g, pod)
 	g.Eventually(func(g Gomega) {
-		g.Expect(condition(getIB(g, ib), kilnv1.ConditionReady).Message).To(ContainSubstring("is running"))
+		g.Expect(conditionOf(g, getIB(g, ib), kilnv1.ConditionReady).Message).To(ContainSubstring("is running"))
 	}).Should(Succeed())
 
 	g.Expect(k8sClient.Delete(ctx, pod)).To(Succeed())
@@ -72,7 +72,7 @@ func TestDeletedPodIsLostAtOnce(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending), "its own pod is no contention")
-		g.Expect(condition(cur, kilnv1.ConditionReady).Message).To(And(
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionReady).Message).To(And(
 			ContainSubstring("this ImageBuild's earlier build pod del-build-1 is stopping"), ContainSubstring("cache claim del-cache")))
 	}).Should(Succeed())
 	g.Expect(podExists(ns, "del-build-2")()).To(BeFalse(), "no second buildkitd on the claim while the first stops")
@@ -100,14 +100,14 @@ func TestSuspendFollowsTheStoppingPod(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseSuspended))
-		g.Expect(condition(cur, kilnv1.ConditionReady).Message).To(ContainSubstring("build pod sus-build-1 is stopping"))
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionReady).Message).To(ContainSubstring("build pod sus-build-1 is stopping"))
 	}).Should(Succeed())
 
 	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
-		g.Expect(condition(cur, kilnv1.ConditionReady).Message).To(ContainSubstring("this ImageBuild's earlier build pod sus-build-1 is stopping"))
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionReady).Message).To(ContainSubstring("this ImageBuild's earlier build pod sus-build-1 is stopping"))
 	}).Should(Succeed())
 	release()
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "sus-build-2") }).Should(Succeed())

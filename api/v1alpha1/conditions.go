@@ -41,13 +41,15 @@ const (
 	ReasonSourceNotFound = "SourceNotFound"
 	// ReasonSourceChanged: the ConfigMap source's content changed, which starts a build.
 	ReasonSourceChanged = "SourceChanged"
+	// ReasonUnrecordedPod: a pod claims to be a build of the ImageBuild but kiln did not create it.
+	ReasonUnrecordedPod = "UnrecordedPod"
 )
 
 // FailureClass says why a build failed: the runner reports most classes in its result, and the
 // manager adds the ones that happen around the runner (Timeout, PodLost, PodRejected, ...). It is
 // one enum for the CRD (status.lastBuild.failureReason), the runner's result
 // (internal/contract) and the code; the empty class is success.
-// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed;Unschedulable;SourceUnavailable
+// +kubebuilder:validation:Enum=BadInput;BuildFailed;OverBudget;PushFailed;BuildKitUnavailable;InternalError;Timeout;PodLost;RunnerCrashed;Cancelled;PodRejected;PodStartFailed;ImagePullFailed;Unschedulable;SourceUnavailable;PodNameTaken
 type FailureClass string
 
 // The failure classes. Only Transient ones are retried.
@@ -88,13 +90,16 @@ const (
 	// FailureSourceUnavailable: the git host could not be reached, timed out or failed (a
 	// repository or revision that does not exist, or credentials refused, are BadInput).
 	FailureSourceUnavailable FailureClass = "SourceUnavailable"
+	// FailurePodNameTaken: the name of the next build pod (or of its request ConfigMap) is taken
+	// by an object kiln did not create; kiln does not adopt it.
+	FailurePodNameTaken FailureClass = "PodNameTaken"
 )
 
 // FailureClasses are every failure class, as the enum of status.lastBuild.failureReason lists them.
 var FailureClasses = []FailureClass{
 	FailureBadInput, FailureBuildFailed, FailureOverBudget, FailurePushFailed, FailureBuildKitNotUp, FailureInternal, FailureTimeout,
 	FailurePodLost, FailureRunnerCrashed, FailureCancelled, FailurePodRejected, FailurePodStartFailed, FailureImagePullFailed, FailureUnschedulable,
-	FailureSourceUnavailable,
+	FailureSourceUnavailable, FailurePodNameTaken,
 }
 
 // Transient reports whether a failure of this class may go away by itself, so that a new attempt

@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ImageBuildSpec says what to build, where to push it, and how big it may be.
@@ -656,6 +657,11 @@ type BuildKey struct {
 type LastBuild struct {
 	// PodName of the build pod.
 	PodName string `json:"podName"`
+	// PodUID is the UID of the build pod kiln created. kiln follows, and reads the result of,
+	// only the pod with this UID: a pod that merely has the name (or claims the ImageBuild as its
+	// owner) is not the build. Empty for builds recorded before kiln recorded UIDs.
+	// +optional
+	PodUID types.UID `json:"podUID,omitempty"`
 	// Attempt counts the tries of this build, from 1.
 	Attempt int32 `json:"attempt"`
 	// BuildKey is what the build answers; the build pod carries the same key.

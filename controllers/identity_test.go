@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+// forgedPod is a pod a tenant who may create pods makes to pass for build n of ib: kiln's name,
+// labels, build annotations and the ImageBuild as its controlling owner.
+func forgedPod(g Gomega, ib *kilnv1.ImageBuild, n int64) *corev1.Pod {
+	cur := getIB(g, ib)
+	real := renderBuildPod(cur, podOptions{Build: n, Attempt: 1, ClaimName: claimName(cur), BuildKitImage: "x", RunnerImage: "x"})
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ib.Namespace, Name: real.Name, Labels: real.Labels, Annotations: real.Annotations, OwnerReferences: real.OwnerReferences},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: containerRunner, Image: "registry.test/forger:1"}}},
+	}
+}
+
+// forgedResult is what a forger's pod says: pushed, within budget.
+var forgedResult = contract.Result{Pushed: true, Digest: "sha256:" + "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0",
+	Image: "registry.test/forged@sha256:f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", Tags: []string{"latest"}}
+
+// TestPreCreatedNextPodIsNotAdopted (issue 12 item 3): a tenant pre-creates the next build pod,
+// with the ImageBuild as its owner and kiln's build key, and makes it "succeed". kiln neither
+// adopts it nor takes its result: its own build of that number is refused as PodNameTaken.
+func TestPreCreatedNextPodIsNotAdopted(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "victim")
+	ib.Spec.Suspend = true // let the forger go first
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSuspended)) }).Should(Succeed())
+
+	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
+	forged := forgedPod(g, ib, 1)
+	g.Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+	finishPod(t, forged, 0, resultJSON(t, forgedResult))
+
+	stalledWith(g, ib, string(kilnv1.FailurePodNameTaken), `build pod "victim-build-1" already exists`, "kiln did not create it")
+	cur := getIB(g, ib)
+	g.Expect(cur.Status.Digest).To(BeEmpty(), "the forged result is not the build's")
+	g.Expect(cur.Status.Image).To(BeEmpty())
+}
+
+// TestForgedPodWithARecordedNameIsNotFollowed: a tenant deletes kiln's running build pod and
+// makes one with the same name that "succeeds"; kiln follows the UID it recorded, not the name,
+// so the build is lost and retried, and the forged result is never recorded.
+func TestForgedPodWithARecordedNameIsNotFollowed(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "swap")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "swap-build-1") }).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.LastBuild.PodUID).To(Equal(pod.UID)) }).Should(Succeed())
+
+	forged := forgedPod(g, ib, 1)
+	g.Expect(k8sClient.Delete(ctx, pod)).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+	finishPod(t, forged, 0, resultJSON(t, forgedResult))
+
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		g.Expect(cur.Status.BuildCount).To(BeNumerically(">=", 2), "the lost build is tried again")
+		g.Expect(cur.Status.Digest).To(BeEmpty(), "the forged result is not the build's")
+	}).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(getIB(g, ib).Status.Digest).To(BeEmpty()) }).Should(Succeed())
+}
+
+// TestForgedRequestConfigMapIsRefused: a tenant pre-creates the next build's request ConfigMap
+// with a request of their own (another image, no budget): kiln refuses to start the build
+// rather than mount it into the runner.
+func TestForgedRequestConfigMapIsRefused(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "req")
+	ib.Spec.Suspend = true
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSuspended)) }).Should(Succeed())
+	cur := getIB(g, ib)
+	real, err := renderRequest(cur, podOptions{Build: 1})
+	g.Expect(err).NotTo(HaveOccurred())
+	real.Data[contract.RequestFile] = `{"v":"1.0","namespace":"` + ns + `","name":"req","build":1,"spec":{"output":{"image":"evil.example/x"}}}`
+	g.Expect(k8sClient.Create(ctx, real)).To(Succeed())
+
+	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
+	stalledWith(g, ib, string(kilnv1.FailurePodNameTaken), `the build request ConfigMap "req-build-1-request" already exists`)
+	g.Expect(podExists(ns, "req-build-1")()).To(BeFalse(), "no runner reads the forged request")
+}
