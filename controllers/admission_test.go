@@ -253,6 +253,10 @@ func maximalImageBuild(ns string) *kilnv1.ImageBuild {
 			Tolerations:        []corev1.Toleration{{Key: "builders", Operator: corev1.TolerationOpExists}},
 			Resources:          &kilnv1.BuildKitResources{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Gi")}},
 			Advice:             &kilnv1.AdviceSpec{Ignore: []string{"apt-no-recommends"}},
+			Budget: &kilnv1.Budget{
+				MaxImageSize: ptr.To(resource.MustParse("1Ti")), MaxLayerSize: ptr.To(resource.MustParse("1Ti")), MaxLayers: ptr.To[int32](1000),
+				MaxWastedSize: ptr.To(resource.MustParse("1Ti")), MaxGrowth: ptr.To(resource.MustParse("1Ti")), Enforcement: kilnv1.EnforcementWarn,
+			},
 		},
 	}
 	for i := 0; i < 32; i++ {
@@ -308,8 +312,15 @@ func TestMaximalSpecYieldsObjectsTheAPIServerAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.Spec, ib.Spec) {
-		t.Error("the request read back differs from the spec")
+	want := runnerRequest(ib, opts.Build, opts.ResetCache)
+	want.Version = contract.Version
+	if !reflect.DeepEqual(got, want) {
+		t.Error("the request read back differs from the one written")
+	}
+	df := got.Spec.Dockerfile
+	if df.Inline != ib.Spec.Dockerfile.Inline || len(df.BuildArgs) != 32 || df.BuildArgs[31].Value != ib.Spec.Dockerfile.BuildArgs[31].Value ||
+		*got.Spec.Budget.MaxImageSize != 1<<40 || len(got.Spec.Output.Tags) != 16 || len(df.Secrets) != 16 {
+		t.Error("the request read back lost some of the spec")
 	}
 }
 

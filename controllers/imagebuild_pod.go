@@ -71,11 +71,11 @@ func buildTimeout(ib *kilnv1.ImageBuild, maxTimeout time.Duration) time.Duration
 	return max(d, time.Second)
 }
 
-// renderRequest is the ConfigMap that carries the runner's request into build pod podName
-// (contract.RequestFiles); it is owned by the ImageBuild and deleted with its pod.
+// renderRequest is the ConfigMap that carries the runner's request (runnerRequest) into build
+// pod podName (contract.RequestFiles); it is owned by the ImageBuild and deleted with its pod.
 func renderRequest(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.ConfigMap, error) {
 	podName := buildPodName(ib, opts.Build)
-	files, err := contract.RequestFiles(contract.Request{Namespace: ib.Namespace, Name: ib.Name, Build: opts.Build, Spec: ib.Spec, ResetCache: opts.ResetCache})
+	files, err := contract.RequestFiles(runnerRequest(ib, opts.Build, opts.ResetCache))
 	if err != nil {
 		return nil, err
 	}

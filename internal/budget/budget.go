@@ -26,10 +26,11 @@ const (
 	MaxGrowth     = "maxGrowth"
 )
 
-// Judge checks every platform image against every limit of b, and returns the checks in Order;
-// nil when there is no budget. baseline maps a platform to the compressed size of the image the
-// first tag points to now; platforms missing from it (or a nil baseline) have no maxGrowth check.
-func Judge(b *kilnv1.Budget, images []contract.Platform, baseline map[string]int64) *contract.Budget {
+// Judge checks every platform image against every limit of b (the request's budget, in bytes),
+// and returns the checks in Order; nil when there is no budget. baseline maps a platform to the
+// compressed size of the image the first tag points to now; platforms missing from it (or a nil
+// baseline) have no maxGrowth check.
+func Judge(b *contract.BudgetSpec, images []contract.Platform, baseline map[string]int64) *contract.Budget {
 	if b == nil {
 		return nil
 	}
@@ -38,9 +39,9 @@ func Judge(b *kilnv1.Budget, images []contract.Platform, baseline map[string]int
 		out.Enforcement = kilnv1.EnforcementEnforce
 	}
 	for _, img := range images {
-		check := func(limit string, q *resource.Quantity, actual int64) {
-			if q != nil {
-				out.Checks = append(out.Checks, contract.Check{Limit: limit, Platform: img.Platform, LimitValue: q.Value(), Actual: actual})
+		check := func(limit string, limitValue *int64, actual int64) {
+			if limitValue != nil {
+				out.Checks = append(out.Checks, contract.Check{Limit: limit, Platform: img.Platform, LimitValue: *limitValue, Actual: actual})
 			}
 		}
 		check(MaxImageSize, b.MaxImageSize, img.CompressedBytes)

@@ -11,7 +11,11 @@ import (
 	"github.com/kiln-dev/kiln/internal/contract"
 )
 
-func q(s string) *resource.Quantity { return ptr.To(resource.MustParse(s)) }
+// q is a limit as the manager puts it in the request: the spec's quantity, in bytes.
+func q(s string) *int64 {
+	v := resource.MustParse(s)
+	return ptr.To(v.Value())
+}
 
 var amd64 = contract.Platform{
 	Platform: "linux/amd64", CompressedBytes: 64_172_851, Layers: 6, WastedBytes: 10 << 20,
@@ -24,7 +28,7 @@ var amd64 = contract.Platform{
 func TestJudge(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
-		budget      *kilnv1.Budget
+		budget      *contract.BudgetSpec
 		images      []contract.Platform
 		baseline    map[string]int64
 		verdict     kilnv1.Verdict
@@ -34,30 +38,30 @@ func TestJudge(t *testing.T) {
 	}{
 		{name: "no budget", budget: nil, images: []contract.Platform{amd64}, verdict: kilnv1.VerdictWithinBudget, summary: "no budget"},
 		{name: "image over, as the design's example",
-			budget: &kilnv1.Budget{MaxImageSize: q("50Mi")}, images: []contract.Platform{amd64},
+			budget: &contract.BudgetSpec{MaxImageSize: q("50Mi")}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "61.2MiB/50Mi (+11.2MiB)", enforcement: kilnv1.EnforcementEnforce,
 			firstMsg: "linux/amd64: 61.2MiB is 11.2MiB over maxImageSize 50Mi; largest layer 38.0MiB from RUN apt-get install -y build-essential (Dockerfile:12)"},
-		{name: "image within", budget: &kilnv1.Budget{MaxImageSize: q("100Mi")}, images: []contract.Platform{amd64},
+		{name: "image within", budget: &contract.BudgetSpec{MaxImageSize: q("100Mi")}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictWithinBudget, summary: "61.2MiB/100Mi", firstMsg: "linux/amd64: 61.2MiB is within maxImageSize 100Mi (38.8MiB to spare)"},
-		{name: "exactly at the limit is within", budget: &kilnv1.Budget{MaxImageSize: resource.NewQuantity(64_172_851, resource.DecimalSI)}, images: []contract.Platform{amd64},
+		{name: "exactly at the limit is within", budget: &contract.BudgetSpec{MaxImageSize: ptr.To[int64](64_172_851)}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictWithinBudget, summary: "61.2MiB/64172851"},
-		{name: "layer over", budget: &kilnv1.Budget{MaxLayerSize: q("20Mi")}, images: []contract.Platform{amd64},
+		{name: "layer over", budget: &contract.BudgetSpec{MaxLayerSize: q("20Mi")}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "over maxLayerSize",
 			firstMsg: "linux/amd64: layer 4 is 38.0MiB, 18.0MiB over maxLayerSize 20Mi, from RUN apt-get install -y build-essential (Dockerfile:12)"},
-		{name: "too many layers", budget: &kilnv1.Budget{MaxLayers: ptr.To[int32](4)}, images: []contract.Platform{amd64},
+		{name: "too many layers", budget: &contract.BudgetSpec{MaxLayers: ptr.To[int32](4)}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "over maxLayers", firstMsg: "linux/amd64: 6 layers is 2 over maxLayers 4"},
-		{name: "waste over", budget: &kilnv1.Budget{MaxWastedSize: q("1Mi")}, images: []contract.Platform{amd64},
+		{name: "waste over", budget: &contract.BudgetSpec{MaxWastedSize: q("1Mi")}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "over maxWastedSize",
 			firstMsg: "linux/amd64: 10.0MiB wasted is 9.0MiB over maxWastedSize 1Mi (files a layer adds and a later layer deletes or overwrites)"},
-		{name: "growth over", budget: &kilnv1.Budget{MaxGrowth: q("1Mi")}, images: []contract.Platform{amd64}, baseline: map[string]int64{"linux/amd64": 60_000_000},
+		{name: "growth over", budget: &contract.BudgetSpec{MaxGrowth: q("1Mi")}, images: []contract.Platform{amd64}, baseline: map[string]int64{"linux/amd64": 60_000_000},
 			verdict: kilnv1.VerdictOverBudget, summary: "over maxGrowth", firstMsg: "linux/amd64: grew 4.0MiB (57.2MiB to 61.2MiB), 3.0MiB over maxGrowth 1Mi"},
-		{name: "growth without a previous image is not checked", budget: &kilnv1.Budget{MaxGrowth: q("0")}, images: []contract.Platform{amd64},
+		{name: "growth without a previous image is not checked", budget: &contract.BudgetSpec{MaxGrowth: q("0")}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictWithinBudget, summary: "within budget"},
-		{name: "shrinking is within a zero growth budget", budget: &kilnv1.Budget{MaxGrowth: q("0")}, images: []contract.Platform{amd64}, baseline: map[string]int64{"linux/amd64": 70_000_000},
+		{name: "shrinking is within a zero growth budget", budget: &contract.BudgetSpec{MaxGrowth: q("0")}, images: []contract.Platform{amd64}, baseline: map[string]int64{"linux/amd64": 70_000_000},
 			verdict: kilnv1.VerdictWithinBudget, firstMsg: "linux/amd64: changed by -5.6MiB (66.8MiB to 61.2MiB), within maxGrowth 0"},
-		{name: "warn keeps the verdict", budget: &kilnv1.Budget{MaxImageSize: q("50Mi"), Enforcement: kilnv1.EnforcementWarn}, images: []contract.Platform{amd64},
+		{name: "warn keeps the verdict", budget: &contract.BudgetSpec{MaxImageSize: q("50Mi"), Enforcement: kilnv1.EnforcementWarn}, images: []contract.Platform{amd64},
 			verdict: kilnv1.VerdictOverBudget, enforcement: kilnv1.EnforcementWarn, summary: "61.2MiB/50Mi (+11.2MiB)"},
-		{name: "per platform: the worst platform leads", budget: &kilnv1.Budget{MaxImageSize: q("60Mi")},
+		{name: "per platform: the worst platform leads", budget: &contract.BudgetSpec{MaxImageSize: q("60Mi")},
 			images:  []contract.Platform{{Platform: "linux/arm64", CompressedBytes: 30 << 20}, amd64},
 			verdict: kilnv1.VerdictOverBudget, summary: "61.2MiB/60Mi (+1.2MiB)", firstMsg: "linux/amd64: 61.2MiB is 1.2MiB over maxImageSize 60Mi"},
 	} {
@@ -93,7 +97,7 @@ func first(st kilnv1.BudgetStatus) string {
 // Passed checks follow, the nearest to its limit first; any growth past a maxGrowth of 0 is
 // worse than everything.
 func TestOrderByRelativeExcess(t *testing.T) {
-	b := &kilnv1.Budget{MaxImageSize: q("60Mi"), MaxLayers: ptr.To[int32](4), MaxWastedSize: q("20Mi"), MaxLayerSize: q("100Mi")}
+	b := &contract.BudgetSpec{MaxImageSize: q("60Mi"), MaxLayers: ptr.To[int32](4), MaxWastedSize: q("20Mi"), MaxLayerSize: q("100Mi")}
 	arm := contract.Platform{Platform: "linux/arm64", CompressedBytes: 30 << 20, Layers: 4, WastedBytes: 19 << 20}
 	got := Judge(b, []contract.Platform{arm, amd64}, nil)
 	want := []string{
@@ -110,7 +114,7 @@ func TestOrderByRelativeExcess(t *testing.T) {
 		t.Errorf("order:\n got %s\nwant %s", strings.Join(order, ", "), strings.Join(want, ", "))
 	}
 
-	grew := Judge(&kilnv1.Budget{MaxGrowth: q("0"), MaxLayers: ptr.To[int32](1)}, []contract.Platform{amd64}, map[string]int64{"linux/amd64": 64_172_850})
+	grew := Judge(&contract.BudgetSpec{MaxGrowth: q("0"), MaxLayers: ptr.To[int32](1)}, []contract.Platform{amd64}, map[string]int64{"linux/amd64": 64_172_850})
 	if c := grew.Checks[0]; c.Limit != MaxGrowth || !c.Over() {
 		t.Errorf("one byte of growth past maxGrowth 0 is not the worst: %+v", grew.Checks)
 	}
@@ -168,7 +172,7 @@ func TestBrokenLimitsNameTheirLayerAndLine(t *testing.T) {
 	img.LargestWaste = &contract.Waste{Bytes: 9 << 20, Files: 312, Largest: "/var/cache/apt/archives/gcc-12.deb", Deleted: true,
 		Added:   contract.Layer{Index: 3, CreatedBy: "RUN apt-get install -y build-essential", Line: 12},
 		Removed: contract.Layer{Index: 4, CreatedBy: "RUN rm -rf /var/cache/apt", Line: 14}}
-	b := Judge(&kilnv1.Budget{MaxWastedSize: q("1Mi"), MaxGrowth: q("1Mi"), MaxLayers: ptr.To[int32](4)},
+	b := Judge(&contract.BudgetSpec{MaxWastedSize: q("1Mi"), MaxGrowth: q("1Mi"), MaxLayers: ptr.To[int32](4)},
 		[]contract.Platform{img}, map[string]int64{"linux/amd64": 60_000_000})
 	for i := range b.Checks {
 		if b.Checks[i].Limit == MaxGrowth {

@@ -3,9 +3,11 @@
 // message (Result). Both documents carry the contract Version; the rules that let a runner and a
 // manager of different minor versions work together are in version.go.
 //
-// The result has its own compact types, not the CRD's: it carries measurements as numbers and
-// failure classes as kilnv1.FailureClass, and the manager alone turns them into the ImageBuild's
-// status and its human text.
+// Both documents have their own compact types, not the CRD's. The request carries only what the
+// runner reads of the ImageBuild's spec (BuildSpec), sizes in bytes; the manager maps an
+// ImageBuild into it in one place. The result carries measurements as numbers and failure
+// classes as kilnv1.FailureClass, and the manager alone turns them into the ImageBuild's status
+// and its human text.
 package contract
 
 import (

@@ -5,10 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
@@ -40,13 +44,207 @@ type Request struct {
 	Name      string `json:"name"`
 	// Build is the build number (the pod is <name>-build-<n>).
 	Build int64 `json:"build"`
-	// Spec is the ImageBuild's spec at the generation being built.
-	Spec kilnv1.ImageBuildSpec `json:"spec"`
+	// Spec is what the runner needs of the ImageBuild's spec at the generation being built.
+	Spec BuildSpec `json:"spec"`
 	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
 	ResetCache bool `json:"resetCache,omitempty"`
 	// InlineDockerfile says that spec.dockerfile.inline is in InlineDockerfileFile, beside the
 	// request; only RequestFiles and ReadRequestDir use it.
 	InlineDockerfile bool `json:"inlineDockerfile,omitempty"`
+}
+
+// BuildSpec is the part of an ImageBuild's spec that the runner reads, and nothing else: the
+// manager maps the spec into it (controllers' runnerRequest). Its JSON names and paths are the
+// CRD's, so that a runner of contract 1.1, which decoded "spec" as the CRD's spec, reads a 1.2
+// request whole (see version.go); sizes are numbers of bytes.
+type BuildSpec struct {
+	// Source is the build context: exactly one of Git or ConfigMap.
+	Source Source `json:"source"`
+	// Dockerfile is the Dockerfile and the build's parameters.
+	Dockerfile Dockerfile `json:"dockerfile,omitempty"`
+	// Output is the repository, tags and form of the pushed image.
+	Output Output `json:"output"`
+	// Budget limits the image's size; nil when the ImageBuild sets no budget.
+	Budget *BudgetSpec `json:"budget,omitempty"`
+	// Advice tunes the findings; nil when the ImageBuild does not.
+	Advice *AdviceSpec `json:"advice,omitempty"`
+}
+
+// Source is the build context: exactly one of its fields is set.
+type Source struct {
+	// Git is a repository that BuildKit fetches itself.
+	Git *GitSource `json:"git,omitempty"`
+	// ConfigMap is a ConfigMap mounted at ContextDir, each key a file of the context.
+	ConfigMap *ConfigMapSource `json:"configMap,omitempty"`
+}
+
+// GitSource is a git repository.
+type GitSource struct {
+	// URL of the repository, as BuildKit's git source takes it.
+	URL string `json:"url"`
+	// Revision is a branch, tag or commit; empty for the remote's HEAD.
+	Revision string `json:"revision,omitempty"`
+	// ContextDir is the sub-directory used as the context, relative to the repository's root.
+	ContextDir string `json:"contextDir,omitempty"`
+	// SecretRef, when set, is the Secret with the git credentials, mounted at GitSecretDir.
+	SecretRef *SecretRef `json:"secretRef,omitempty"`
+}
+
+// ConfigMapSource is a ConfigMap used as the context.
+type ConfigMapSource struct {
+	// Name of the ConfigMap, for messages: the build pod mounts it at ContextDir.
+	Name string `json:"name"`
+}
+
+// SecretRef names a Secret in the ImageBuild's namespace that the build pod mounts; the runner
+// reads the mounted files and names the Secret in its messages.
+type SecretRef struct {
+	// Name of the Secret.
+	Name string `json:"name"`
+}
+
+// Dockerfile is the Dockerfile and the build's parameters, as BuildKit's Dockerfile frontend
+// takes them.
+type Dockerfile struct {
+	// Path of the Dockerfile inside the context; empty for "Dockerfile".
+	Path string `json:"path,omitempty"`
+	// Inline is the Dockerfile's text when it is kept outside the context. It travels in
+	// InlineDockerfileFile.
+	Inline string `json:"inline,omitempty"`
+	// Target is the stage to build; empty for the last one.
+	Target string `json:"target,omitempty"`
+	// BuildArgs are the --build-arg values, in the spec's order.
+	BuildArgs []BuildArg `json:"buildArgs,omitempty"`
+	// Secrets are offered to RUN --mount=type=secret steps; each is mounted under BuildSecretsDir.
+	Secrets []BuildSecret `json:"secrets,omitempty"`
+	// Platforms to build, as os/arch[/variant]; none for the node's own.
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// BuildArg is one --build-arg NAME=VALUE.
+type BuildArg struct {
+	// Name of the ARG.
+	Name string `json:"name"`
+	// Value of the ARG. It travels in a file of its own, BuildArgFilePrefix + Name.
+	Value string `json:"value,omitempty"`
+}
+
+// BuildSecret is one BuildKit secret: its value is the file BuildSecretFile in the directory
+// named ID under BuildSecretsDir.
+type BuildSecret struct {
+	// ID is the id a Dockerfile asks for in RUN --mount=type=secret,id=<id>.
+	ID string `json:"id"`
+	// SecretRef is the Secret and key the value comes from, for messages.
+	SecretRef SecretKeyRef `json:"secretRef"`
+}
+
+// SecretKeyRef names one key of a Secret in the ImageBuild's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	Name string `json:"name"`
+	// Key inside the Secret.
+	Key string `json:"key"`
+}
+
+// Output is where and how the image is pushed.
+type Output struct {
+	// Image is the repository, without tag or digest.
+	Image string `json:"image"`
+	// Tags to push; none means "latest". The first tag's current image is maxGrowth's baseline.
+	Tags []string `json:"tags,omitempty"`
+	// PushSecretRef, when set, is the kubernetes.io/dockerconfigjson Secret mounted at
+	// PushSecretDir.
+	PushSecretRef *SecretRef `json:"pushSecretRef,omitempty"`
+	// Compression of the layers; empty for gzip.
+	Compression kilnv1.Compression `json:"compression,omitempty"`
+	// Reproducible sets SOURCE_DATE_EPOCH and rewrites timestamps.
+	Reproducible bool `json:"reproducible,omitempty"`
+	// Insecure talks to the registry over plain HTTP.
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// BudgetSpec is spec.budget in numbers: sizes in bytes, the way budget.Judge compares them. A nil
+// limit is not checked. Each size applies to each platform's image.
+type BudgetSpec struct {
+	// MaxImageSize is the largest compressed image (config plus layers), in bytes.
+	MaxImageSize *int64 `json:"maxImageSize,omitempty"`
+	// MaxLayerSize is the largest compressed layer, in bytes.
+	MaxLayerSize *int64 `json:"maxLayerSize,omitempty"`
+	// MaxLayers is the largest number of layers.
+	MaxLayers *int32 `json:"maxLayers,omitempty"`
+	// MaxWastedSize is the most bytes in files that a later layer deletes or overwrites.
+	MaxWastedSize *int64 `json:"maxWastedSize,omitempty"`
+	// MaxGrowth is how many bytes the compressed image may grow over the first tag's current
+	// image; 0 means it may not grow.
+	MaxGrowth *int64 `json:"maxGrowth,omitempty"`
+	// Enforcement is Enforce or Warn; empty means Enforce.
+	Enforcement kilnv1.Enforcement `json:"enforcement,omitempty"`
+}
+
+// AdviceSpec tunes the findings.
+type AdviceSpec struct {
+	// Ignore silences these rule ids.
+	Ignore []string `json:"ignore,omitempty"`
+}
+
+// UnmarshalJSON reads the sizes as JSON numbers of bytes, as contract 1.2 writes them, and as the
+// quantity strings ("50Mi") of the 1.0 and 1.1 requests, which embedded the CRD's spec: a runner
+// reads an older manager's request (version.go). The quantity strings may go at the next major
+// version.
+func (b *BudgetSpec) UnmarshalJSON(data []byte) error {
+	type plain BudgetSpec // the same fields, without this method
+	var w struct {
+		plain
+		MaxImageSize  json.RawMessage `json:"maxImageSize"`
+		MaxLayerSize  json.RawMessage `json:"maxLayerSize"`
+		MaxWastedSize json.RawMessage `json:"maxWastedSize"`
+		MaxGrowth     json.RawMessage `json:"maxGrowth"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*b = BudgetSpec(w.plain)
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		to   **int64
+	}{
+		{"maxImageSize", w.MaxImageSize, &b.MaxImageSize},
+		{"maxLayerSize", w.MaxLayerSize, &b.MaxLayerSize},
+		{"maxWastedSize", w.MaxWastedSize, &b.MaxWastedSize},
+		{"maxGrowth", w.MaxGrowth, &b.MaxGrowth},
+	} {
+		n, err := sizeOf(f.raw)
+		if err != nil {
+			return fmt.Errorf("spec.budget.%s: %w", f.name, err)
+		}
+		*f.to = n
+	}
+	return nil
+}
+
+// sizeOf reads a size in bytes: a JSON number, or a 1.0 or 1.1 quantity string; nil when absent.
+func sizeOf(raw json.RawMessage) (*int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var n int64
+	if raw[0] != '"' {
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return nil, fmt.Errorf("not a number of bytes: %s", raw)
+		}
+		return &n, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, err
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is neither a number of bytes nor a quantity", s)
+	}
+	n = q.Value()
+	return &n, nil
 }
 
 // RequestFiles splits req into the files of its request ConfigMap (file name to content), at
@@ -55,17 +253,17 @@ type Request struct {
 func RequestFiles(req Request) (map[string]string, error) {
 	req.Version = Version
 	files := map[string]string{}
-	spec := req.Spec.DeepCopy()
-	if spec.Dockerfile.Inline != "" {
-		files[InlineDockerfileFile] = spec.Dockerfile.Inline
-		spec.Dockerfile.Inline = ""
+	if df := &req.Spec.Dockerfile; df.Inline != "" {
+		files[InlineDockerfileFile] = df.Inline
+		df.Inline = ""
 		req.InlineDockerfile = true
 	}
-	for i, a := range spec.Dockerfile.BuildArgs {
-		files[BuildArgFilePrefix+a.Name] = a.Value
-		spec.Dockerfile.BuildArgs[i].Value = ""
+	args := slices.Clone(req.Spec.Dockerfile.BuildArgs) // the caller's keep their values
+	for i := range args {
+		files[BuildArgFilePrefix+args[i].Name] = args[i].Value
+		args[i].Value = ""
 	}
-	req.Spec = *spec
+	req.Spec.Dockerfile.BuildArgs = args
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -112,11 +310,13 @@ func DecodeRequest(data []byte) (Request, error) {
 		return Request{}, err
 	}
 	var req Request
-	if err := json.Unmarshal(data, &req); err != nil {
+	err := json.Unmarshal(data, &req)
+	var syntax *json.SyntaxError
+	switch {
+	case errors.As(err, &syntax):
 		return req, fmt.Errorf("the build request is not valid JSON: %w", err)
-	}
-	if req.Spec.DecodeError != "" {
-		return req, fmt.Errorf("the build request's spec does not fit this runner's types (%s)", req.Spec.DecodeError)
+	case err != nil:
+		return req, fmt.Errorf("the build request does not fit this runner's types: %w", err)
 	}
 	return req, nil
 }

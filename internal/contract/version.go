@@ -27,10 +27,22 @@ import (
 //	     unknown request fields; the result carries the budget's verdict and messages as text.
 //	1.1  "v" in both documents; the runner ignores unknown request fields; the result's budget is
 //	     numbers only (the manager writes the text), and an OverBudget result has no message.
+//	1.2  the request's "spec" is the contract's own BuildSpec, no longer the CRD's spec: only what
+//	     the runner reads, under the same JSON names and paths, with spec.budget's sizes as
+//	     numbers of bytes instead of quantity strings ("50Mi"). The result is unchanged.
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.
-const Version = "1.1"
+//
+// 1.2 is a minor version although the request lost fields and its sizes changed form, because
+// no reader of major version 1 notices: no 1.1 runner read the fields that went (timeout, cache,
+// retries, scheduling, polling), and a 1.1 runner decodes "spec" as the CRD's spec, whose
+// quantities take a JSON number of bytes as they take "50Mi", so it reads a 1.2 request whole
+// and judges the same limits (TestOlderRunnerReadsRequest). A 1.2 runner reads 1.0 and 1.1
+// requests, their quantity strings included (BudgetSpec.UnmarshalJSON; TestReadOlderMinorRequest).
+// From 1.2 the request's names are the contract's own: renaming a CRD field renames nothing
+// here, and renaming one here, or dropping the quantity strings, is a new major version.
+const Version = "1.2"
 
 // Major is the major version of Version: a reader takes documents of this major version only.
 const Major = 1

@@ -77,18 +77,29 @@ func TestOtherMajorVersionIsRefused(t *testing.T) {
 // know, at the top and inside the spec, and one without a version (a 1.0 manager's).
 func TestDecodeRequestToleratesUnknownFields(t *testing.T) {
 	req, err := DecodeRequest([]byte(`{"v":"1.4","namespace":"team","name":"app","build":3,"priority":"high",` +
-		`"spec":{"source":{"git":{"url":"https://example.com/app.git","depth":1}},"output":{"image":"registry.example.com/app","sign":{"key":"cosign"}}}}`))
+		`"spec":{"source":{"git":{"url":"https://example.com/app.git","depth":1}},"output":{"image":"registry.example.com/app","sign":{"key":"cosign"}},` +
+		`"timeout":"banana","budget":{"maxImageSize":1048576,"maxSBOMSize":12}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if req.Name != "app" || req.Build != 3 || req.Spec.Source.Git.URL != "https://example.com/app.git" || req.Spec.Output.Image != "registry.example.com/app" {
+	if req.Name != "app" || req.Build != 3 || req.Spec.Source.Git.URL != "https://example.com/app.git" || req.Spec.Output.Image != "registry.example.com/app" ||
+		*req.Spec.Budget.MaxImageSize != 1<<20 || req.Spec.Budget.MaxLayerSize != nil {
 		t.Errorf("%+v", req)
 	}
-	if _, err := DecodeRequest([]byte(`{"namespace":"team","name":"app","build":1,"spec":{"output":{"image":"r/app"}}}`)); err != nil {
-		t.Errorf("a 1.0 request: %v", err)
+	old, err := DecodeRequest([]byte(`{"namespace":"team","name":"app","build":1,"spec":{"output":{"image":"r/app"},"budget":{"maxImageSize":"50Mi","maxGrowth":"0"}}}`))
+	if err != nil || *old.Spec.Budget.MaxImageSize != 50<<20 || *old.Spec.Budget.MaxGrowth != 0 {
+		t.Errorf("a 1.0 request: %+v, %v", old.Spec.Budget, err)
 	}
-	if _, err := DecodeRequest([]byte(`{"v":"1.1","name":"app","spec":{"timeout":"banana"}}`)); err == nil || !strings.Contains(err.Error(), "spec does not fit") {
-		t.Errorf("a spec the runner's types cannot hold: %v", err)
+	for doc, want := range map[string]string{
+		`{"v":"1.2","name":"app","spec":{"budget":{"maxLayers":"many"}}}`:      "does not fit this runner's types",
+		`{"v":"1.2","name":"app","spec":{"budget":{"maxImageSize":"banana"}}}`: `spec.budget.maxImageSize: "banana" is neither a number of bytes nor a quantity`,
+		`{"v":"1.2","name":"app","spec":{"budget":{"maxGrowth":1.5}}}`:         "spec.budget.maxGrowth: not a number of bytes: 1.5",
+		`{"v":"1.2","name":"app","spec":{"output":{"tags":"v1"}}}`:             "does not fit this runner's types",
+		`{"v":"1.2","name":"app","spec":`:                                      "not valid JSON",
+	} {
+		if _, err := DecodeRequest([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("DecodeRequest(%s): %v, want %q", doc, err, want)
+		}
 	}
 }
 
@@ -97,7 +108,7 @@ func TestWrittenDocumentsCarryTheVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(b), `{"v":"`+Version+`",`) {
 		t.Errorf("result %s: %v", b, err)
 	}
-	files, err := RequestFiles(Request{Namespace: "team", Name: "app", Spec: kilnv1.ImageBuildSpec{Dockerfile: kilnv1.Dockerfile{Inline: "FROM scratch"}}})
+	files, err := RequestFiles(Request{Namespace: "team", Name: "app", Spec: BuildSpec{Dockerfile: Dockerfile{Inline: "FROM scratch"}}})
 	if err != nil || !strings.HasPrefix(files[RequestFile], `{"v":"`+Version+`",`) {
 		t.Errorf("request %q: %v", files[RequestFile], err)
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
 )
 
@@ -15,15 +15,15 @@ func TestAdviseBuildArgs(t *testing.T) {
 	df := []byte("ARG BASE=\"alpine:3.20\"\nFROM ${BASE}\nUSER 65534\nCOPY app /app\n")
 	for _, tc := range []struct {
 		name string
-		args []kilnv1.BuildArg
+		args []contract.BuildArg
 		want bool // a final-stage-toolchain finding
 	}{
 		{"the ARG default", nil, false},
-		{"a build arg overrides it", []kilnv1.BuildArg{{Name: "BASE", Value: "golang:1.22"}}, true},
+		{"a build arg overrides it", []contract.BuildArg{{Name: "BASE", Value: "golang:1.22"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			r := &run{req: request(func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.BuildArgs = tc.args }), out: &out}
+			r := &run{req: request(func(s *contract.BuildSpec) { s.Dockerfile.BuildArgs = tc.args }), out: &out}
 			got := r.advise(&inputs{dockerfile: df, dockerfileName: "Dockerfile"}, measure.Index{})
 			found := false
 			for _, a := range got {

@@ -60,6 +60,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/testenv"
 	"github.com/kiln-dev/kiln/internal/units"
 )
@@ -117,7 +118,7 @@ func TestBenchRunnerVsBuildctl(t *testing.T) {
 		reg.Addr, bk.Addr, bk.Snapshotter, golang, runs)
 
 	runnerTool := benchTool{name: "runner", build: func(t *testing.T, files map[string]string) benchSample {
-		req := request(func(s *kilnv1.ImageBuildSpec) {
+		req := request(func(s *contract.BuildSpec) {
 			s.Output.Image = reg.Addr + "/bench/runner"
 			s.Output.Tags = []string{"v1"}
 			s.Output.Insecure = true

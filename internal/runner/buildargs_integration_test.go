@@ -53,10 +53,10 @@ const sentinelArg = "tok-kiln-sentinel-5e1f0c9a"
 
 func TestAttributionWithBuildArgs(t *testing.T) {
 	e := newEnv(t)
-	args := []kilnv1.BuildArg{{Name: "NPM_TOKEN", Value: sentinelArg}}
+	args := []contract.BuildArg{{Name: "NPM_TOKEN", Value: sentinelArg}}
 
 	t.Run("the RUN layer of issue 10 is line 3 and the value is nowhere", func(t *testing.T) {
-		req := e.request("buildargs", func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.BuildArgs = args })
+		req := e.request("buildargs", func(s *contract.BuildSpec) { s.Dockerfile.BuildArgs = args })
 		df := "FROM " + e.busybox + "\n" +
 			"ARG NPM_TOKEN\n" +
 			"RUN echo building > /built.txt && head -c 300000 /dev/urandom > /blob\n"
@@ -83,8 +83,8 @@ func TestAttributionWithBuildArgs(t *testing.T) {
 	})
 
 	t.Run("every RUN form BuildKit writes is attributed", func(t *testing.T) {
-		req := e.request("runforms", func(s *kilnv1.ImageBuildSpec) {
-			s.Dockerfile.BuildArgs = append(args, kilnv1.BuildArg{Name: "VERSION", Value: "v-" + sentinelArg})
+		req := e.request("runforms", func(s *contract.BuildSpec) {
+			s.Dockerfile.BuildArgs = append(args, contract.BuildArg{Name: "VERSION", Value: "v-" + sentinelArg})
 		})
 		df := "FROM " + e.busybox + " AS base\n" +
 			"ARG NPM_TOKEN\n" +
@@ -143,7 +143,7 @@ func TestAttributionWithBuildArgs(t *testing.T) {
 	})
 
 	t.Run("a failing step's message and log tail hold no value", func(t *testing.T) {
-		req := e.request("buildargs-fail", func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.BuildArgs = args })
+		req := e.request("buildargs-fail", func(s *contract.BuildSpec) { s.Dockerfile.BuildArgs = args })
 		df := "FROM " + e.busybox + "\n" +
 			"ARG NPM_TOKEN\n" +
 			"RUN echo \"logging in with $NPM_TOKEN\" && exit 7\n"

@@ -183,7 +183,7 @@ func (in *inputs) parseDockerfile(target string) error {
 	return nil
 }
 
-func (in *inputs) readBuildSecrets(specs []kilnv1.BuildSecret, dir, namespace string) error {
+func (in *inputs) readBuildSecrets(specs []contract.BuildSecret, dir, namespace string) error {
 	for _, s := range specs {
 		dt, err := os.ReadFile(filepath.Join(dir, s.ID, contract.BuildSecretFile))
 		if err != nil {

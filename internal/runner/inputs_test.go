@@ -36,10 +36,10 @@ func configMapDir(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-func request(mutate ...func(*kilnv1.ImageBuildSpec)) contract.Request {
-	spec := kilnv1.ImageBuildSpec{
-		Source: kilnv1.Source{ConfigMap: &kilnv1.ConfigMapSource{Name: "src"}},
-		Output: kilnv1.Output{Image: "registry.example.com/app", Tags: []string{"v1"}},
+func request(mutate ...func(*contract.BuildSpec)) contract.Request {
+	spec := contract.BuildSpec{
+		Source: contract.Source{ConfigMap: &contract.ConfigMapSource{Name: "src"}},
+		Output: contract.Output{Image: "registry.example.com/app", Tags: []string{"v1"}},
 	}
 	for _, m := range mutate {
 		m(&spec)
@@ -52,7 +52,7 @@ func TestPrepare(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		files   map[string]string // the ConfigMap; nil means not mounted
-		spec    func(*kilnv1.ImageBuildSpec)
+		spec    func(*contract.BuildSpec)
 		secrets map[string]string // build secret id -> value, as mounted
 		want    string            // substring of the BadInput message; "" means success
 	}{
@@ -62,24 +62,24 @@ func TestPrepare(t *testing.T) {
 		{name: "syntax error names the line", files: map[string]string{"Dockerfile": "FROM busybox\nRUN true\nRUNN false\n"},
 			want: "Dockerfile:3: unknown instruction: RUNN"},
 		{name: "unknown target", files: map[string]string{"Dockerfile": good}, secrets: map[string]string{"npmrc": "x"},
-			spec: func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.Target = "release" }, want: `spec.dockerfile.target "release" is not a stage of Dockerfile (its named stages: build)`},
+			spec: func(s *contract.BuildSpec) { s.Dockerfile.Target = "release" }, want: `spec.dockerfile.target "release" is not a stage of Dockerfile (its named stages: build)`},
 		{name: "secret used but not provided", files: map[string]string{"Dockerfile": good},
 			want: "Dockerfile:2 mounts secret id=npmrc, which spec.dockerfile.secrets does not provide"},
 		{name: "secret provided but its Secret is missing", files: map[string]string{"Dockerfile": good},
-			spec: func(s *kilnv1.ImageBuildSpec) {
-				s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "npmrc", SecretRef: kilnv1.SecretKeyReference{Name: "npm", Key: ".npmrc"}}}
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "npmrc", SecretRef: contract.SecretKeyRef{Name: "npm", Key: ".npmrc"}}}
 			},
 			want: `build secret "npmrc" (spec.dockerfile.secrets): Secret "npm" in namespace "team" is missing or has no key ".npmrc"`},
 		{name: "push Secret missing", files: map[string]string{"Dockerfile": "FROM scratch\n"},
-			spec: func(s *kilnv1.ImageBuildSpec) { s.Output.PushSecretRef = &kilnv1.LocalObjectReference{Name: "regcred"} },
+			spec: func(s *contract.BuildSpec) { s.Output.PushSecretRef = &contract.SecretRef{Name: "regcred"} },
 			want: `push Secret "regcred" (spec.output.pushSecretRef) is missing in namespace "team"`},
-		{name: "inline Dockerfile with a git context", spec: func(s *kilnv1.ImageBuildSpec) {
-			s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://example.com/x.git", Revision: "v1", ContextDir: "app"}}
+		{name: "inline Dockerfile with a git context", spec: func(s *contract.BuildSpec) {
+			s.Source = contract.Source{Git: &contract.GitSource{URL: "https://example.com/x.git", Revision: "v1", ContextDir: "app"}}
 			s.Dockerfile.Inline = "FROM scratch\nCOPY . /\n"
 		}},
 		{name: "all good", files: map[string]string{"Dockerfile": good}, secrets: map[string]string{"npmrc": "token"},
-			spec: func(s *kilnv1.ImageBuildSpec) {
-				s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "npmrc", SecretRef: kilnv1.SecretKeyReference{Name: "npm", Key: ".npmrc"}}}
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "npmrc", SecretRef: contract.SecretKeyRef{Name: "npm", Key: ".npmrc"}}}
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,8 +124,8 @@ func TestPrepare(t *testing.T) {
 }
 
 func TestPrepareGitRef(t *testing.T) {
-	req := request(func(s *kilnv1.ImageBuildSpec) {
-		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://github.com/pressly/goose.git", Revision: "v3.26.0", ContextDir: "/cmd/"}}
+	req := request(func(s *contract.BuildSpec) {
+		s.Source = contract.Source{Git: &contract.GitSource{URL: "https://github.com/pressly/goose.git", Revision: "v3.26.0", ContextDir: "/cmd/"}}
 		s.Dockerfile.Inline = "FROM scratch\n"
 	})
 	in, err := prepare(req, Paths{Work: t.TempDir()})

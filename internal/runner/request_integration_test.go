@@ -8,7 +8,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
 )
 
@@ -21,10 +20,10 @@ func (e *env) testLargeInlineDockerfile(t *testing.T) {
 	for utf8.RuneCountInString(df.String()) < 65536-200 {
 		df.WriteString("# <&> \u2028 ü 😀 \t <script>&amp;</script>\n")
 	}
-	req := e.request("large-inline", func(s *kilnv1.ImageBuildSpec) {
-		s.Source = kilnv1.Source{ConfigMap: &kilnv1.ConfigMapSource{Name: "ctx"}}
+	req := e.request("large-inline", func(s *contract.BuildSpec) {
+		s.Source = contract.Source{ConfigMap: &contract.ConfigMapSource{Name: "ctx"}}
 		s.Dockerfile.Inline = df.String()
-		s.Dockerfile.BuildArgs = []kilnv1.BuildArg{{Name: "NOTE", Value: strings.Repeat("<&>", 1000)}}
+		s.Dockerfile.BuildArgs = []contract.BuildArg{{Name: "NOTE", Value: strings.Repeat("<&>", 1000)}}
 	})
 	if n := utf8.RuneCountInString(req.Spec.Dockerfile.Inline); n > 65536 {
 		t.Fatalf("the Dockerfile has %d characters, more than the API allows", n)

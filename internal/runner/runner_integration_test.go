@@ -25,7 +25,6 @@ import (
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
 	"github.com/kiln-dev/kiln/internal/testenv"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 )
 
@@ -68,8 +67,8 @@ func (e *env) paths(t *testing.T, files map[string]string) Paths {
 	return p
 }
 
-func (e *env) request(name string, mutate ...func(*kilnv1.ImageBuildSpec)) contract.Request {
-	req := request(func(s *kilnv1.ImageBuildSpec) {
+func (e *env) request(name string, mutate ...func(*contract.BuildSpec)) contract.Request {
+	req := request(func(s *contract.BuildSpec) {
 		s.Output.Image = e.reg.Addr + "/test/" + name
 		s.Output.Insecure = true
 	})
@@ -184,8 +183,8 @@ func (e *env) testAdvice(t *testing.T) {
 
 func (e *env) testLogTail(t *testing.T) {
 	const value = "tail-secret-93c1d"
-	req := e.request("tail", func(s *kilnv1.ImageBuildSpec) {
-		s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "token", SecretRef: kilnv1.SecretKeyReference{Name: "api", Key: "token"}}}
+	req := e.request("tail", func(s *contract.BuildSpec) {
+		s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "token", SecretRef: contract.SecretKeyRef{Name: "api", Key: "token"}}}
 	})
 	p := e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
 		`RUN --mount=type=secret,id=token echo "the token is $(cat /run/secrets/token)" && echo compiling widgets && exit 4` + "\n"})
@@ -207,7 +206,7 @@ func (e *env) testLogTail(t *testing.T) {
 
 func (e *env) testResetCache(t *testing.T) {
 	files := helloFiles(e.golang, "hello from kiln")
-	req := e.request("hello", func(s *kilnv1.ImageBuildSpec) { s.Output.Tags = []string{"reset"} })
+	req := e.request("hello", func(s *contract.BuildSpec) { s.Output.Tags = []string{"reset"} })
 	if first := e.run(t, req, e.paths(t, files)); first.FailureClass != "" {
 		t.Fatalf("first build: %s", first.Message)
 	}
@@ -226,8 +225,8 @@ func (e *env) testResetCache(t *testing.T) {
 }
 
 func (e *env) testHello(t *testing.T) {
-	budget := &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("5Mi")), MaxLayers: ptr.To[int32](2)}
-	req := e.request("hello", func(s *kilnv1.ImageBuildSpec) {
+	budget := &contract.BudgetSpec{MaxImageSize: ptr.To[int64](5 << 20), MaxLayers: ptr.To[int32](2)}
+	req := e.request("hello", func(s *contract.BuildSpec) {
 		s.Output.Tags = []string{"v1", "latest"}
 		s.Output.Reproducible = true
 		s.Budget = budget
@@ -302,8 +301,8 @@ func (e *env) testHello(t *testing.T) {
 }
 
 func (e *env) testOverBudgetEnforce(t *testing.T) {
-	req := e.request("fat", func(s *kilnv1.ImageBuildSpec) {
-		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("100Ki"))}
+	req := e.request("fat", func(s *contract.BuildSpec) {
+		s.Budget = &contract.BudgetSpec{MaxImageSize: ptr.To[int64](100 << 10)}
 	})
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo fat > /fat\n"}))
 	if res.FailureClass != kilnv1.FailureOverBudget || contract.ExitCode(res.FailureClass) != contract.ExitOverBudget {
@@ -323,8 +322,8 @@ func (e *env) testOverBudgetEnforce(t *testing.T) {
 }
 
 func (e *env) testOverBudgetWarn(t *testing.T) {
-	req := e.request("warned", func(s *kilnv1.ImageBuildSpec) {
-		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("100Ki")), Enforcement: kilnv1.EnforcementWarn}
+	req := e.request("warned", func(s *contract.BuildSpec) {
+		s.Budget = &contract.BudgetSpec{MaxImageSize: ptr.To[int64](100 << 10), Enforcement: kilnv1.EnforcementWarn}
 	})
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo fat > /fat\n"}))
 	if res.FailureClass != "" || !res.Pushed {
@@ -342,21 +341,21 @@ func (e *env) testBadInputs(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		files  map[string]string
-		spec   func(*kilnv1.ImageBuildSpec)
+		spec   func(*contract.BuildSpec)
 		class  kilnv1.FailureClass
 		expect string
 	}{
 		{"syntax error", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nCOPY\n"}, nil, kilnv1.FailureBadInput, "Dockerfile:2:"},
 		{"missing base image", map[string]string{"Dockerfile": "FROM " + e.reg.Addr + "/base/nope:1\nRUN true\n"}, nil, kilnv1.FailureBadInput, "base/nope:1"},
-		{"unknown target", map[string]string{"Dockerfile": "FROM " + e.busybox + " AS one\n"}, func(s *kilnv1.ImageBuildSpec) { s.Dockerfile.Target = "two" },
+		{"unknown target", map[string]string{"Dockerfile": "FROM " + e.busybox + " AS one\n"}, func(s *contract.BuildSpec) { s.Dockerfile.Target = "two" },
 			kilnv1.FailureBadInput, `spec.dockerfile.target "two" is not a stage`},
-		{"missing build secret", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n"}, func(s *kilnv1.ImageBuildSpec) {
-			s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "tok", SecretRef: kilnv1.SecretKeyReference{Name: "api-token", Key: "token"}}}
+		{"missing build secret", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n"}, func(s *contract.BuildSpec) {
+			s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "tok", SecretRef: contract.SecretKeyRef{Name: "api-token", Key: "token"}}}
 		}, kilnv1.FailureBadInput, `Secret "api-token" in namespace "team" is missing or has no key "token"`},
 		{"failing RUN step", map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo about to fail && exit 3\n"}, nil, kilnv1.FailureBuildFailed, "exit code: 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := e.request("bad-"+strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")), func(s *kilnv1.ImageBuildSpec) {
+			req := e.request("bad-"+strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")), func(s *contract.BuildSpec) {
 				if tc.spec != nil {
 					tc.spec(s)
 				}
@@ -377,7 +376,7 @@ func (e *env) testBadInputs(t *testing.T) {
 
 func (e *env) testUnreachableRegistry(t *testing.T) {
 	other := testenv.StartRegistry(t)
-	req := e.request("unreachable", func(s *kilnv1.ImageBuildSpec) { s.Output.Image = other.Addr + "/test/unreachable" })
+	req := e.request("unreachable", func(s *contract.BuildSpec) { s.Output.Image = other.Addr + "/test/unreachable" })
 	other.Stop()
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo x > /x\n"}))
 	if res.FailureClass != kilnv1.FailurePushFailed || contract.ExitCode(res.FailureClass) != contract.ExitPushFailed {
@@ -397,8 +396,8 @@ func (e *env) testUnreachableRegistry(t *testing.T) {
 
 func (e *env) testBuildSecret(t *testing.T) {
 	const value = "s3cr3t-kiln-value-7f3a"
-	req := e.request("secret", func(s *kilnv1.ImageBuildSpec) {
-		s.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "token", SecretRef: kilnv1.SecretKeyReference{Name: "api", Key: "token"}}}
+	req := e.request("secret", func(s *contract.BuildSpec) {
+		s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "token", SecretRef: contract.SecretKeyRef{Name: "api", Key: "token"}}}
 	})
 	// The Dockerfile checks the secret by its hash, so that its text does not hold the value.
 	sum := sha256.Sum256([]byte(value))
@@ -440,9 +439,9 @@ func (e *env) testBuildSecret(t *testing.T) {
 }
 
 func (e *env) testTwoPlatforms(t *testing.T) {
-	req := e.request("multi", func(s *kilnv1.ImageBuildSpec) {
+	req := e.request("multi", func(s *contract.BuildSpec) {
 		s.Dockerfile.Platforms = []string{"linux/amd64", "linux/arm64"}
-		s.Budget = &kilnv1.Budget{MaxImageSize: ptr.To(resource.MustParse("1Mi"))}
+		s.Budget = &contract.BudgetSpec{MaxImageSize: ptr.To[int64](1 << 20)}
 	})
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY hello.txt /\n", "hello.txt": "hello\n"}))
 	if res.FailureClass != "" {
@@ -488,8 +487,8 @@ func (e *env) testTwoPlatforms(t *testing.T) {
 }
 
 func (e *env) testWaste(t *testing.T) {
-	req := e.request("waste", func(s *kilnv1.ImageBuildSpec) {
-		s.Budget = &kilnv1.Budget{MaxWastedSize: ptr.To(resource.MustParse("1Mi")), Enforcement: kilnv1.EnforcementWarn}
+	req := e.request("waste", func(s *contract.BuildSpec) {
+		s.Budget = &contract.BudgetSpec{MaxWastedSize: ptr.To[int64](1 << 20), Enforcement: kilnv1.EnforcementWarn}
 	})
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + "\n" +
 		"RUN dd if=/dev/urandom of=/big bs=1048576 count=10\nRUN rm /big\n"}))
@@ -508,8 +507,8 @@ func (e *env) testWaste(t *testing.T) {
 // testGrowth: a broken maxGrowth names the new layer that grew the image, and its line.
 func (e *env) testGrowth(t *testing.T) {
 	files := map[string]string{"Dockerfile": "FROM " + e.busybox + "\nRUN echo small > /small\n"}
-	req := e.request("growth", func(s *kilnv1.ImageBuildSpec) {
-		s.Budget = &kilnv1.Budget{MaxGrowth: ptr.To(resource.MustParse("100Ki"))}
+	req := e.request("growth", func(s *contract.BuildSpec) {
+		s.Budget = &contract.BudgetSpec{MaxGrowth: ptr.To[int64](100 << 10)}
 	})
 	if res := e.run(t, req, e.paths(t, files)); res.FailureClass != "" {
 		t.Fatalf("first build failed: %s", res.Message)
@@ -531,9 +530,9 @@ func (e *env) testPushAuth(t *testing.T) {
 		password string
 		class    kilnv1.FailureClass
 	}{{"right-password", ""}, {"wrong-password", kilnv1.FailureBadInput}} {
-		req := e.request("private", func(s *kilnv1.ImageBuildSpec) {
+		req := e.request("private", func(s *contract.BuildSpec) {
 			s.Output.Image = private.Addr + "/test/private"
-			s.Output.PushSecretRef = &kilnv1.LocalObjectReference{Name: "regcred"}
+			s.Output.PushSecretRef = &contract.SecretRef{Name: "regcred"}
 		})
 		p := e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "a"})
 		cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{private.Addr: map[string]string{
@@ -566,8 +565,8 @@ func (e *env) testGit(t *testing.T) {
 	git("clone", "-q", "--bare", work, repo)
 	addr := testenv.StartGitDaemon(t, filepath.Dir(repo))
 
-	req := e.request("fromgit", func(s *kilnv1.ImageBuildSpec) {
-		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
+	req := e.request("fromgit", func(s *contract.BuildSpec) {
+		s.Source = contract.Source{Git: &contract.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
 		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
 		s.Output.Reproducible = true
 	})
@@ -626,7 +625,7 @@ func layerFiles(t *testing.T, img v1.Image) []string {
 // go-containerregistry would use over HTTP on its own) is refused without spec.output.insecure,
 // naming the field, and nothing is pushed (issue 19 item 10).
 func (e *env) testPlainHTTP(t *testing.T) {
-	req := e.request("plain", func(s *kilnv1.ImageBuildSpec) { s.Output.Insecure = false })
+	req := e.request("plain", func(s *contract.BuildSpec) { s.Output.Insecure = false })
 	res := e.run(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "a"}))
 	if res.FailureClass != kilnv1.FailureBadInput || res.Pushed || !strings.Contains(res.Message, "set spec.output.insecure: true") {
 		t.Errorf("class %q, pushed %v: %s", res.FailureClass, res.Pushed, res.Message)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
@@ -57,10 +58,10 @@ func (e *env) testGitFailures(t *testing.T) {
 			[]string{"the git host refused the credentials", `Secret "git-token"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := e.request("gitfail", func(s *kilnv1.ImageBuildSpec) {
-				s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: tc.url, Revision: tc.revision}}
+			req := e.request("gitfail", func(s *contract.BuildSpec) {
+				s.Source = contract.Source{Git: &contract.GitSource{URL: tc.url, Revision: tc.revision}}
 				if tc.secret != "" {
-					s.Source.Git.SecretRef = &kilnv1.LocalObjectReference{Name: tc.secret}
+					s.Source.Git.SecretRef = &contract.SecretRef{Name: tc.secret}
 				}
 				s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
 			})
@@ -93,8 +94,8 @@ func (e *env) testGitFailures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(right, "token"), []byte("the-right-token"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	req := e.request("gitok", func(s *kilnv1.ImageBuildSpec) {
-		s.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: locked + "/app.git", SecretRef: &kilnv1.LocalObjectReference{Name: "git-token"}}}
+	req := e.request("gitok", func(s *contract.BuildSpec) {
+		s.Source = contract.Source{Git: &contract.GitSource{URL: locked + "/app.git", SecretRef: &contract.SecretRef{Name: "git-token"}}}
 		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
 	})
 	p := e.paths(t, nil)

@@ -1,0 +1,89 @@
+package controllers
+
+import (
+	"slices"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+)
+
+// runnerRequest is the one mapping from an ImageBuild to the runner's request (the contract's
+// own types): build number build of ib's spec, with BuildKit's cache emptied first when
+// resetCache is set. It copies only what the runner reads, with sizes in bytes.
+func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract.Request {
+	s := &ib.Spec
+	return contract.Request{
+		Namespace: ib.Namespace, Name: ib.Name, Build: build, ResetCache: resetCache,
+		Spec: contract.BuildSpec{
+			Source:     requestSource(s.Source),
+			Dockerfile: requestDockerfile(s.Dockerfile),
+			Output: contract.Output{
+				Image: s.Output.Image, Tags: slices.Clone(s.Output.Tags), PushSecretRef: secretRef(s.Output.PushSecretRef),
+				Compression: s.Output.Compression, Reproducible: s.Output.Reproducible, Insecure: s.Output.Insecure,
+			},
+			Budget: requestBudget(s.Budget),
+			Advice: requestAdvice(s.Advice),
+		},
+	}
+}
+
+func requestSource(src kilnv1.Source) contract.Source {
+	var out contract.Source
+	if g := src.Git; g != nil {
+		out.Git = &contract.GitSource{URL: g.URL, Revision: g.Revision, ContextDir: g.ContextDir, SecretRef: secretRef(g.SecretRef)}
+	}
+	if cm := src.ConfigMap; cm != nil {
+		out.ConfigMap = &contract.ConfigMapSource{Name: cm.Name}
+	}
+	return out
+}
+
+func requestDockerfile(df kilnv1.Dockerfile) contract.Dockerfile {
+	out := contract.Dockerfile{Path: df.Path, Inline: df.Inline, Target: df.Target, Platforms: slices.Clone(df.Platforms)}
+	for _, a := range df.BuildArgs {
+		out.BuildArgs = append(out.BuildArgs, contract.BuildArg{Name: a.Name, Value: a.Value})
+	}
+	for _, sec := range df.Secrets {
+		out.Secrets = append(out.Secrets, contract.BuildSecret{ID: sec.ID, SecretRef: contract.SecretKeyRef{Name: sec.SecretRef.Name, Key: sec.SecretRef.Key}})
+	}
+	return out
+}
+
+// requestBudget is spec.budget in bytes; Quantity.Value rounds a fraction of a byte up.
+func requestBudget(b *kilnv1.Budget) *contract.BudgetSpec {
+	if b == nil {
+		return nil
+	}
+	bytes := func(q *resource.Quantity) *int64 {
+		if q == nil {
+			return nil
+		}
+		n := q.Value()
+		return &n
+	}
+	out := &contract.BudgetSpec{
+		MaxImageSize: bytes(b.MaxImageSize), MaxLayerSize: bytes(b.MaxLayerSize), MaxWastedSize: bytes(b.MaxWastedSize),
+		MaxGrowth: bytes(b.MaxGrowth), Enforcement: b.Enforcement,
+	}
+	if b.MaxLayers != nil {
+		n := *b.MaxLayers
+		out.MaxLayers = &n
+	}
+	return out
+}
+
+func requestAdvice(a *kilnv1.AdviceSpec) *contract.AdviceSpec {
+	if a == nil {
+		return nil
+	}
+	return &contract.AdviceSpec{Ignore: slices.Clone(a.Ignore)}
+}
+
+func secretRef(ref *kilnv1.LocalObjectReference) *contract.SecretRef {
+	if ref == nil {
+		return nil
+	}
+	return &contract.SecretRef{Name: ref.Name}
+}
