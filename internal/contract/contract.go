@@ -87,7 +87,7 @@ type Result struct {
 	// LogTail is the end of the build log on failure, with known secret values redacted.
 	LogTail string `json:"logTail,omitempty"`
 	// Digest of the built manifest or index, once it is measured; it reached the registry only
-	// when Pushed (before contract 1.1: set only when pushed).
+	// when Pushed (before contract 1.2: set only when pushed).
 	Digest string `json:"digest,omitempty"`
 	// Image is repository@digest of the built image (see Digest).
 	Image string `json:"image,omitempty"`
@@ -125,7 +125,7 @@ type Platform struct {
 	// LargestLayers are the biggest layers, largest first (at most MaxLayersPerPlatform).
 	LargestLayers []Layer `json:"largestLayers,omitempty"`
 	// LargestWaste is the pair of layers that wastes the most: one added files that the other
-	// deleted or overwrote; nil when nothing is wasted. Since contract 1.1.
+	// deleted or overwrote; nil when nothing is wasted. Since contract 1.2.
 	LargestWaste *Waste `json:"largestWaste,omitempty"`
 }
 
@@ -174,7 +174,7 @@ type Check struct {
 	// maxGrowth the compressed size minus the current image's.
 	Actual int64 `json:"actual"`
 	// Layer is the layer a broken maxGrowth check blames: the largest one the current image does
-	// not have. Since contract 1.1.
+	// not have. Since contract 1.2.
 	Layer *Layer `json:"layer,omitempty"`
 }
 

@@ -29,7 +29,11 @@ import (
 //	     numbers only (the manager writes the text), and an OverBudget result has no message.
 //	1.2  the request's "spec" is the contract's own BuildSpec, no longer the CRD's spec: only what
 //	     the runner reads, under the same JSON names and paths, with spec.budget's sizes as
-//	     numbers of bytes instead of quantity strings ("50Mi"). The result is unchanged.
+//	     numbers of bytes instead of quantity strings ("50Mi"). The result adds the largest waste
+//	     per platform (Platform.LargestWaste) and the layer a broken maxGrowth blames
+//	     (Check.Layer), names the built image (Digest, Image) also when it was not pushed, and may
+//	     carry the failure class SourceUnavailable (an older manager takes an unknown class as
+//	     InternalError).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.
