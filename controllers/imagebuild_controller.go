@@ -59,6 +59,8 @@ type ImageBuildReconciler struct {
 	DefaultStorageClass string
 	// MaxConcurrentBuilds caps running build pods across the cluster; 0 means no cap.
 	MaxConcurrentBuilds int
+	// MaxConcurrentBuildsPerNamespace caps running build pods in one namespace; 0 means no cap.
+	MaxConcurrentBuildsPerNamespace int
 	// RetryBackoff is the wait before the second attempt of a transient failure; it doubles for
 	// each further attempt, up to five minutes.
 	RetryBackoff time.Duration
@@ -154,6 +156,20 @@ func (r *ImageBuildReconciler) SetMaxConcurrentBuilds(n int) {
 	r.slots.mu.Lock()
 	defer r.slots.mu.Unlock()
 	r.MaxConcurrentBuilds = n
+}
+
+// SetMaxConcurrentBuildsPerNamespace changes the per-namespace limit while the manager runs.
+func (r *ImageBuildReconciler) SetMaxConcurrentBuildsPerNamespace(n int) {
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
+	r.MaxConcurrentBuildsPerNamespace = n
+}
+
+// namespaceLimit is MaxConcurrentBuildsPerNamespace, read under the slots' lock.
+func (r *ImageBuildReconciler) namespaceLimit() int {
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
+	return r.MaxConcurrentBuildsPerNamespace
 }
 
 // buildState is what the steps found; the deferred summary turns it into conditions.
@@ -268,8 +284,14 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	if err != nil {
 		return err
 	}
+	if !a.ok && a.nsFull {
+		st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: namespace %s runs %d builds, its limit (--max-concurrent-builds-per-namespace)",
+			ib.Namespace, a.nsRunning))
+		st.requeueAfter(r.waitRefresh())
+		return nil
+	}
 	if !a.ok {
-		st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue; %d of %d slots in use (--max-concurrent-builds)",
+		st.progress(kilnv1.PhaseQueued, kilnv1.ReasonQueued, fmt.Sprintf("waiting for a build slot: position %d of %d in the queue (namespaces take turns); %d of %d slots in use (--max-concurrent-builds)",
 			a.position, a.queued, a.running, a.limit))
 		st.requeueAfter(r.waitRefresh()) // a slot that frees wakes the oldest queued ImageBuild
 		return nil

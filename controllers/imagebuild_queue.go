@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sort"
 	"sync"
 	"time"
 
@@ -14,9 +16,10 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
-// buildSlots admits new build pods up to --max-concurrent-builds, the oldest waiting ImageBuild
-// first. A worker that is admitted reserves its slot under the lock, and reserved or just
-// created pods count until the cache shows them, so parallel workers never overshoot the limit.
+// buildSlots admits new build pods up to --max-concurrent-builds (and, per namespace, up to
+// --max-concurrent-builds-per-namespace), in fairOrder. A worker that is admitted reserves its
+// slot under the lock, and reserved or just created pods count until the cache shows them, so
+// parallel workers never overshoot the limit.
 type buildSlots struct {
 	mu     sync.Mutex
 	recent map[types.NamespacedName]slot
@@ -38,6 +41,10 @@ type admission struct {
 	running  int
 	position int // 1-based place in the queue when not admitted
 	queued   int
+	// nsLimit is --max-concurrent-builds-per-namespace (0: none), and nsRunning the builds ib's
+	// namespace runs; nsFull says that they hold back ib.
+	nsLimit, nsRunning int
+	nsFull             bool
 }
 
 // admit says whether ib may start build pod slot now, and reserves the slot when it may. It
@@ -52,28 +59,66 @@ func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild,
 	if err != nil {
 		return admission{}, fmt.Errorf("listing queued ImageBuilds: %w", err)
 	}
-	ahead, queued := 0, 1
-	for _, o := range queue {
-		if o.UID == ib.UID {
-			continue
-		}
-		queued++
-		if olderThan(o, ib) {
-			ahead++
-		}
-	}
 	r.slots.mu.Lock()
 	defer r.slots.mu.Unlock()
-	a := admission{limit: r.MaxConcurrentBuilds, position: ahead + 1, queued: queued}
-	a.running = pods.running + r.slots.unseen(pods.seen)
-	a.ok = a.limit == 0 || a.running+ahead < a.limit
+	unseen := r.slots.unseen(pods.seen)
+	running := maps.Clone(pods.byNamespace)
+	for key := range unseen {
+		running[key.Namespace]++
+	}
+	a := admission{limit: r.MaxConcurrentBuilds, nsLimit: r.MaxConcurrentBuildsPerNamespace, running: pods.running + len(unseen), nsRunning: running[ib.Namespace]}
+	ahead := 0
+	a.queued, ahead = placeInQueue(queue, ib, running, a.nsLimit)
+	a.position = ahead + 1
+	a.nsFull = a.nsLimit > 0 && a.nsRunning >= a.nsLimit
+	a.ok = (a.limit == 0 || a.running+ahead < a.limit) && !a.nsFull
 	if a.ok {
 		r.slots.reserve(slot)
 	}
 	return a, nil
 }
 
-// olderThan orders the queue: creation time, then namespace and name, so the order is total.
+// placeInQueue is how many ImageBuilds wait for a slot (ib included) and how many of them go
+// before ib in fairOrder. Those of a namespace at its limit (nsLimit > 0) go before nobody.
+func placeInQueue(queue []*kilnv1.ImageBuild, ib *kilnv1.ImageBuild, running map[string]int, nsLimit int) (queued, ahead int) {
+	all := make([]*kilnv1.ImageBuild, 0, len(queue)+1)
+	for _, o := range queue {
+		if o.UID != ib.UID {
+			all = append(all, o)
+		}
+	}
+	all = append(all, ib)
+	fairOrder(all, running)
+	for _, o := range all {
+		if o.UID == ib.UID {
+			break
+		}
+		if nsLimit == 0 || running[o.Namespace] < nsLimit {
+			ahead++
+		}
+	}
+	return len(all), ahead
+}
+
+// fairOrder sorts queue into the order in which the ImageBuilds get slots: namespaces take turns,
+// the oldest first within one. An ImageBuild's turn is its place among its namespace's
+// queued ImageBuilds (0 for the oldest) plus the builds its namespace runs now (running); a
+// lower turn goes first, and the older ImageBuild of equal turns. So a namespace that queues ten
+// builds takes one slot in each round, not every slot before another namespace's first, and a
+// namespace that runs fewer builds goes before one that runs more.
+func fairOrder(queue []*kilnv1.ImageBuild, running map[string]int) {
+	sort.Slice(queue, func(i, j int) bool { return olderThan(queue[i], queue[j]) })
+	turn := make(map[types.UID]int, len(queue))
+	places := map[string]int{}
+	for _, o := range queue {
+		turn[o.UID] = running[o.Namespace] + places[o.Namespace]
+		places[o.Namespace]++
+	}
+	sort.SliceStable(queue, func(i, j int) bool { return turn[queue[i].UID] < turn[queue[j].UID] })
+}
+
+// olderThan orders ImageBuilds by age: creation time, then namespace and name, so the order is
+// total.
 func olderThan(a, b *kilnv1.ImageBuild) bool {
 	ta, tb := a.CreationTimestamp.Time, b.CreationTimestamp.Time
 	if !ta.Equal(tb) {
@@ -87,8 +132,9 @@ func olderThan(a, b *kilnv1.ImageBuild) bool {
 
 // census is what the cache shows of kiln's build pods in every namespace.
 type census struct {
-	running int                           // pods that have not finished
-	seen    map[types.NamespacedName]bool // every build pod, finished or not
+	running     int                           // pods that have not finished
+	byNamespace map[string]int                // running, by namespace
+	seen        map[types.NamespacedName]bool // every build pod, finished or not
 }
 
 // buildPodCensus counts kiln's build pods from the cache. A running pod holds a slot only when
@@ -100,7 +146,7 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}, client.UnsafeDisableDeepCopy); err != nil {
 		return census{}, fmt.Errorf("counting running builds: %w", err)
 	}
-	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items))}
+	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items)), byNamespace: map[string]int{}}
 	owners := map[types.UID]bool{}
 	for i := range list.Items {
 		p := &list.Items[i]
@@ -115,24 +161,25 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 		}
 		owners[ref.UID] = true
 		c.running++
+		c.byNamespace[p.Namespace]++
 	}
 	return c, nil
 }
 
-// unseen counts the slots reserved in memory whose pods the cache does not show yet: pods being
+// unseen is the slots reserved in memory whose pods the cache does not show yet: pods being
 // created, or created moments ago. Once the cache shows a pod, the census counts it; a
 // reservation whose pod never shows expires after recentGrace (on the monotonic clock: this is
 // bookkeeping in memory, not a time any object shows). The caller holds s.mu.
-func (s *buildSlots) unseen(seen map[types.NamespacedName]bool) int {
-	n := 0
+func (s *buildSlots) unseen(seen map[types.NamespacedName]bool) map[types.NamespacedName]bool {
+	out := map[types.NamespacedName]bool{}
 	for key, sl := range s.recent {
 		if seen[key] || time.Since(sl.at) > recentGrace {
 			delete(s.recent, key)
 			continue
 		}
-		n++
+		out[key] = true
 	}
-	return n
+	return out
 }
 
 // reserve holds a slot for a pod about to be created. The caller holds s.mu.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"time"
 
@@ -71,16 +72,49 @@ func (r *ImageBuildReconciler) queued(ctx context.Context) ([]*kilnv1.ImageBuild
 	return out, nil
 }
 
-// wakeQueue wakes the oldest queued ImageBuild.
-func (r *ImageBuildReconciler) wakeQueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if list, err := r.queued(ctx); err == nil && len(list) > 0 {
+// nextInQueue lists the queued ImageBuilds in the order they get slots (fairOrder), without
+// those of a namespace at --max-concurrent-builds-per-namespace: the end of one of that
+// namespace's builds wakes them (wakeQueue).
+func (r *ImageBuildReconciler) nextInQueue(ctx context.Context) ([]*kilnv1.ImageBuild, error) {
+	list, err := r.queued(ctx)
+	if err != nil || len(list) == 0 {
+		return list, err
+	}
+	pods, err := r.buildPodCensus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fairOrder(list, pods.byNamespace)
+	if limit := r.namespaceLimit(); limit > 0 {
+		list = slices.DeleteFunc(list, func(o *kilnv1.ImageBuild) bool { return pods.byNamespace[o.Namespace] >= limit })
+	}
+	return list, nil
+}
+
+// wakeQueue wakes the queued ImageBuild whose turn it is, and with a per-namespace limit the
+// next one of namespace (whose build just ended), which may be the only one that may start.
+func (r *ImageBuildReconciler) wakeQueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespace string) {
+	list, err := r.nextInQueue(ctx)
+	if err != nil {
+		return
+	}
+	if len(list) > 0 {
 		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(list[0])})
+	}
+	if r.namespaceLimit() == 0 {
+		return
+	}
+	for _, o := range list {
+		if o.Namespace == namespace {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+			return
+		}
 	}
 }
 
 // buildPodEvents is the handler for build pods beyond Owns: the cache showing a pod ends its
 // slot reservation (the census counts it from then on), and a pod that stops holding a slot (it
-// finished, or it is gone) wakes the oldest queued ImageBuild and those waiting for its claim.
+// finished, or it is gone) wakes the queued ImageBuild whose turn it is and those waiting for its claim.
 func (r *ImageBuildReconciler) buildPodEvents() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -91,14 +125,14 @@ func (r *ImageBuildReconciler) buildPodEvents() handler.TypedEventHandler[client
 			oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
 			newPod, ok2 := e.ObjectNew.(*corev1.Pod)
 			if ok1 && ok2 && !podFinished(oldPod) && podFinished(newPod) {
-				r.wakeQueue(ctx, q)
+				r.wakeQueue(ctx, q, newPod.Namespace)
 				r.wakeClaimWaiters(ctx, newPod, q)
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.slots.shown(client.ObjectKeyFromObject(e.Object))
 			if pod, ok := e.Object.(*corev1.Pod); ok && !podFinished(pod) {
-				r.wakeQueue(ctx, q)
+				r.wakeQueue(ctx, q, pod.Namespace)
 				r.wakeClaimWaiters(ctx, pod, q)
 			}
 		},
@@ -140,13 +174,13 @@ func (r *ImageBuildReconciler) claimWaiters(ctx context.Context, obj client.Obje
 	return reqs
 }
 
-// wakeNext wakes the oldest queued ImageBuild other than ib, after ib took a slot: if another
+// wakeNext wakes the next queued ImageBuild other than ib, after ib took a slot: if another
 // slot is free, it takes it; if not, it reports its new place in the queue.
 func (r *ImageBuildReconciler) wakeNext(ctx context.Context, ib *kilnv1.ImageBuild) {
 	if r.wake == nil {
 		return
 	}
-	list, err := r.queued(ctx)
+	list, err := r.nextInQueue(ctx)
 	if err != nil {
 		return
 	}

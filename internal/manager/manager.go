@@ -31,13 +31,15 @@ type Options struct {
 	BuildKitImage       string
 	RunnerImage         string
 	MaxConcurrentBuilds int
-	Workers             int
-	DefaultCacheSize    string
-	DefaultStorageClass string
-	RetryBackoff        time.Duration
-	MaxBuildTimeout     time.Duration
-	MaxPending          time.Duration
-	PollAllowedCIDRs    string
+	// MaxConcurrentBuildsPerNamespace caps the build pods of one namespace; 0 means none.
+	MaxConcurrentBuildsPerNamespace int
+	Workers                         int
+	DefaultCacheSize                string
+	DefaultStorageClass             string
+	RetryBackoff                    time.Duration
+	MaxBuildTimeout                 time.Duration
+	MaxPending                      time.Duration
+	PollAllowedCIDRs                string
 }
 
 // BindFlags registers the manager's flags on fs with their defaults.
@@ -49,6 +51,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BuildKitImage, "buildkit-image", version.DefaultBuildKitImage, "rootless BuildKit image run as each build pod's buildkitd sidecar")
 	fs.StringVar(&o.RunnerImage, "runner-image", version.DefaultRunnerImage(), "kiln image run as each build pod's runner container")
 	fs.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 10, "most build pods running at once in the cluster; 0 means no limit")
+	fs.IntVar(&o.MaxConcurrentBuildsPerNamespace, "max-concurrent-builds-per-namespace", 0, "most build pods running at once in one namespace; 0 means no limit (namespaces take turns for slots either way)")
 	fs.IntVar(&o.Workers, "workers", 4, "ImageBuilds reconciled in parallel")
 	fs.StringVar(&o.DefaultCacheSize, "default-cache-size", "10Gi", "size of a cache claim whose ImageBuild sets no spec.cache.size")
 	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
@@ -96,6 +99,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MaxConcurrentBuilds < 0 {
 		return nil, fmt.Errorf("--max-concurrent-builds must be 0 (no limit) or more, not %d", o.MaxConcurrentBuilds)
 	}
+	if o.MaxConcurrentBuildsPerNamespace < 0 {
+		return nil, fmt.Errorf("--max-concurrent-builds-per-namespace must be 0 (no limit) or more, not %d", o.MaxConcurrentBuildsPerNamespace)
+	}
 	allow, err := gitremote.ParseAllowList(strings.Split(o.PollAllowedCIDRs, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--poll-allowed-cidrs: %w", err)
@@ -114,19 +120,20 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
 	r := &controllers.ImageBuildReconciler{
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		Scheme:              scheme,
-		Recorder:            mgr.GetEventRecorder("kiln"),
-		BuildKitImage:       o.BuildKitImage,
-		RunnerImage:         o.RunnerImage,
-		DefaultCacheSize:    size,
-		DefaultStorageClass: o.DefaultStorageClass,
-		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
-		RetryBackoff:        o.RetryBackoff,
-		MaxBuildTimeout:     o.MaxBuildTimeout,
-		MaxPending:          o.MaxPending,
-		Poller:              gitremote.New(gitremote.Options{Allow: allow}),
+		Client:                          mgr.GetClient(),
+		APIReader:                       mgr.GetAPIReader(),
+		Scheme:                          scheme,
+		Recorder:                        mgr.GetEventRecorder("kiln"),
+		BuildKitImage:                   o.BuildKitImage,
+		RunnerImage:                     o.RunnerImage,
+		DefaultCacheSize:                size,
+		DefaultStorageClass:             o.DefaultStorageClass,
+		MaxConcurrentBuilds:             o.MaxConcurrentBuilds,
+		MaxConcurrentBuildsPerNamespace: o.MaxConcurrentBuildsPerNamespace,
+		RetryBackoff:                    o.RetryBackoff,
+		MaxBuildTimeout:                 o.MaxBuildTimeout,
+		MaxPending:                      o.MaxPending,
+		Poller:                          gitremote.New(gitremote.Options{Allow: allow}),
 	}
 	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, fmt.Errorf("registering the ImageBuild controller: %w", err)
