@@ -61,6 +61,9 @@ type ImageBuildReconciler struct {
 	MaxConcurrentBuilds int
 	// MaxConcurrentBuildsPerNamespace caps running build pods in one namespace; 0 means no cap.
 	MaxConcurrentBuildsPerNamespace int
+	// BuildKitResources are buildkitd's default requests and limits; spec.resources overrides
+	// them name by name.
+	BuildKitResources corev1.ResourceRequirements
 	// RetryBackoff is the wait before the second attempt of a transient failure; it doubles for
 	// each further attempt, up to five minutes.
 	RetryBackoff time.Duration
@@ -316,7 +319,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	opts := podOptions{
 		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
-		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout,
+		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout, BuildKitResources: r.BuildKitResources,
 	}
 	req, err := renderRequest(ib, opts)
 	if err == nil {

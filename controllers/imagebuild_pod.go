@@ -51,6 +51,24 @@ type podOptions struct {
 	ResetCache bool
 	// MaxTimeout clamps spec.timeout (the manager's --max-build-timeout); 0 means no clamp.
 	MaxTimeout time.Duration
+	// BuildKitResources are buildkitd's default requests and limits (--buildkit-resources);
+	// spec.resources overrides them name by name.
+	BuildKitResources corev1.ResourceRequirements
+}
+
+// Disk the build pod may use outside its cache claim. The runner writes the exported image (an
+// OCI layout) into the work directory, at most the cache's size (BuildKit holds the image in
+// the cache first); /tmp and BuildKit's socket directory hold little. The kubelet evicts a pod
+// whose emptyDir outgrows its sizeLimit, so one build cannot fill its node's disk.
+const (
+	socketDirLimit     = 16 << 20
+	tmpDirLimit        = 1 << 30
+	runnerStorageLimit = 1 << 30 // the runner's log and writable layer (its root is read-only)
+)
+
+// workDirLimit is the work directory's sizeLimit for a cache of cacheBytes (1 GiB when unknown).
+func workDirLimit(cacheBytes int64) *resource.Quantity {
+	return resource.NewQuantity(max(cacheBytes, 1<<30), resource.BinarySI)
 }
 
 // requestConfigMapName is the ConfigMap that carries the request of build pod podName.
@@ -111,7 +129,7 @@ func gcKeepStorage(cacheBytes int64) string {
 // its inputs: the controller's tests and the pod rendering tests both rely on that.
 func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 	podName := buildPodName(ib, opts.Build)
-	volumes, runnerMounts := buildPodVolumes(ib, opts.ClaimName, podName)
+	volumes, runnerMounts := buildPodVolumes(ib, opts, podName)
 	deadline := ptr.To(int64(buildTimeout(ib, opts.MaxTimeout).Round(time.Second).Seconds()))
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -156,12 +174,15 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 // buildPodVolumes returns the build pod's volumes and the runner's mounts of them: the cache
 // claim, BuildKit's socket directory, scratch space, the request ConfigMap, and the source
 // ConfigMap and Secrets the spec names.
-func buildPodVolumes(ib *kilnv1.ImageBuild, claimName, podName string) ([]corev1.Volume, []corev1.VolumeMount) {
+func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]corev1.Volume, []corev1.VolumeMount) {
+	emptyDir := func(limit *resource.Quantity) corev1.VolumeSource {
+		return corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: limit}}
+	}
 	volumes := []corev1.Volume{
-		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName}}},
-		{Name: "buildkit-run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: opts.ClaimName}}},
+		{Name: "buildkit-run", VolumeSource: emptyDir(resource.NewQuantity(socketDirLimit, resource.BinarySI))},
+		{Name: "work", VolumeSource: emptyDir(workDirLimit(opts.CacheBytes))},
+		{Name: "tmp", VolumeSource: emptyDir(resource.NewQuantity(tmpDirLimit, resource.BinarySI))},
 		{Name: "request", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: requestConfigMapName(podName)},
 		}}},
@@ -210,10 +231,26 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 	if opts.CacheBytes > 0 {
 		buildkitArgs = append(buildkitArgs, "--oci-worker-gc", "--oci-worker-gc-keepstorage="+gcKeepStorage(opts.CacheBytes))
 	}
-	var buildkitResources corev1.ResourceRequirements
-	if ib.Spec.Resources != nil {
-		r := ib.Spec.Resources.DeepCopy()
-		buildkitResources = corev1.ResourceRequirements{Limits: corev1.ResourceList(r.Limits), Requests: corev1.ResourceList(r.Requests)}
+	buildkitResources := *opts.BuildKitResources.DeepCopy()
+	if r := ib.Spec.Resources; r != nil {
+		buildkitResources.Requests = mergeResources(buildkitResources.Requests, r.Requests)
+		buildkitResources.Limits = mergeResources(buildkitResources.Limits, r.Limits)
+	}
+	// Defaults never make the pod invalid: a default request above the ImageBuild's own limit
+	// comes down to it, and a default limit below the ImageBuild's own request goes up to it.
+	for name, limit := range buildkitResources.Limits {
+		req, ok := buildkitResources.Requests[name]
+		if !ok || req.Cmp(limit) <= 0 {
+			continue
+		}
+		_, ownLimit := specResources(ib).Limits[name]
+		_, ownRequest := specResources(ib).Requests[name]
+		switch {
+		case ownLimit && !ownRequest:
+			buildkitResources.Requests[name] = limit.DeepCopy()
+		case ownRequest && !ownLimit:
+			buildkitResources.Limits[name] = req.DeepCopy()
+		} // both the ImageBuild's own: the API server says what is wrong (PodRejected)
 	}
 
 	return corev1.Container{
@@ -262,6 +299,29 @@ while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
 echo "kiln: buildkitd exited with status $status" >&2
 exit "$status"`
 
+// specResources is spec.resources, empty when unset.
+func specResources(ib *kilnv1.ImageBuild) kilnv1.BuildKitResources {
+	if ib.Spec.Resources == nil {
+		return kilnv1.BuildKitResources{}
+	}
+	return *ib.Spec.Resources
+}
+
+// mergeResources is base with over's entries put in place of base's of the same name.
+func mergeResources(base, over map[corev1.ResourceName]resource.Quantity) corev1.ResourceList {
+	if len(base) == 0 && len(over) == 0 {
+		return nil
+	}
+	out := corev1.ResourceList{}
+	for n, q := range base {
+		out[n] = q.DeepCopy()
+	}
+	for n, q := range over {
+		out[n] = q.DeepCopy()
+	}
+	return out
+}
+
 // runnerContainer is the build pod's runner: it reads the request, drives BuildKit, pushes, and
 // writes its result as the container's termination message.
 func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container {
@@ -274,7 +334,9 @@ func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container
 			{Name: "HOME", Value: contract.WorkDir},
 		},
 		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
+				corev1.ResourceEphemeralStorage: resource.MustParse("64Mi")},
+			Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: *resource.NewQuantity(runnerStorageLimit, resource.BinarySI)},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsUser:                ptr.To[int64](buildKitUID),

@@ -175,3 +175,54 @@ func mountedAny(c corev1.Container, name string) bool {
 	}
 	return false
 }
+
+// TestBuildPodDiskAndResources (issue 12 item 5): every emptyDir has a sizeLimit (the work
+// directory sized from the cache), the runner has ephemeral-storage requests and limits, and
+// buildkitd takes the manager's default resources, which spec.resources overrides name by name
+// without ever making the pod invalid.
+func TestBuildPodDiskAndResources(t *testing.T) {
+	defaults := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("512Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("8Gi")},
+	}
+	render := func(r *kilnv1.BuildKitResources) *corev1.Pod {
+		ib := &kilnv1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "team"}}
+		ib.Spec.Source.ConfigMap = &kilnv1.ConfigMapSource{Name: "src"}
+		ib.Spec.Resources = r
+		return renderBuildPod(ib, podOptions{Build: 1, ClaimName: "app-cache", CacheBytes: 5 << 30, BuildKitResources: defaults})
+	}
+	pod := render(nil)
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir != nil && v.EmptyDir.SizeLimit == nil {
+			t.Errorf("emptyDir %s has no sizeLimit", v.Name)
+		}
+		if v.Name == "work" && v.EmptyDir.SizeLimit.Value() != 5<<30 {
+			t.Errorf("work sizeLimit %s, want the 5Gi cache", v.EmptyDir.SizeLimit)
+		}
+	}
+	run := pod.Spec.Containers[0].Resources
+	if _, ok := run.Requests[corev1.ResourceEphemeralStorage]; !ok {
+		t.Error("the runner requests no ephemeral storage")
+	}
+	if _, ok := run.Limits[corev1.ResourceEphemeralStorage]; !ok {
+		t.Error("the runner has no ephemeral-storage limit")
+	}
+	if bk := pod.Spec.InitContainers[0].Resources; bk.Requests.Cpu().String() != "250m" || bk.Limits.Memory().String() != "8Gi" {
+		t.Errorf("buildkitd defaults: %+v", bk)
+	}
+
+	for _, tc := range []struct {
+		name         string
+		own          *kilnv1.BuildKitResources
+		request, lim string // memory
+	}{
+		{"own limit below the default request lowers the request", &kilnv1.BuildKitResources{Limits: map[corev1.ResourceName]resource.Quantity{corev1.ResourceMemory: resource.MustParse("256Mi")}}, "256Mi", "256Mi"},
+		{"own request above the default limit raises the limit", &kilnv1.BuildKitResources{Requests: map[corev1.ResourceName]resource.Quantity{corev1.ResourceMemory: resource.MustParse("12Gi")}}, "12Gi", "12Gi"},
+		{"own values replace defaults of the same name", &kilnv1.BuildKitResources{Requests: map[corev1.ResourceName]resource.Quantity{corev1.ResourceMemory: resource.MustParse("1Gi")}, Limits: map[corev1.ResourceName]resource.Quantity{corev1.ResourceMemory: resource.MustParse("2Gi")}}, "1Gi", "2Gi"},
+	} {
+		bk := render(tc.own).Spec.InitContainers[0].Resources
+		if bk.Requests.Memory().String() != tc.request || bk.Limits.Memory().String() != tc.lim || bk.Requests.Cpu().String() != "250m" {
+			t.Errorf("%s: requests %v limits %v, want memory %s/%s and the default cpu", tc.name, bk.Requests, bk.Limits, tc.request, tc.lim)
+		}
+	}
+}

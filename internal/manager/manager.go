@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -33,13 +34,15 @@ type Options struct {
 	MaxConcurrentBuilds int
 	// MaxConcurrentBuildsPerNamespace caps the build pods of one namespace; 0 means none.
 	MaxConcurrentBuildsPerNamespace int
-	Workers                         int
-	DefaultCacheSize                string
-	DefaultStorageClass             string
-	RetryBackoff                    time.Duration
-	MaxBuildTimeout                 time.Duration
-	MaxPending                      time.Duration
-	PollAllowedCIDRs                string
+	// BuildKitResources is buildkitd's default resources, "requests.cpu=500m,limits.memory=8Gi".
+	BuildKitResources   string
+	Workers             int
+	DefaultCacheSize    string
+	DefaultStorageClass string
+	RetryBackoff        time.Duration
+	MaxBuildTimeout     time.Duration
+	MaxPending          time.Duration
+	PollAllowedCIDRs    string
 }
 
 // BindFlags registers the manager's flags on fs with their defaults.
@@ -53,6 +56,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 10, "most build pods running at once in the cluster; 0 means no limit")
 	fs.IntVar(&o.MaxConcurrentBuildsPerNamespace, "max-concurrent-builds-per-namespace", 0, "most build pods running at once in one namespace; 0 means no limit (namespaces take turns for slots either way)")
 	fs.IntVar(&o.Workers, "workers", 4, "ImageBuilds reconciled in parallel")
+	fs.StringVar(&o.BuildKitResources, "buildkit-resources", "", "buildkitd's default requests and limits, comma-separated: requests.cpu=500m,requests.memory=1Gi,limits.memory=8Gi; spec.resources overrides them name by name")
 	fs.StringVar(&o.DefaultCacheSize, "default-cache-size", "10Gi", "size of a cache claim whose ImageBuild sets no spec.cache.size")
 	fs.StringVar(&o.DefaultStorageClass, "default-storage-class", "", "StorageClass of cache claims whose ImageBuild sets none (default: the cluster's default class)")
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
@@ -102,6 +106,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MaxConcurrentBuildsPerNamespace < 0 {
 		return nil, fmt.Errorf("--max-concurrent-builds-per-namespace must be 0 (no limit) or more, not %d", o.MaxConcurrentBuildsPerNamespace)
 	}
+	bkResources, err := ParseResources(o.BuildKitResources)
+	if err != nil {
+		return nil, fmt.Errorf("--buildkit-resources: %w", err)
+	}
 	allow, err := gitremote.ParseAllowList(strings.Split(o.PollAllowedCIDRs, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--poll-allowed-cidrs: %w", err)
@@ -130,6 +138,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		DefaultStorageClass:             o.DefaultStorageClass,
 		MaxConcurrentBuilds:             o.MaxConcurrentBuilds,
 		MaxConcurrentBuildsPerNamespace: o.MaxConcurrentBuildsPerNamespace,
+		BuildKitResources:               bkResources,
 		RetryBackoff:                    o.RetryBackoff,
 		MaxBuildTimeout:                 o.MaxBuildTimeout,
 		MaxPending:                      o.MaxPending,
@@ -155,4 +164,40 @@ func Run(cfg *rest.Config, o Options) error {
 	}
 	ctrl.Log.Info("Starting kiln manager", "version", version.Version, "buildkitImage", o.BuildKitImage, "runnerImage", o.RunnerImage)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// ParseResources reads requests and limits written as "requests.cpu=500m,limits.memory=8Gi"
+// (empty: none). It refuses an unknown part, a value that is not a quantity, and a request
+// above the limit of the same name.
+func ParseResources(s string) (corev1.ResourceRequirements, error) {
+	var out corev1.ResourceRequirements
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		key, value, ok := strings.Cut(item, "=")
+		kind, name, ok2 := strings.Cut(key, ".")
+		if !ok || !ok2 || name == "" || (kind != "requests" && kind != "limits") {
+			return out, fmt.Errorf("%q is not requests.NAME=QUANTITY or limits.NAME=QUANTITY", item)
+		}
+		q, err := resource.ParseQuantity(value)
+		if err != nil {
+			return out, fmt.Errorf("%q: %w", item, err)
+		}
+		list := &out.Requests
+		if kind == "limits" {
+			list = &out.Limits
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[corev1.ResourceName(name)] = q
+	}
+	for name, req := range out.Requests {
+		if limit, ok := out.Limits[name]; ok && req.Cmp(limit) > 0 {
+			return out, fmt.Errorf("requests.%s %s is above limits.%s %s", name, req.String(), name, limit.String())
+		}
+	}
+	return out, nil
 }
