@@ -158,10 +158,12 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	g.Expect(req.Spec.Output.Image).To(Equal("registry.example.com/team/hello"))
 	g.Expect(req.Build).To(Equal(int64(1)))
 
-	cur := getIB(g, ib)
-	g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
-	g.Expect(conditionOf(g, cur, kilnv1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
-	g.Expect(cur.Status.ObservedGeneration).To(Equal(int64(-1)), "not final yet")
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
+		g.Expect(conditionOf(g, cur, kilnv1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(cur.Status.ObservedGeneration).To(Equal(int64(-1)), "not final yet")
+	}).Should(Succeed())
 }
 
 func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {

@@ -288,15 +288,19 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 }
 
 // buildKitStop runs buildkitd (with the container's arguments) under rootlesskit, as BuildKit's
-// rootless image does, and passes it exactly one SIGTERM when the pod stops (the kubelet stops
-// the sidecar once the runner has ended). buildkitd stops gracefully on the first signal and
-// forces its way out, with a Go stack trace in its log, on a second, which it was getting; the
-// log then says that the stop was expected instead.
+// rootless image does, and makes its stop at the end of a build read as what it is. The kubelet
+// stops the sidecar with SIGTERM once the runner has ended; buildkitd (v0.33) answers any
+// SIGTERM by logging "got SIGTERM/SIGINT, forcing shutdown" with a Go stack trace and exiting
+// with status 1, which rootlesskit then reports as an error. The script says beforehand that
+// the stop is expected, passes buildkitd one SIGTERM however many arrive, and ends with status 0
+// after such a stop; a buildkitd that exits by itself keeps its status.
 const buildKitStop = `buildkitd "$@" & pid=$!
-trap 'trap "" TERM; echo "kiln: the build pod is stopping (the runner has ended, or the pod was deleted): stopping buildkitd; this stop is expected" >&2; kill -TERM "$pid"' TERM
+stopping=
+trap 'trap "" TERM; stopping=1; echo "kiln: the build pod is stopping (the runner has ended, or the pod was deleted): stopping buildkitd; this stop is expected, and the trace buildkitd prints for it is not an error" >&2; kill -TERM "$pid"' TERM
 wait "$pid"; status=$?
 while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
-echo "kiln: buildkitd exited with status $status" >&2
+if [ -n "$stopping" ]; then echo "kiln: buildkitd has stopped (exit status $status, as it always is after SIGTERM)" >&2; exit 0; fi
+echo "kiln: buildkitd exited by itself with status $status" >&2
 exit "$status"`
 
 // specResources is spec.resources, empty when unset.
@@ -347,8 +351,10 @@ func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		VolumeMounts:             mounts,
-		TerminationMessagePath:   contract.ResultPath,
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		VolumeMounts:           mounts,
+		TerminationMessagePath: contract.ResultPath,
+		// File, not FallbackToLogsOnError: the kubelet would copy the end of the log, which
+		// kiln did not write (a crash's trace), into the pod's status unredacted.
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 	}
 }

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -127,13 +128,10 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 		if runner.Reason == "StartError" {
 			return outcome{class: kilnv1.FailurePodStartFailed, msg: fmt.Sprintf("the runner container could not start: %s", runner.Message)}
 		}
-		// TerminationMessageFallbackToLogsOnError: the runner died before writing its result,
-		// and the message holds the end of its log, whose last line usually says why.
-		msg := fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason)
-		if last := lastLine(runner.Message); last != "" {
-			msg += ": " + contract.Truncate(last, contract.MaxLogLine)
-		}
-		return outcome{class: kilnv1.FailureRunnerCrashed, msg: msg, tail: runner.Message}
+		// Not a result: the end of the log that a pod of an older kiln let the kubelet copy
+		// (TerminationMessageFallbackToLogsOnError). It may hold what the runner did not redact
+		// (a crash's trace), so it is not kept: the message says where the log is.
+		return outcome{class: kilnv1.FailureRunnerCrashed, msg: crashMessage(pod, runner)}
 	}
 	if runner != nil && runner.Reason == "StartError" {
 		return outcome{class: kilnv1.FailurePodStartFailed, msg: "the runner container could not start (StartError)"}
@@ -142,7 +140,7 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 		if pod.Status.Phase == corev1.PodSucceeded && runner.ExitCode == 0 {
 			return outcome{class: kilnv1.FailureInternal, msg: "runner exited without writing a result"}
 		}
-		return outcome{class: kilnv1.FailureRunnerCrashed, msg: fmt.Sprintf("runner exited with code %d (%s) without a result", runner.ExitCode, runner.Reason)}
+		return outcome{class: kilnv1.FailureRunnerCrashed, msg: crashMessage(pod, runner)}
 	}
 	reason := pod.Status.Reason
 	if reason == "" {
@@ -174,9 +172,14 @@ func oomKilled(ib *kilnv1.ImageBuild, pod *corev1.Pod) (outcome, bool) {
 				continue
 			}
 			limit := "no memory limit (the node ran out)"
-			if cs.Name == containerBuildKit && ib.Spec.Resources != nil {
-				if q, ok := ib.Spec.Resources.Limits[corev1.ResourceMemory]; ok {
-					limit = "spec.resources.limits.memory " + q.String()
+			if q, ok := containerLimit(pod, cs.Name, corev1.ResourceMemory); ok {
+				limit = "memory limit " + q.String()
+				if cs.Name == containerBuildKit {
+					if _, own := specResources(ib).Limits[corev1.ResourceMemory]; own {
+						limit += " from spec.resources.limits.memory"
+					} else {
+						limit += " (the manager's default, --buildkit-resources)"
+					}
 				}
 			}
 			return outcome{class: kilnv1.FailureBuildFailed, msg: fmt.Sprintf("container %s of build pod %s ran out of memory (OOMKilled, %s): raise spec.resources.limits.memory, or make the build use less", cs.Name, pod.Name, limit)}, true
@@ -185,10 +188,21 @@ func oomKilled(ib *kilnv1.ImageBuild, pod *corev1.Pod) (outcome, bool) {
 	return outcome{}, false
 }
 
-// lastLine is the last line of s that is not blank.
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
+// containerLimit is the limit of resource name on container of pod, as the pod was made.
+func containerLimit(pod *corev1.Pod, container string, name corev1.ResourceName) (resource.Quantity, bool) {
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == container {
+			q, ok := c.Resources.Limits[name]
+			return q, ok
+		}
+	}
+	return resource.Quantity{}, false
+}
+
+// crashMessage says that the runner ended without a result, and where its log is.
+func crashMessage(pod *corev1.Pod, runner *corev1.ContainerStateTerminated) string {
+	return fmt.Sprintf("runner exited with code %d (%s) without a result; its log: kubectl logs -n %s %s -c %s",
+		runner.ExitCode, runner.Reason, pod.Namespace, pod.Name, containerRunner)
 }
 
 func runnerStarted(pod *corev1.Pod) bool {

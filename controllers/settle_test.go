@@ -263,7 +263,7 @@ func TestOOMKilledBuildKitIsNotRetried(t *testing.T) {
 	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: containerBuildKit, LastTerminationState: corev1.ContainerState{
 		Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}}}
 	finishPod(t, pod, 6, resultJSON(t, lost))
-	stalledWith(g, ib, string(kilnv1.FailureBuildFailed), "OOMKilled", "spec.resources.limits.memory 20Mi")
+	stalledWith(g, ib, string(kilnv1.FailureBuildFailed), "OOMKilled", "memory limit 20Mi from spec.resources.limits.memory")
 	g.Consistently(podExists(ns, "oom-build-2")).Should(BeFalse())
 }
 

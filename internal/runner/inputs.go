@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -201,17 +202,36 @@ func (in *inputs) readBuildSecrets(specs []contract.BuildSecret, dir, namespace 
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	provided := map[string]bool{}
+	for _, s := range specs {
+		provided[s.ID] = true
+	}
 	for _, id := range ids {
-		if _, ok := in.secrets[id]; !ok {
+		switch {
+		case provided[id]:
+		case strings.HasPrefix(id, "GIT_AUTH_"):
+			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s: kiln offers the git Secret's token under such ids for fetching the source only, and no step may mount it (name a build secret in spec.dockerfile.secrets)", in.dockerfileName, uses[id], id)
+		case !provided[id]:
 			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s, which spec.dockerfile.secrets does not provide", in.dockerfileName, uses[id], id)
 		}
 	}
 	return nil
 }
 
+// readGitSecret reads the git Secret mounted at dir: a token, offered to BuildKit for the
+// source's host only, or an SSH key.
+//
+// BuildKit looks a git token up as the secret GIT_AUTH_TOKEN.<host> first and GIT_AUTH_TOKEN
+// second, for every git fetch of the build (source/git's authSecretNames), a Dockerfile's
+// ADD <git URL> included. Offered under the host's name alone, the token goes to the source's
+// host and to no other.
 func (in *inputs) readGitSecret(dir, name, namespace string) error {
 	if dt, err := os.ReadFile(filepath.Join(dir, "token")); err == nil {
-		in.secrets["GIT_AUTH_TOKEN"] = bytes.TrimSpace(dt)
+		u, err := url.Parse(in.gitURL)
+		if err != nil || u.Host == "" {
+			return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) holds a token, which only an http(s) URL can use, not %s: use an ssh-privatekey for ssh", name, redactURL(in.gitURL))
+		}
+		in.secrets[gitTokenSecretID(u.Host)] = bytes.TrimSpace(dt)
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ssh-privatekey")); err == nil {
@@ -220,6 +240,10 @@ func (in *inputs) readGitSecret(dir, name, namespace string) error {
 	}
 	return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) is missing in namespace %q or has neither a token nor an ssh-privatekey key", name, namespace)
 }
+
+// gitTokenSecretID is the BuildKit secret id under which the git token is offered for host
+// (host[:port], as BuildKit takes it from the URL).
+func gitTokenSecretID(host string) string { return "GIT_AUTH_TOKEN." + host }
 
 // copyConfigMap copies a mounted ConfigMap into dst as plain files: the volume's ..data
 // symlinks would otherwise end up in the build context.

@@ -65,6 +65,8 @@ func TestPrepare(t *testing.T) {
 			spec: func(s *contract.BuildSpec) { s.Dockerfile.Target = "release" }, want: `spec.dockerfile.target "release" is not a stage of Dockerfile (its named stages: build)`},
 		{name: "secret used but not provided", files: map[string]string{"Dockerfile": good},
 			want: "Dockerfile:2 mounts secret id=npmrc, which spec.dockerfile.secrets does not provide"},
+		{name: "a step may not mount the git token", files: map[string]string{"Dockerfile": "FROM busybox\nRUN --mount=type=secret,id=GIT_AUTH_TOKEN.git.example.com cat /run/secrets/GIT_AUTH_TOKEN.git.example.com\n"},
+			want: "Dockerfile:2 mounts secret id=GIT_AUTH_TOKEN.git.example.com: kiln offers the git Secret's token under such ids for fetching the source only"},
 		{name: "secret provided but its Secret is missing", files: map[string]string{"Dockerfile": good},
 			spec: func(s *contract.BuildSpec) {
 				s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "npmrc", SecretRef: contract.SecretKeyRef{Name: "npm", Key: ".npmrc"}}}

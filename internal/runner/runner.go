@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 	"text/tabwriter"
@@ -68,7 +69,7 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 	if r.pushBackoff <= 0 {
 		r.pushBackoff = 2 * time.Second
 	}
-	res, err := r.do(ctx, cfg)
+	res, err := r.doRecovered(ctx, cfg)
 	if err != nil && ctx.Err() != nil {
 		// SIGTERM: the pod was deleted, evicted or drained mid-build. That says nothing about the
 		// build itself, so it is the retryable PodLost, not whatever the cancelled solve returned.
@@ -86,6 +87,19 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, msg)
 	}
 	return res
+}
+
+// doRecovered is do, with a panic turned into an InternalError result: the panic's value and
+// stack go through the redacting log like every other line, so a crash still reports, and
+// reports nothing secret.
+func (r *run) doRecovered(ctx context.Context, cfg Config) (res contract.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(r.out, "\nkiln runner panicked: %v\n%s\n", p, debug.Stack())
+			err = fail(kilnv1.FailureInternal, "the runner failed (a bug in kiln; its log has the trace): panic: %v", p)
+		}
+	}()
+	return r.do(ctx, cfg)
 }
 
 func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {

@@ -259,7 +259,7 @@ func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) g
 				return nil, err
 			}
 			out.revision = rev
-			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", spec.Source.Git.URL, orHEAD(spec.Source.Git.Revision), rev)
+			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", redactURL(spec.Source.Git.URL), orHEAD(spec.Source.Git.Revision), rev)
 			if spec.Output.Reproducible && !commitTime.IsZero() {
 				epoch = strconv.FormatInt(commitTime.Unix(), 10)
 				if spec.Source.Git.ContextDir == "" {

@@ -21,8 +21,9 @@ func (e *env) testGitFailures(t *testing.T) {
 	base := t.TempDir()
 	git("clone", "-q", "--bare", work, filepath.Join(base, "app.git"))
 	daemon := "git://" + testenv.StartGitDaemon(t, base)
-	open := testenv.StartGitHTTP(t, base, "")
-	locked := testenv.StartGitHTTP(t, base, "the-right-token")
+	openServer := testenv.StartGitHTTP(t, base, "")
+	open := openServer.URL
+	locked := testenv.StartGitHTTP(t, base, "the-right-token").URL
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +87,8 @@ func (e *env) testGitFailures(t *testing.T) {
 	}
 
 	// The same host with the right token builds: the refusals above are the host's, not a
-	// server that refuses everything.
+	// server that refuses everything. The Dockerfile also ADDs a repository of another git host,
+	// which must not receive the token (issue 13 item 2).
 	right := filepath.Join(t.TempDir(), "git-secret")
 	if err := os.MkdirAll(right, 0o700); err != nil {
 		t.Fatal(err)
@@ -96,11 +98,21 @@ func (e *env) testGitFailures(t *testing.T) {
 	}
 	req := e.request("gitok", func(s *contract.BuildSpec) {
 		s.Source = contract.Source{Git: &contract.GitSource{URL: locked + "/app.git", SecretRef: &contract.SecretRef{Name: "git-token"}}}
-		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
+		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\nADD " + open + "/app.git /other\n"
 	})
+	before := len(openServer.Authorizations())
 	p := e.paths(t, nil)
 	p.GitSecret = right
 	if res := e.run(t, req, p); res.FailureClass != "" {
 		t.Errorf("the right token did not build: %s: %s", res.FailureClass, res.Message)
+	}
+	auths := openServer.Authorizations()[before:]
+	if len(auths) == 0 {
+		t.Fatal("the Dockerfile's ADD never reached the second git host")
+	}
+	for _, a := range auths {
+		if a != "" {
+			t.Errorf("the second git host received credentials %q: the token must go to the source's host only", a)
+		}
 	}
 }

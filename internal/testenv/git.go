@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,12 +107,28 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
+// GitHTTP is a git smart-HTTP server started by StartGitHTTP.
+type GitHTTP struct {
+	// URL is "http://127.0.0.1:PORT"; repositories are <URL>/<name>.git.
+	URL string
+
+	mu    sync.Mutex
+	auths []string
+}
+
+// Authorizations are the Authorization headers of every request so far, "" for none.
+func (g *GitHTTP) Authorizations() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.auths...)
+}
+
 // StartGitHTTP serves the bare repositories under base over git's smart HTTP protocol (git
-// http-backend behind Go's CGI handler) on 127.0.0.1, and returns its base URL
-// "http://127.0.0.1:PORT"; repositories are then <url>/<name>.git. With a password, every
-// request must carry it in basic auth (any user name), as a token-protected git host wants;
-// paths under /status/<code>/ answer with that HTTP status, as a failing host would.
-func StartGitHTTP(t testing.TB, base, password string) string {
+// http-backend behind Go's CGI handler) on 127.0.0.1. With a password, every request must carry
+// it in basic auth (any user name), as a token-protected git host wants; paths under
+// /status/<code>/ answer with that HTTP status, as a failing host would. It records the
+// Authorization header of every request (GitHTTP.Authorizations).
+func StartGitHTTP(t testing.TB, base, password string) *GitHTTP {
 	t.Helper()
 	exe, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
@@ -121,7 +138,11 @@ func StartGitHTTP(t testing.TB, base, password string) string {
 		Path: filepath.Join(string(trimNewline(exe)), "git-http-backend"),
 		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1"},
 	}
+	g := &GitHTTP{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		g.auths = append(g.auths, r.Header.Get("Authorization"))
+		g.mu.Unlock()
 		if rest, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
 			code, _ := strconv.Atoi(strings.SplitN(rest, "/", 2)[0])
 			http.Error(w, "testenv: failing on purpose", code)
@@ -135,5 +156,6 @@ func StartGitHTTP(t testing.TB, base, password string) string {
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	return srv.URL
+	g.URL = srv.URL
+	return g
 }
