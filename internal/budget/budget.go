@@ -245,14 +245,14 @@ func origin(l contract.Layer) string {
 	return s
 }
 
-// quantity writes a limit in bytes as a Kubernetes quantity, the shorter of its binary and
-// decimal forms: 52428800 is 50Mi, 100000000 is 100M.
+// quantity writes a limit in bytes as a Kubernetes quantity: its binary form when that is exact
+// (52428800 is 50Mi, 512000 is 500Ki, as a budget is usually written), else its decimal form
+// (100000000 is 100M, 5000 is 5k).
 func quantity(n int64) string {
-	bin := resource.NewQuantity(n, resource.BinarySI).String()
-	if dec := resource.NewQuantity(n, resource.DecimalSI).String(); len(dec) < len(bin) {
-		return dec
+	if bin := resource.NewQuantity(n, resource.BinarySI).String(); strings.HasSuffix(bin, "i") {
+		return bin
 	}
-	return bin
+	return resource.NewQuantity(n, resource.DecimalSI).String()
 }
 
 func signed(n int64) string {

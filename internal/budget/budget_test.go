@@ -157,7 +157,8 @@ func TestStatusOfWhatRunnersSend(t *testing.T) {
 }
 
 func TestQuantity(t *testing.T) {
-	for n, want := range map[int64]string{52_428_800: "50Mi", 100_000_000: "100M", 64_172_851: "64172851", 0: "0", 1_610_612_736: "1536Mi", 5000: "5k"} {
+	for n, want := range map[int64]string{52_428_800: "50Mi", 100_000_000: "100M", 64_172_851: "64172851", 0: "0", 1_610_612_736: "1536Mi", 5000: "5k",
+		512_000: "500Ki", 1 << 30: "1Gi", 1_000_000_000: "1G"} {
 		if got := quantity(n); got != want {
 			t.Errorf("quantity(%d) = %q, want %q", n, got, want)
 		}
