@@ -78,6 +78,8 @@ type ImageBuildReconciler struct {
 	// MaxBuildTimeout clamps every ImageBuild's spec.timeout (--max-build-timeout); 0 means the
 	// API's own bound of 24h.
 	MaxBuildTimeout time.Duration
+	// Policy is what the manager's flags allow ImageBuilds to ask for (imagebuild_policy.go).
+	Policy Policy
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 
@@ -233,6 +235,9 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 	if err := r.reconcileSource(ctx, ib, st); err != nil || st.stalled {
 		return reconcile.Result{}, err
+	}
+	if r.checkPolicy(ib, st); st.stalled {
+		return reconcile.Result{}, nil
 	}
 	claim, err := r.reconcileCache(ctx, ib, st)
 	if err != nil || st.stalled || st.waiting {

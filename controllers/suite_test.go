@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -44,6 +45,9 @@ var (
 	metricsAddr string
 	// testPoller is the controller's git poller; allowPolls opens it to a test's servers.
 	testPoller = gitremote.New(gitremote.Options{})
+	// testPolicy is the controller's Policy, as --max-cache-size=50Gi
+	// --allowed-priority-classes=kiln-builds --build-service-account=kiln-builder set it.
+	testPolicy = Policy{MaxCacheSize: ptr.To(resource.MustParse("50Gi")), AllowedPriorityClasses: []string{"kiln-builds"}, BuildServiceAccount: "kiln-builder"}
 )
 
 func TestMain(m *testing.M) {
@@ -116,6 +120,8 @@ func startManager(ctx context.Context) <-chan struct{} {
 		Now:              func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) },
 		// Polls reach the tests' own 127.0.0.1 servers only when a test allows them (allowPolls).
 		Poller: testPoller,
+		// The manager's policy clamps (policy_test.go); no other test asks for more.
+		Policy: testPolicy,
 	}
 	testReconciler = r
 	if err := r.SetupWithManager(mgr, 4); err != nil {

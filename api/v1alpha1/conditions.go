@@ -43,6 +43,10 @@ const (
 	ReasonSourceChanged = "SourceChanged"
 	// ReasonUnrecordedPod: a pod claims to be a build of the ImageBuild but kiln did not create it.
 	ReasonUnrecordedPod = "UnrecordedPod"
+	// ReasonPolicyViolation: the spec asks for what the manager's policy flags forbid
+	// (--max-cache-size, --allowed-priority-classes, --build-service-account); the message names
+	// the flag and the field.
+	ReasonPolicyViolation = "PolicyViolation"
 )
 
 // FailureClass says why a build failed: the runner reports most classes in its result, and the

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -43,6 +44,11 @@ type Options struct {
 	MaxBuildTimeout     time.Duration
 	MaxPending          time.Duration
 	PollAllowedCIDRs    string
+
+	// The policy clamps (controllers.Policy); empty means no limit.
+	MaxCacheSize           string
+	AllowedPriorityClasses string
+	BuildServiceAccount    string
 }
 
 // BindFlags registers the manager's flags on fs with their defaults.
@@ -62,6 +68,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
 	fs.DurationVar(&o.MaxPending, "max-pending", 10*time.Minute, "longest a build pod may stay unscheduled before its build fails as Unschedulable")
 	fs.DurationVar(&o.MaxBuildTimeout, "max-build-timeout", 24*time.Hour, "longest build allowed: a longer spec.timeout is lowered to it (the API allows at most 24h)")
+	fs.StringVar(&o.MaxCacheSize, "max-cache-size", "", "largest cache claim kiln creates, such as 100Gi: an ImageBuild whose spec.cache.size is larger ends Stalled (PolicyViolation); empty means no maximum")
+	fs.StringVar(&o.AllowedPriorityClasses, "allowed-priority-classes", "", "comma-separated priority classes build pods may use: an ImageBuild whose spec.priorityClassName is another ends Stalled (PolicyViolation); empty allows any")
+	fs.StringVar(&o.BuildServiceAccount, "build-service-account", "", "the only service account build pods may run as: an ImageBuild whose spec.serviceAccountName is another ends Stalled (PolicyViolation); empty allows any")
 	fs.StringVar(&o.PollAllowedCIDRs, "poll-allowed-cidrs", "", "comma-separated private or cluster addresses git polling may reach: CIDRs (10.0.0.0/8), addresses (10.1.2.3) or address:port (10.1.2.3:443); public addresses need none, link-local ones are never reached, loopback only when an entry lies inside it")
 }
 
@@ -110,6 +119,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--buildkit-resources: %w", err)
 	}
+	policy, err := o.policy(size)
+	if err != nil {
+		return nil, err
+	}
 	allow, err := gitremote.ParseAllowList(strings.Split(o.PollAllowedCIDRs, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--poll-allowed-cidrs: %w", err)
@@ -142,6 +155,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		RetryBackoff:                    o.RetryBackoff,
 		MaxBuildTimeout:                 o.MaxBuildTimeout,
 		MaxPending:                      o.MaxPending,
+		Policy:                          policy,
 		Poller:                          gitremote.New(gitremote.Options{Allow: allow}),
 	}
 	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
@@ -154,6 +168,38 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// policy is the controller's Policy from the clamp flags; defaultCacheSize (--default-cache-size)
+// must be within --max-cache-size, or every ImageBuild without spec.cache.size would be refused.
+func (o Options) policy(defaultCacheSize resource.Quantity) (controllers.Policy, error) {
+	var p controllers.Policy
+	if o.MaxCacheSize != "" {
+		q, err := resource.ParseQuantity(o.MaxCacheSize)
+		if err != nil {
+			return p, fmt.Errorf("--max-cache-size %q is not a quantity: %w", o.MaxCacheSize, err)
+		}
+		if q.Cmp(defaultCacheSize) < 0 {
+			return p, fmt.Errorf("--max-cache-size %s is less than --default-cache-size %s", q.String(), defaultCacheSize.String())
+		}
+		p.MaxCacheSize = &q
+	}
+	for _, name := range strings.Split(o.AllowedPriorityClasses, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return p, fmt.Errorf("--allowed-priority-classes: %q is not a priority class name: %s", name, strings.Join(errs, "; "))
+		}
+		p.AllowedPriorityClasses = append(p.AllowedPriorityClasses, name)
+	}
+	if name := o.BuildServiceAccount; name != "" {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return p, fmt.Errorf("--build-service-account: %q is not a service account name: %s", name, strings.Join(errs, "; "))
+		}
+		p.BuildServiceAccount = name
+	}
+	return p, nil
 }
 
 // Run builds the manager and runs it until SIGTERM or SIGINT.

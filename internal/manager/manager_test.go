@@ -1,6 +1,13 @@
 package manager
 
-import "testing"
+import (
+	"flag"
+	"reflect"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
 
 func TestParseResources(t *testing.T) {
 	r, err := ParseResources("requests.cpu=250m, requests.memory=512Mi,limits.memory=8Gi")
@@ -13,6 +20,52 @@ func TestParseResources(t *testing.T) {
 	for _, bad := range []string{"cpu=1", "requests.cpu", "requests.=1", "limit.cpu=1", "requests.cpu=banana", "requests.memory=2Gi,limits.memory=1Gi"} {
 		if _, err := ParseResources(bad); err == nil {
 			t.Errorf("%q was accepted", bad)
+		}
+	}
+}
+
+// TestPolicyFlags: the clamp flags become the controller's Policy, and a value the manager could
+// not apply refuses to start it, naming the flag.
+func TestPolicyFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+		check   func(t *testing.T, o Options)
+	}{
+		{args: nil, check: func(t *testing.T, o Options) {
+			p, _ := o.policy(resource.MustParse("10Gi"))
+			if p.MaxCacheSize != nil || p.AllowedPriorityClasses != nil || p.BuildServiceAccount != "" {
+				t.Errorf("no flags, no clamps: %+v", p)
+			}
+		}},
+		{args: []string{"--max-cache-size=100Gi", "--allowed-priority-classes=kiln-builds, low,", "--build-service-account=builder"}, check: func(t *testing.T, o Options) {
+			p, err := o.policy(resource.MustParse("10Gi"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.MaxCacheSize.String() != "100Gi" || !reflect.DeepEqual(p.AllowedPriorityClasses, []string{"kiln-builds", "low"}) || p.BuildServiceAccount != "builder" {
+				t.Errorf("policy %+v", p)
+			}
+		}},
+		{args: []string{"--max-cache-size=lots"}, wantErr: "--max-cache-size"},
+		{args: []string{"--max-cache-size=5Gi"}, wantErr: "--max-cache-size 5Gi is less than --default-cache-size 10Gi"},
+		{args: []string{"--allowed-priority-classes=ok,Not_OK"}, wantErr: `--allowed-priority-classes: "Not_OK"`},
+		{args: []string{"--build-service-account=system:admin"}, wantErr: `--build-service-account: "system:admin"`},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		var o Options
+		o.BindFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := o.policy(resource.MustParse(o.DefaultCacheSize))
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: error %v, want one saying %q", tc.args, err, tc.wantErr)
+		case tc.check != nil:
+			tc.check(t, o)
 		}
 	}
 }
