@@ -8,10 +8,14 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
@@ -78,5 +82,50 @@ func TestBadImageBuildsDoNotStopOthers(t *testing.T) {
 	})
 	if second.Status.Digest == first.Status.Digest {
 		t.Errorf("the edited source built the same image %s", second.Status.Digest)
+	}
+}
+
+// TestUnschedulableBuildEndsAndFreesItsSlot (issue 12 item 2): a build pod no node can take
+// stays Pending with the scheduler's reason in the ImageBuild, then, after --max-pending (1m in
+// the e2e install, hack/install-kiln.sh), fails as Unschedulable and gives back its pod and its
+// cache Lease.
+func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "e2e-nowhere")
+	src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "src"}, Data: map[string]string{
+		"Dockerfile": "FROM " + env["BASE_BUSYBOX"] + "\nRUN echo never > /v\n",
+	}}
+	ib := imageBuild(ns, "nowhere", "src", func(ib *kilnv1.ImageBuild) {
+		ib.Spec.NodeSelector = map[string]string{"kiln.test/nowhere": "true"}
+		ib.Spec.Retries = ptr.To[int32](0)
+	})
+	for _, obj := range []client.Object{src, ib} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ib, 2*time.Minute, "Pending with the scheduler's reason", func(ib *kilnv1.ImageBuild) bool {
+		c := meta.FindStatusCondition(ib.Status.Conditions, kilnv1.ConditionReady)
+		return c != nil && strings.Contains(c.Message, "not scheduled:") && strings.Contains(c.Message, "node affinity/selector")
+	})
+	end := waitFor(t, ib, 4*time.Minute, "Stalled Unschedulable", func(ib *kilnv1.ImageBuild) bool {
+		c := meta.FindStatusCondition(ib.Status.Conditions, kilnv1.ConditionStalled)
+		return c != nil && c.Reason == string(kilnv1.FailureUnschedulable)
+	})
+	if msg := meta.FindStatusCondition(end.Status.Conditions, kilnv1.ConditionStalled).Message; !strings.Contains(msg, "could not be scheduled for more than") {
+		t.Errorf("message %q", msg)
+	}
+	// Its slot and cache are free: the pod is gone and the claim's Lease released.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		podErr := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "nowhere-build-1"}, &corev1.Pod{})
+		leaseErr := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-nowhere-cache"}, &coordinationv1.Lease{})
+		if apierrors.IsNotFound(podErr) && apierrors.IsNotFound(leaseErr) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Unschedulable: pod %v, lease %v; want both gone", podErr, leaseErr)
+		}
+		time.Sleep(time.Second)
 	}
 }
