@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
@@ -203,6 +204,12 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		if !podFinished(current) {
 			return true, r.observeRunning(ctx, ib, current, st)
 		}
+		if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+			// A cached copy from before the patch that recorded this result would record it,
+			// and announce it, a second time.
+			st.requeueAfter(time.Second)
+			return true, err
+		}
 		r.recordResult(ib, current)
 		return false, r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name)
 	case current != nil && lb.PodName == current.Name:
@@ -250,8 +257,14 @@ func (r *ImageBuildReconciler) followDeleted(ctx context.Context, ib *kilnv1.Ima
 		return true, err
 	}
 	r.recordLost(ib, fmt.Sprintf("build pod %s was deleted at %s before it finished (kubectl delete, eviction, preemption or a node drain)",
-		pod.Name, pod.DeletionTimestamp.UTC().Format(time.RFC3339)))
+		pod.Name, deletedAt(pod).UTC().Format(time.RFC3339)))
 	return false, nil
+}
+
+// deletedAt is when pod was deleted: its deletionTimestamp is that time plus the grace period,
+// the time by which it will be killed.
+func deletedAt(pod *corev1.Pod) time.Time {
+	return pod.DeletionTimestamp.Add(-time.Duration(ptr.Deref(pod.DeletionGracePeriodSeconds, 0)) * time.Second)
 }
 
 // staleStatus reports whether the API server holds a newer ImageBuild than ib (read from the

@@ -276,7 +276,7 @@ func (r *ImageBuildReconciler) waitForClaim(ctx context.Context, ib *kilnv1.Imag
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: holder}, pod); err == nil && metav1.IsControlledBy(pod, ib) {
 		state := "is still running"
 		if pod.DeletionTimestamp != nil {
-			state = fmt.Sprintf("is stopping (deleted at %s)", pod.DeletionTimestamp.UTC().Format(time.RFC3339))
+			state = fmt.Sprintf("is stopping (deleted at %s; killed by %s at the latest)", deletedAt(pod).UTC().Format(time.RFC3339), pod.DeletionTimestamp.UTC().Format(time.RFC3339))
 		}
 		st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("this ImageBuild's earlier build pod %s %s and still holds cache claim %s; the build starts as soon as it has ended", holder, state, claim))
 		return

@@ -265,7 +265,7 @@ func (r *ImageBuildReconciler) recordLost(ib *kilnv1.ImageBuild, msg string) {
 	lb.CompletionTime = &now
 	lb.FailureReason = kilnv1.FailurePodLost
 	lb.Message = msg
-	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "%s", lb.Message)
+	r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonBuildFailed, "Build pod %s failed (%s): %s", lb.PodName, lb.FailureReason, lb.Message)
 }
 
 // successMessage says what a successful build pushed, from the status.
@@ -275,7 +275,11 @@ func successMessage(ib *kilnv1.ImageBuild) string {
 	if ib.Status.Size != nil {
 		fmt.Fprintf(&b, " (%s", ib.Status.Size.Compressed)
 		if ib.Status.Budget != nil && ib.Status.Budget.Summary != "" {
-			fmt.Fprintf(&b, ", budget %s", ib.Status.Budget.Summary)
+			if sum := ib.Status.Budget.Summary; sum == "no budget" {
+				b.WriteString(", no budget")
+			} else {
+				fmt.Fprintf(&b, ", budget %s", sum)
+			}
 		}
 		b.WriteString(")")
 	}

@@ -82,21 +82,9 @@ func TestMaxConcurrentBuildsQueuesFIFO(t *testing.T) {
 	g.SetDefaultEventuallyTimeout(60 * time.Second)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	// envtest has no garbage collector: build pods that earlier tests' ImageBuilds left behind
-	// would hold slots. Remove every unfinished build pod whose ImageBuild is gone.
-	g.Eventually(func(g Gomega) {
-		pods := &corev1.PodList{}
-		g.Expect(k8sClient.List(ctx, pods, client.HasLabels{LabelImageBuild})).To(Succeed())
-		for i := range pods.Items {
-			p := &pods.Items[i]
-			owner := &kilnv1.ImageBuild{}
-			err := k8sClient.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[LabelImageBuild]}, owner)
-			if !podFinished(p) && (err != nil || owner.UID != p.OwnerReferences[0].UID) {
-				_ = k8sClient.Delete(ctx, p, client.GracePeriodSeconds(0))
-			}
-			g.Expect(podFinished(p) || err == nil).To(BeTrue(), "orphaned build pod %s/%s", p.Namespace, p.Name)
-		}
-	}).Should(Succeed())
+	// Earlier tests' builds never end by themselves (no kubelet, no garbage collector): they
+	// would hold slots.
+	quiesceOthers(g, ns)
 	testReconciler.SetMaxConcurrentBuilds(2)
 	t.Cleanup(func() { testReconciler.SetMaxConcurrentBuilds(0) })
 

@@ -157,8 +157,12 @@ func message(c contract.Check, img contract.Platform) string {
 			if w.Deleted {
 				verb = "deleted"
 			}
-			s += fmt.Sprintf("; the most, %s in %d files (largest %s), %s added and %s %s: delete them in the step that adds them",
-				units.Bytes(w.Bytes), w.Files, w.Largest, origin(w.Added), origin(w.Removed), verb)
+			files := fmt.Sprintf("%d files (largest %s)", w.Files, w.Largest)
+			if w.Files == 1 {
+				files = "1 file, " + w.Largest
+			}
+			s += fmt.Sprintf("; the most, %s in %s, %s added and %s %s: delete them in the step that adds them",
+				units.Bytes(w.Bytes), files, origin(w.Added), origin(w.Removed), verb)
 		}
 		return s
 	case MaxGrowth:

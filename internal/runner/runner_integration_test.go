@@ -499,7 +499,7 @@ func (e *env) testWaste(t *testing.T) {
 		t.Errorf("wasted %d bytes, want %d (the deleted 10 MiB file)", w, 10<<20)
 	}
 	if st := budget.Status(res.Budget, res.Platforms); st.Verdict != kilnv1.VerdictOverBudget || !strings.Contains(st.Checks[0].Message, "10.0MiB wasted is 9.0MiB over maxWastedSize 1Mi") ||
-		!strings.Contains(st.Checks[0].Message, "10.0MiB in 1 files (largest /big), RUN dd if=/dev/urandom of=/big bs=1048576 count=10 (Dockerfile:2) added and RUN rm /big (Dockerfile:3) deleted") {
+		!strings.Contains(st.Checks[0].Message, "10.0MiB in 1 file, /big, RUN dd if=/dev/urandom of=/big bs=1048576 count=10 (Dockerfile:2) added and RUN rm /big (Dockerfile:3) deleted") {
 		t.Errorf("the waste message does not name the file and the two steps: %+v", st.Checks)
 	}
 }

@@ -42,7 +42,7 @@ var gitProblems = []gitProblem{
 		"failed to connect", "couldn't connect", "connection refused", "connection timed out", "timed out", "network is unreachable",
 		"no route to host", "connection reset", "early eof", "rpc failed", "hung up unexpectedly", "returned error: 5",
 		"context deadline exceeded"},
-		kilnv1.FailureSourceUnavailable, "the git host could not be reached or failed; kiln tries again as spec.retries allows"},
+		kilnv1.FailureSourceUnavailable, "the git host could not be reached, or failed: a transient failure, which kiln retries (spec.retries)"},
 }
 
 // sourceFailure recognises a git source that could not be fetched in BuildKit's error message
@@ -62,7 +62,7 @@ func sourceFailure(msg string, in *inputs) error {
 	remote := redactURL(msg[m[2]:m[3]])
 	stderr := msg[m[1]:]
 	line := gitErrorLine(stderr)
-	problem := gitProblem{class: kilnv1.FailureSourceUnavailable, advice: "kiln tries again as spec.retries allows"}
+	problem := gitProblem{class: kilnv1.FailureSourceUnavailable, advice: "taken as a transient failure, which kiln retries (spec.retries)"}
 	for _, p := range gitProblems {
 		if l := lineWithAny(stderr, p.phrases); l != "" {
 			problem, line = p, l

@@ -44,9 +44,9 @@ func (e *env) testGitFailures(t *testing.T) {
 		says                        []string
 	}{
 		{"nothing listens", "git://" + closed + "/app.git", "", "", kilnv1.FailureSourceUnavailable,
-			[]string{"git source git://" + closed + "/app.git could not be fetched", "unable to connect", "Connection refused", "kiln tries again"}},
+			[]string{"git source git://" + closed + "/app.git could not be fetched", "unable to connect", "Connection refused", "which kiln retries (spec.retries)"}},
 		{"the host fails", open + "/status/503/app.git", "", "", kilnv1.FailureSourceUnavailable,
-			[]string{"returned error: 503", "kiln tries again"}},
+			[]string{"returned error: 503", "which kiln retries (spec.retries)"}},
 		{"no such repository (http)", open + "/missing.git", "", "", kilnv1.FailureBadInput,
 			[]string{"git source " + open + "/missing.git could not be fetched", "not found", "check spec.source.git.url"}},
 		{"no such repository (git daemon)", daemon + "/missing.git", "", "", kilnv1.FailureBadInput,

@@ -20,7 +20,7 @@ func TestSourceFailure(t *testing.T) {
 		says      []string
 	}{
 		{"name does not resolve", wrap(in.gitURL, "fatal: unable to access 'https://git.example.com/team/app.git/': Could not resolve host: git.example.com"),
-			kilnv1.FailureSourceUnavailable, []string{"git source https://git.example.com/team/app.git could not be fetched: unable to access", "Could not resolve host: git.example.com", "tries again"}},
+			kilnv1.FailureSourceUnavailable, []string{"git source https://git.example.com/team/app.git could not be fetched: unable to access", "Could not resolve host: git.example.com", "which kiln retries"}},
 		{"git:// name does not resolve", "error fetching default branch for repository git://nohost/app.git: git stderr:\nfatal: unable to look up nohost (port 9418) (Name or service not known)\n: exit status 128",
 			kilnv1.FailureSourceUnavailable, []string{"the git repository a Dockerfile step reads git://nohost/app.git", "Name or service not known"}},
 		{"timeout", wrap(in.gitURL, "fatal: unable to access 'https://git.example.com/team/app.git/': Failed to connect to git.example.com port 443 after 130000 ms: Connection timed out"),
