@@ -645,11 +645,19 @@ func (r *ImageBuildReconciler) now() time.Time {
 	return time.Now()
 }
 
-// event announces something that happened to ib, once its status patch has succeeded.
+// event announces something that happened to ib, once its status patch has succeeded. The note
+// is cut to the API server's limit (eventNote): a longer Event would be refused, and lost.
 func (r *ImageBuildReconciler) event(ib *kilnv1.ImageBuild, eventType, reason, note string, args ...any) {
 	if r.Recorder != nil {
-		afterPatch.add(ib, func() { r.Recorder.Eventf(ib, nil, eventType, reason, reason, note, args...) })
+		note := eventNote(note, args...)
+		afterPatch.add(ib, func() { r.Recorder.Eventf(ib, nil, eventType, reason, reason, "%s", note) })
 	}
+}
+
+// eventNote formats an Event's note and cuts it to contract.MaxEventNote bytes, at a rune
+// boundary, marking the cut with "…".
+func eventNote(format string, args ...any) string {
+	return contract.Truncate(fmt.Sprintf(format, args...), contract.MaxEventNote)
 }
 
 // afterPatch holds what a reconcile announces (Events, build metrics) until its status patch has
