@@ -13,8 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
@@ -44,10 +48,20 @@ func claimName(ib *kilnv1.ImageBuild) string {
 
 // reconcileCache makes sure the cache claim exists: it creates the owned claim, and checks that
 // a shared one is there. A missing shared claim stalls the ImageBuild with the claim's name.
+//
+// The manager's cache holds kiln's own claims only (CacheOptions): a shared claim is a tenant's,
+// without kiln's label, and is read from the API server. A claim named like the owned one that
+// is not kiln's is found the same way, when creating the owned one says it exists.
 func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.ImageBuild, st *buildState) (cacheClaim, error) {
 	claim := cacheClaim{Name: claimName(ib), Shared: ib.Spec.Cache.ClaimName != ""}
+	key := types.NamespacedName{Namespace: ib.Namespace, Name: claim.Name}
 	pvc := &corev1.PersistentVolumeClaim{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: claim.Name}, pvc)
+	var err error
+	if claim.Shared {
+		err = r.APIReader.Get(ctx, key, pvc)
+	} else {
+		err = r.Get(ctx, key, pvc)
+	}
 	switch {
 	case err == nil:
 	case apierrors.IsNotFound(err) && claim.Shared:
@@ -58,7 +72,15 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		if err := controllerutil.SetControllerReference(ib, pvc, r.Scheme); err != nil {
 			return claim, err
 		}
-		if err := r.Create(ctx, pvc); err != nil && !apierrors.IsAlreadyExists(err) {
+		err := r.Create(ctx, pvc)
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the cache: someone else's claim has the name (checked below), or the
+			// cache has not seen kiln's own yet.
+			pvc = &corev1.PersistentVolumeClaim{}
+			if err := r.APIReader.Get(ctx, key, pvc); err != nil {
+				return claim, fmt.Errorf("reading cache claim %s: %w", claim.Name, err)
+			}
+		} else if err != nil {
 			switch quota, rejected := apiRefusal(err); {
 			case quota:
 				st.progress(kilnv1.PhasePending, kilnv1.ReasonQuotaExceeded, fmt.Sprintf("a ResourceQuota refused cache claim %s for now; kiln tries again every %s: %v", claim.Name, quotaRetry, err))
@@ -258,4 +280,44 @@ func truncateName(base, suffix string) string {
 	sum := sha256.Sum256([]byte(base))
 	h := hex.EncodeToString(sum[:])[:10]
 	return base[:max-len(suffix)-len(h)-1] + "-" + h + suffix
+}
+
+// claimNameSource is the watch that wakes the ImageBuilds building on a claim when any claim
+// appears, changes or goes: a shared claim (spec.cache.claimName) is a tenant's, which the
+// manager's cache does not hold (CacheOptions keeps kiln's own claims only). It runs on a cache of
+// its own that lists and watches every claim as metadata only and keeps of each its namespace and
+// name (keepClaimName): a few dozen bytes per claim in the cluster, nothing of their spec, status,
+// labels or annotations. The manager's cache is one per kind, so it cannot hold kiln's claims in
+// full and the others' names.
+func (r *ImageBuildReconciler) claimNameSource(mgr ctrl.Manager) (source.Source, error) {
+	names, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient:       mgr.GetHTTPClient(),
+		Scheme:           mgr.GetScheme(),
+		Mapper:           mgr.GetRESTMapper(),
+		DefaultTransform: keepClaimName,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the cache of claim names: %w", err)
+	}
+	if err := mgr.Add(names); err != nil {
+		return nil, err
+	}
+	claims := &metav1.PartialObjectMetadata{}
+	claims.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaim"))
+	return source.Kind(names, client.Object(claims), handler.EnqueueRequestsFromMapFunc(r.claimWaiters)), nil
+}
+
+// keepClaimName is the transform of the cache of claim names: a claim's namespace, name, UID and
+// resourceVersion, nothing else.
+func keepClaimName(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: m.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		},
+	}, nil
 }

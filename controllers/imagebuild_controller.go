@@ -123,13 +123,17 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 	if err := r.setupPolls(mgr); err != nil {
 		return err
 	}
+	claimNames, err := r.claimNameSource(mgr)
+	if err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Status-only updates (kiln's own patches) need no reconcile.
 		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}, undecodableStatus))).
 		Owns(&corev1.Pod{}).
 		Watches(&corev1.Pod{}, r.buildPodEvents()).
 		Owns(&corev1.PersistentVolumeClaim{}).
-		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
+		WatchesRawSource(claimNames).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.imageBuildsForConfigMap)).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
@@ -146,13 +150,16 @@ var undecodableStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 	return ok && ib.Status.DecodeError != ""
 }}
 
-// CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods
-// are cached, and ConfigMaps are cached as metadata plus a content digest (transformConfigMap).
+// CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods,
+// claims and Leases are cached, and ConfigMaps are cached as metadata plus a content digest
+// (transformConfigMap). Shared claims are read from the API server (reconcileCache) and followed
+// by their names (claimNameSource).
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
-		&coordinationv1.Lease{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
-		&corev1.ConfigMap{}:     {Transform: transformConfigMap},
+		&corev1.Pod{}:                   {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.PersistentVolumeClaim{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&coordinationv1.Lease{}:         {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.ConfigMap{}:             {Transform: transformConfigMap},
 	}}
 }
 
