@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
@@ -56,12 +57,15 @@ func TestForeignClaimsAndLeasesStayOutOfTheCache(t *testing.T) {
 	err = mgrClient.Get(ctx, client.ObjectKeyFromObject(foreignLease), &coordinationv1.Lease{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "a tenant's Lease is in the manager's cache: %v", err)
 
-	// The shared claim builds, read around the cache.
+	// The shared claim builds, read around the cache; its Lease is owned by it.
 	shared := newImageBuild(ns, "shared", func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.ClaimName = "team-cache" })
 	g.Expect(k8sClient.Create(ctx, shared)).To(Succeed())
 	var pod *corev1.Pod
 	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "shared-build-1") }).Should(Succeed())
 	g.Expect(pod.Spec.Volumes[0].PersistentVolumeClaim.ClaimName).To(Equal("team-cache"))
+	lease := &coordinationv1.Lease{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-team-cache"}, lease)).To(Succeed())
+	g.Expect(lease.OwnerReferences).To(ConsistOf(metav1.OwnerReference{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: "team-cache", UID: foreign.UID}))
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 	g.Expect(foreign.OwnerReferences).To(BeEmpty(), "kiln never owns a shared claim")
 
@@ -85,4 +89,38 @@ func TestForeignClaimsAndLeasesStayOutOfTheCache(t *testing.T) {
 		g.Expect(st.Message).To(ContainSubstring(`a PersistentVolumeClaim named "taken-cache" already exists and is not this ImageBuild's`))
 	}).Should(Succeed())
 	g.Expect(podExists(ns, "taken-build-1")()).To(BeFalse())
+}
+
+// TestCacheLeaseIsOwnedByItsClaimAndReleasedInPlace: the Lease of an owned claim names the claim
+// as its owner (the garbage collector deletes it with the claim; envtest runs none), and a
+// finished build frees it by clearing its holder: the manager deletes no Lease.
+func TestCacheLeaseIsOwnedByItsClaimAndReleasedInPlace(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "own")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "own-build-1") }).Should(Succeed())
+	pvc := &corev1.PersistentVolumeClaim{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "own-cache"}, pvc)).To(Succeed())
+	key := types.NamespacedName{Namespace: ns, Name: "kiln-cache-own-cache"}
+	lease := &coordinationv1.Lease{}
+	g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
+	g.Expect(lease.OwnerReferences).To(ConsistOf(metav1.OwnerReference{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: "own-cache", UID: pvc.UID}))
+	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("own-build-1"))
+
+	finishPod(t, pod, 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed(), "a released Lease stays with its claim")
+		g.Expect(lease.Spec.HolderIdentity).To(BeNil())
+		g.Expect(lease.Annotations).NotTo(HaveKey(annotationHolderCreated))
+	}).Should(Succeed())
+	g.Expect(lease.OwnerReferences).To(HaveLen(1))
+
+	// The next build takes the free Lease.
+	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.Output.Tags = []string{"v2"} })
+	g.Eventually(func(g Gomega) { getPod(g, ns, "own-build-2") }).Should(Succeed())
+	g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
+	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("own-build-2"))
 }

@@ -34,6 +34,8 @@ const leaseGrace = time.Minute
 type cacheClaim struct {
 	Name   string
 	Shared bool
+	// UID is the claim's UID: its Lease is owned by it, and goes with it.
+	UID types.UID
 	// Bytes is the size the claim requests (its capacity when it requests none), for BuildKit's GC.
 	Bytes int64
 }
@@ -100,6 +102,7 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: set spec.cache.claimName to share it, or rename one of them", claim.Name))
 		return claim, nil
 	}
+	claim.UID = pvc.UID
 	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
 		pending := r.now().Sub(pvc.CreationTimestamp.Time)
 		if pending <= claimPendingWarning {
@@ -158,20 +161,25 @@ func leaseName(claim string) string {
 
 // acquireCacheLease takes the claim's Lease for the build pod podName. It returns the Lease when
 // it is now held for podName, or the name of the pod that holds it. Creating the Lease is
-// atomic, and taking over a stale one is an update guarded by its resourceVersion, so two
-// managers (or two workers) never both win.
-func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim, podName string) (*coordinationv1.Lease, string, error) {
+// atomic, and taking over a free or stale one is an update guarded by its resourceVersion, so
+// two managers (or two workers) never both win.
+//
+// The Lease is owned by its claim (an ownerReference, not a controller one): it lives as long as
+// the claim, is given back by clearing its holder (releaseCacheLease), and the garbage collector
+// deletes it with the claim. The manager never deletes a Lease.
+func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, podName string) (*coordinationv1.Lease, string, error) {
 	now := metav1.NewMicroTime(r.now())
-	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim)}
+	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim.Name)}
 	// Most claims are free: try to create the Lease first, and read it only when it exists.
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: key.Name, Namespace: key.Namespace,
 			Labels:      map[string]string{LabelManagedBy: "kiln"},
-			Annotations: map[string]string{AnnotationCacheClaim: claim},
+			Annotations: map[string]string{AnnotationCacheClaim: claim.Name},
 		},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(podName), AcquireTime: &now, RenewTime: &now},
 	}
+	ownLease(lease, claim)
 	err := r.Create(ctx, lease)
 	if err == nil {
 		return lease, "", nil
@@ -182,15 +190,15 @@ func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1
 	lease = &coordinationv1.Lease{}
 	if err := r.APIReader.Get(ctx, key, lease); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, "(another build)", nil // released meanwhile: try again soon
+			return nil, "(another build)", nil // deleted meanwhile (with its claim): try again soon
 		}
 		return nil, "", fmt.Errorf("reading lease %s: %w", key.Name, err)
 	}
 	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
-	if holder == podName {
+	if holder == podName && ownedBy(lease, claim) {
 		return lease, "", nil
 	}
-	if holder != "" {
+	if holder != "" && holder != podName {
 		busy, err := r.holderBusy(ctx, ib.Namespace, holder, lease)
 		if err != nil || busy {
 			return nil, holder, err
@@ -200,13 +208,40 @@ func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1
 	lease.Spec.AcquireTime = &now
 	lease.Spec.RenewTime = &now
 	delete(lease.Annotations, annotationHolderCreated)
+	ownLease(lease, claim)
 	if err := r.Update(ctx, lease); err != nil {
 		if apierrors.IsConflict(err) {
 			return nil, "(another build)", nil
 		}
-		return nil, "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, holder, err)
+		return nil, "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, orFree(holder), err)
 	}
 	return lease, "", nil
+}
+
+// ownLease makes the claim the only owner of its Lease. A Lease made by an older kiln has no
+// owner, and one whose claim was deleted and created again names the old claim's UID (the
+// garbage collector will delete it): both are fixed the next time a build takes them, by an
+// update the garbage collector sees (it deletes only a Lease whose owners it has checked).
+func ownLease(lease *coordinationv1.Lease, claim cacheClaim) {
+	if claim.UID != "" {
+		lease.OwnerReferences = []metav1.OwnerReference{claimOwner(claim)}
+	}
+}
+
+// ownedBy reports whether the Lease is owned by the claim and nothing else.
+func ownedBy(lease *coordinationv1.Lease, claim cacheClaim) bool {
+	return claim.UID == "" || (len(lease.OwnerReferences) == 1 && lease.OwnerReferences[0] == claimOwner(claim))
+}
+
+func claimOwner(claim cacheClaim) metav1.OwnerReference {
+	return metav1.OwnerReference{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: claim.Name, UID: claim.UID}
+}
+
+func orFree(holder string) string {
+	if holder == "" {
+		return "nobody"
+	}
+	return holder
 }
 
 // holderBusy reports whether the pod holding a Lease may still be using the claim: it exists and
@@ -250,7 +285,8 @@ func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, lease *coo
 	return nil
 }
 
-// releaseCacheLease gives the claim's Lease back if podName holds it.
+// releaseCacheLease gives the claim's Lease back if podName holds it: it clears the holder, and
+// the Lease stays for the claim's next build (the garbage collector deletes it with its claim).
 func (r *ImageBuildReconciler) releaseCacheLease(ctx context.Context, namespace, claim, podName string) error {
 	lease := &coordinationv1.Lease{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: leaseName(claim)}, lease)
@@ -263,7 +299,12 @@ func (r *ImageBuildReconciler) releaseCacheLease(ctx context.Context, namespace,
 	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName {
 		return nil
 	}
-	err = r.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
+	now := metav1.NewMicroTime(r.now())
+	lease.Spec.HolderIdentity = nil
+	lease.Spec.RenewTime = &now
+	delete(lease.Annotations, annotationHolderCreated)
+	// Guarded by the resourceVersion just read: a Lease someone changed since is not ours to free.
+	err = r.Update(ctx, lease)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("releasing lease of cache claim %s: %w", claim, err)
 	}

@@ -103,7 +103,7 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller: it watches ImageBuilds, the pods and claims they
@@ -319,7 +319,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		}
 	}()
 
-	lease, holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
+	lease, holder, err := r.acquireCacheLease(ctx, ib, claim, podName)
 	if err != nil {
 		return err
 	}
