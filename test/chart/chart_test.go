@@ -114,8 +114,11 @@ func TestChartRendersAndApplies(t *testing.T) {
 					t.Errorf("manager args lack %s: %s", want, args)
 				}
 			}
-			if strings.Contains(args, "--leader-elect") || find(objs, "Role") != nil {
-				t.Error("one replica needs no leader election")
+			if !strings.Contains(args, "--leader-elect --leader-election-namespace=kiln-system") || find(objs, "Role") == nil || find(objs, "RoleBinding") == nil {
+				t.Error("one replica elects a leader too: two managers overlap during a rolling update")
+			}
+			if s, _, _ := unstructured.NestedString(find(objs, "Deployment").Object, "spec", "strategy", "type"); s != "" {
+				t.Errorf("strategy %q: with a leader elected, the default RollingUpdate is safe", s)
 			}
 			if find(objs, "Service") == nil || find(objs, "ServiceMonitor") != nil {
 				t.Error("metrics Service yes, ServiceMonitor no, by default")
@@ -125,6 +128,15 @@ func TestChartRendersAndApplies(t *testing.T) {
 		{"two replicas elect a leader", "replicaCount: 2\n", func(t *testing.T, objs []*unstructured.Unstructured) {
 			if !strings.Contains(containerArgs(t, find(objs, "Deployment")), "--leader-elect") || find(objs, "Role") == nil || find(objs, "RoleBinding") == nil {
 				t.Error("leader election flag and Role expected")
+			}
+		}},
+		{"no leader election", "leaderElection: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			d := find(objs, "Deployment")
+			if strings.Contains(containerArgs(t, d), "--leader-elect") || find(objs, "Role") != nil {
+				t.Error("leaderElection.enabled=false still elects a leader")
+			}
+			if s, _, _ := unstructured.NestedString(d.Object, "spec", "strategy", "type"); s != "Recreate" {
+				t.Errorf("strategy %q: without a leader, the old manager must stop before the new one starts", s)
 			}
 		}},
 		{"without CRDs", "crds: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -233,6 +245,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"buildkit: {image: \"\"}\n", []string{"image"}},
 		{"logLevel: verbose\n", []string{"logLevel"}},
 		{"retryBackoff: soon\n", []string{"retryBackoff"}},
+		{"replicaCount: 2\nleaderElection: {enabled: false}\n", []string{"leaderElection.enabled=false needs replicaCount: 1"}},
 	} {
 		_, err := render(t, tc.values)
 		if err == nil {
