@@ -3,23 +3,30 @@ package manager
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -163,16 +170,48 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() error) 
 	}
 }
 
+// serviceAccountToken makes the service account ns/name, binds it to clusterRole (unless empty)
+// and returns a token for it.
+func serviceAccountToken(t *testing.T, cfg *rest.Config, admin client.Client, ns, name, clusterRole string) string {
+	t.Helper()
+	ctx := context.Background()
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	if clusterRole != "" {
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-" + clusterRole},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
+		}
+		if err := admin.Create(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
+}
+
 // TestManagerAsInstalled runs one manager (controller names are unique in a process) with the
-// chart's flags: it leads through its Lease, builds with no more than its RBAC, and hands the
-// Lease over when it stops.
+// chart's flags: it leads through its Lease, builds with no more than its RBAC, serves metrics
+// only to a caller allowed to read them, and hands the Lease over when it stops.
 func TestManagerAsInstalled(t *testing.T) {
 	cfg, admin := apiServer(t)
 	ctx := context.Background()
 	o := defaults(t)
 	o.LeaderElect, o.LeaderElectionNS = true, managerNS
 	o.ProbeAddr = "0"
-	o.MetricsAddr = "0"
+	o.MetricsAddr = freeAddr(t) // served as the flags default it: --metrics-secure
 	mgr, err := New(asManager(cfg), o)
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +261,45 @@ func TestManagerAsInstalled(t *testing.T) {
 		cache := &coordinationv1.Lease{}
 		if err := admin.Get(ctx, types.NamespacedName{Namespace: ns.Name, Name: "kiln-cache-app-cache"}, cache); err != nil || ptr.Deref(cache.Spec.HolderIdentity, "") != "app-build-1" {
 			t.Fatalf("cache Lease %+v: %v", cache.Spec, err)
+		}
+	})
+
+	t.Run("metrics need a token that may read them", func(t *testing.T) {
+		status := func(scheme, token string) (int, string) {
+			t.Helper()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+o.MetricsAddr+"/metrics", nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			// The manager's certificate is self-signed (no --metrics-cert-dir).
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // self-signed test certificate
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("GET /metrics: %v", err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(body)
+		}
+		reader := serviceAccountToken(t, cfg, admin, "monitoring", "prometheus", "kiln-metrics-reader")
+		stranger := serviceAccountToken(t, cfg, admin, "monitoring", "stranger", "")
+
+		if code, _ := status("http", ""); code == http.StatusOK {
+			t.Error("metrics are served over plain HTTP")
+		}
+		if code, _ := status("https", ""); code != http.StatusUnauthorized {
+			t.Errorf("without a token: HTTP %d, want 401", code)
+		}
+		// controller-runtime's filter answers 500 when the TokenReview fails on a malformed token.
+		if code, _ := status("https", "not-a-token"); code == http.StatusOK {
+			t.Errorf("with a token the API server does not know: HTTP %d", code)
+		}
+		if code, _ := status("https", stranger); code != http.StatusForbidden {
+			t.Errorf("with a token not bound to kiln-metrics-reader: HTTP %d, want 403", code)
+		}
+		code, body := status("https", reader)
+		if code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
+			t.Errorf("with a kiln-metrics-reader token: HTTP %d, %.200s", code, body)
 		}
 	})
 
