@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -27,6 +28,8 @@ import (
 var (
 	k8s  client.Client
 	helm string
+	// restConfig reaches the API server as its admin.
+	restConfig *rest.Config
 )
 
 const chartDir = "../../charts/kiln"
@@ -51,6 +54,7 @@ func TestMain(m *testing.M) {
 	}
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
+	restConfig = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
 		panic(err)
