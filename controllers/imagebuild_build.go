@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -242,8 +243,35 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 			return true, err
 		}
 		r.recordLost(ib, fmt.Sprintf("build pod %s disappeared before it finished (deleted, or its node was lost)", lb.PodName))
+	case current == nil:
+		// The build ended and its pod is gone: kiln deleted it (unschedulable, a container that
+		// could not start) or it was pruned. Nothing runs on the claim for it any more.
+		return false, r.releaseGoneHolder(ctx, ib, lb.PodName)
 	}
 	return false, nil
+}
+
+// releaseGoneHolder gives back the cache Lease that the ended build's pod podName still holds,
+// once that pod is gone. The Lease is read from the cache first: most ended builds hold none.
+func (r *ImageBuildReconciler) releaseGoneHolder(ctx context.Context, ib *kilnv1.ImageBuild, podName string) error {
+	claim := claimName(ib)
+	if c := ib.Status.Cache; c != nil && c.ClaimName != "" {
+		claim = c.ClaimName
+	}
+	lease := &coordinationv1.Lease{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim)}, lease); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName {
+		return nil
+	}
+	switch err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: podName}, &corev1.Pod{}); {
+	case err == nil:
+		return nil // still there (the cache lags): its end wakes this ImageBuild again
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("reading build pod %s that holds the cache lease: %w", podName, err)
+	}
+	return r.releaseCacheLease(ctx, ib.Namespace, claim, podName)
 }
 
 // followDeleted ends the build whose pod someone else deleted (kubectl delete, a drain, a

@@ -13,8 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
@@ -30,6 +34,8 @@ const leaseGrace = time.Minute
 type cacheClaim struct {
 	Name   string
 	Shared bool
+	// UID is the claim's UID: its Lease is owned by it, and goes with it.
+	UID types.UID
 	// Bytes is the size the claim requests (its capacity when it requests none), for BuildKit's GC.
 	Bytes int64
 }
@@ -44,10 +50,20 @@ func claimName(ib *kilnv1.ImageBuild) string {
 
 // reconcileCache makes sure the cache claim exists: it creates the owned claim, and checks that
 // a shared one is there. A missing shared claim stalls the ImageBuild with the claim's name.
+//
+// The manager's cache holds kiln's own claims only (CacheOptions): a shared claim is a tenant's,
+// without kiln's label, and is read from the API server. A claim named like the owned one that
+// is not kiln's is found the same way, when creating the owned one says it exists.
 func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.ImageBuild, st *buildState) (cacheClaim, error) {
 	claim := cacheClaim{Name: claimName(ib), Shared: ib.Spec.Cache.ClaimName != ""}
+	key := types.NamespacedName{Namespace: ib.Namespace, Name: claim.Name}
 	pvc := &corev1.PersistentVolumeClaim{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: claim.Name}, pvc)
+	var err error
+	if claim.Shared {
+		err = r.APIReader.Get(ctx, key, pvc)
+	} else {
+		err = r.Get(ctx, key, pvc)
+	}
 	switch {
 	case err == nil:
 	case apierrors.IsNotFound(err) && claim.Shared:
@@ -58,7 +74,15 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		if err := controllerutil.SetControllerReference(ib, pvc, r.Scheme); err != nil {
 			return claim, err
 		}
-		if err := r.Create(ctx, pvc); err != nil && !apierrors.IsAlreadyExists(err) {
+		err := r.Create(ctx, pvc)
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the cache: someone else's claim has the name (checked below), or the
+			// cache has not seen kiln's own yet.
+			pvc = &corev1.PersistentVolumeClaim{}
+			if err := r.APIReader.Get(ctx, key, pvc); err != nil {
+				return claim, fmt.Errorf("reading cache claim %s: %w", claim.Name, err)
+			}
+		} else if err != nil {
 			switch quota, rejected := apiRefusal(err); {
 			case quota:
 				st.progress(kilnv1.PhasePending, kilnv1.ReasonQuotaExceeded, fmt.Sprintf("a ResourceQuota refused cache claim %s for now; kiln tries again every %s: %v", claim.Name, quotaRetry, err))
@@ -78,6 +102,7 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: set spec.cache.claimName to share it, or rename one of them", claim.Name))
 		return claim, nil
 	}
+	claim.UID = pvc.UID
 	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
 		pending := r.now().Sub(pvc.CreationTimestamp.Time)
 		if pending <= claimPendingWarning {
@@ -136,20 +161,25 @@ func leaseName(claim string) string {
 
 // acquireCacheLease takes the claim's Lease for the build pod podName. It returns the Lease when
 // it is now held for podName, or the name of the pod that holds it. Creating the Lease is
-// atomic, and taking over a stale one is an update guarded by its resourceVersion, so two
-// managers (or two workers) never both win.
-func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim, podName string) (*coordinationv1.Lease, string, error) {
+// atomic, and taking over a free or stale one is an update guarded by its resourceVersion, so
+// two managers (or two workers) never both win.
+//
+// The Lease is owned by its claim (an ownerReference, not a controller one): it lives as long as
+// the claim, is given back by clearing its holder (releaseCacheLease), and the garbage collector
+// deletes it with the claim. The manager never deletes a Lease.
+func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, podName string) (*coordinationv1.Lease, string, error) {
 	now := metav1.NewMicroTime(r.now())
-	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim)}
+	key := types.NamespacedName{Namespace: ib.Namespace, Name: leaseName(claim.Name)}
 	// Most claims are free: try to create the Lease first, and read it only when it exists.
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: key.Name, Namespace: key.Namespace,
 			Labels:      map[string]string{LabelManagedBy: "kiln"},
-			Annotations: map[string]string{AnnotationCacheClaim: claim},
+			Annotations: map[string]string{AnnotationCacheClaim: claim.Name},
 		},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(podName), AcquireTime: &now, RenewTime: &now},
 	}
+	ownLease(lease, claim)
 	err := r.Create(ctx, lease)
 	if err == nil {
 		return lease, "", nil
@@ -160,15 +190,15 @@ func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1
 	lease = &coordinationv1.Lease{}
 	if err := r.APIReader.Get(ctx, key, lease); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, "(another build)", nil // released meanwhile: try again soon
+			return nil, "(another build)", nil // deleted meanwhile (with its claim): try again soon
 		}
 		return nil, "", fmt.Errorf("reading lease %s: %w", key.Name, err)
 	}
 	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
-	if holder == podName {
+	if holder == podName && ownedBy(lease, claim) {
 		return lease, "", nil
 	}
-	if holder != "" {
+	if holder != "" && holder != podName {
 		busy, err := r.holderBusy(ctx, ib.Namespace, holder, lease)
 		if err != nil || busy {
 			return nil, holder, err
@@ -178,13 +208,40 @@ func (r *ImageBuildReconciler) acquireCacheLease(ctx context.Context, ib *kilnv1
 	lease.Spec.AcquireTime = &now
 	lease.Spec.RenewTime = &now
 	delete(lease.Annotations, annotationHolderCreated)
+	ownLease(lease, claim)
 	if err := r.Update(ctx, lease); err != nil {
 		if apierrors.IsConflict(err) {
 			return nil, "(another build)", nil
 		}
-		return nil, "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, holder, err)
+		return nil, "", fmt.Errorf("taking over lease %s from %s: %w", key.Name, orFree(holder), err)
 	}
 	return lease, "", nil
+}
+
+// ownLease makes the claim the only owner of its Lease. A Lease made by an older kiln has no
+// owner, and one whose claim was deleted and created again names the old claim's UID (the
+// garbage collector will delete it): both are fixed the next time a build takes them, by an
+// update the garbage collector sees (it deletes only a Lease whose owners it has checked).
+func ownLease(lease *coordinationv1.Lease, claim cacheClaim) {
+	if claim.UID != "" {
+		lease.OwnerReferences = []metav1.OwnerReference{claimOwner(claim)}
+	}
+}
+
+// ownedBy reports whether the Lease is owned by the claim and nothing else.
+func ownedBy(lease *coordinationv1.Lease, claim cacheClaim) bool {
+	return claim.UID == "" || (len(lease.OwnerReferences) == 1 && lease.OwnerReferences[0] == claimOwner(claim))
+}
+
+func claimOwner(claim cacheClaim) metav1.OwnerReference {
+	return metav1.OwnerReference{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: claim.Name, UID: claim.UID}
+}
+
+func orFree(holder string) string {
+	if holder == "" {
+		return "nobody"
+	}
+	return holder
 }
 
 // holderBusy reports whether the pod holding a Lease may still be using the claim: it exists and
@@ -228,7 +285,8 @@ func (r *ImageBuildReconciler) confirmCacheLease(ctx context.Context, lease *coo
 	return nil
 }
 
-// releaseCacheLease gives the claim's Lease back if podName holds it.
+// releaseCacheLease gives the claim's Lease back if podName holds it: it clears the holder, and
+// the Lease stays for the claim's next build (the garbage collector deletes it with its claim).
 func (r *ImageBuildReconciler) releaseCacheLease(ctx context.Context, namespace, claim, podName string) error {
 	lease := &coordinationv1.Lease{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: leaseName(claim)}, lease)
@@ -241,7 +299,12 @@ func (r *ImageBuildReconciler) releaseCacheLease(ctx context.Context, namespace,
 	if ptr.Deref(lease.Spec.HolderIdentity, "") != podName {
 		return nil
 	}
-	err = r.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
+	now := metav1.NewMicroTime(r.now())
+	lease.Spec.HolderIdentity = nil
+	lease.Spec.RenewTime = &now
+	delete(lease.Annotations, annotationHolderCreated)
+	// Guarded by the resourceVersion just read: a Lease someone changed since is not ours to free.
+	err = r.Update(ctx, lease)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("releasing lease of cache claim %s: %w", claim, err)
 	}
@@ -258,4 +321,44 @@ func truncateName(base, suffix string) string {
 	sum := sha256.Sum256([]byte(base))
 	h := hex.EncodeToString(sum[:])[:10]
 	return base[:max-len(suffix)-len(h)-1] + "-" + h + suffix
+}
+
+// claimNameSource is the watch that wakes the ImageBuilds building on a claim when any claim
+// appears, changes or goes: a shared claim (spec.cache.claimName) is a tenant's, which the
+// manager's cache does not hold (CacheOptions keeps kiln's own claims only). It runs on a cache of
+// its own that lists and watches every claim as metadata only and keeps of each its namespace and
+// name (keepClaimName): a few dozen bytes per claim in the cluster, nothing of their spec, status,
+// labels or annotations. The manager's cache is one per kind, so it cannot hold kiln's claims in
+// full and the others' names.
+func (r *ImageBuildReconciler) claimNameSource(mgr ctrl.Manager) (source.Source, error) {
+	names, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient:       mgr.GetHTTPClient(),
+		Scheme:           mgr.GetScheme(),
+		Mapper:           mgr.GetRESTMapper(),
+		DefaultTransform: keepClaimName,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the cache of claim names: %w", err)
+	}
+	if err := mgr.Add(names); err != nil {
+		return nil, err
+	}
+	claims := &metav1.PartialObjectMetadata{}
+	claims.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaim"))
+	return source.Kind(names, client.Object(claims), handler.EnqueueRequestsFromMapFunc(r.claimWaiters)), nil
+}
+
+// keepClaimName is the transform of the cache of claim names: a claim's namespace, name, UID and
+// resourceVersion, nothing else.
+func keepClaimName(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: m.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		},
+	}, nil
 }

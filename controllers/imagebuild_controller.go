@@ -103,7 +103,7 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller: it watches ImageBuilds, the pods and claims they
@@ -123,13 +123,17 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 	if err := r.setupPolls(mgr); err != nil {
 		return err
 	}
+	claimNames, err := r.claimNameSource(mgr)
+	if err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Status-only updates (kiln's own patches) need no reconcile.
 		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}, undecodableStatus))).
 		Owns(&corev1.Pod{}).
 		Watches(&corev1.Pod{}, r.buildPodEvents()).
 		Owns(&corev1.PersistentVolumeClaim{}).
-		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
+		WatchesRawSource(claimNames).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.claimWaiters)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.imageBuildsForConfigMap)).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
@@ -146,13 +150,16 @@ var undecodableStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 	return ok && ib.Status.DecodeError != ""
 }}
 
-// CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods
-// are cached, and ConfigMaps are cached as metadata plus a content digest (transformConfigMap).
+// CacheOptions are the manager's cache settings the controller relies on: only kiln's own pods,
+// claims and Leases are cached, and ConfigMaps are cached as metadata plus a content digest
+// (transformConfigMap). Shared claims are read from the API server (reconcileCache) and followed
+// by their names (claimNameSource).
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
-		&coordinationv1.Lease{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
-		&corev1.ConfigMap{}:     {Transform: transformConfigMap},
+		&corev1.Pod{}:                   {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.PersistentVolumeClaim{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&coordinationv1.Lease{}:         {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: "kiln"})},
+		&corev1.ConfigMap{}:             {Transform: transformConfigMap},
 	}}
 }
 
@@ -312,7 +319,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		}
 	}()
 
-	lease, holder, err := r.acquireCacheLease(ctx, ib, claim.Name, podName)
+	lease, holder, err := r.acquireCacheLease(ctx, ib, claim, podName)
 	if err != nil {
 		return err
 	}
@@ -645,11 +652,19 @@ func (r *ImageBuildReconciler) now() time.Time {
 	return time.Now()
 }
 
-// event announces something that happened to ib, once its status patch has succeeded.
+// event announces something that happened to ib, once its status patch has succeeded. The note
+// is cut to the API server's limit (eventNote): a longer Event would be refused, and lost.
 func (r *ImageBuildReconciler) event(ib *kilnv1.ImageBuild, eventType, reason, note string, args ...any) {
 	if r.Recorder != nil {
-		afterPatch.add(ib, func() { r.Recorder.Eventf(ib, nil, eventType, reason, reason, note, args...) })
+		note := eventNote(note, args...)
+		afterPatch.add(ib, func() { r.Recorder.Eventf(ib, nil, eventType, reason, reason, "%s", note) })
 	}
+}
+
+// eventNote formats an Event's note and cuts it to contract.MaxEventNote bytes, at a rune
+// boundary, marking the cut with "…".
+func eventNote(format string, args ...any) string {
+	return contract.Truncate(fmt.Sprintf(format, args...), contract.MaxEventNote)
 }
 
 // afterPatch holds what a reconcile announces (Events, build metrics) until its status patch has

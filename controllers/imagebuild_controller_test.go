@@ -206,10 +206,12 @@ func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(res.Status).To(Equal(status.CurrentStatus), res.Message)
 
-	// The cache Lease is released once the build is recorded.
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-hello-cache"}, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}}))
-	}).Should(BeTrue())
+	// The cache Lease is released once the build is recorded: it has no holder.
+	g.Eventually(func(g Gomega) {
+		lease := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}}
+		g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-hello-cache"}, lease)).To(Succeed())
+		g.Expect(lease.Object["spec"]).NotTo(HaveKey("holderIdentity"))
+	}).Should(Succeed())
 	// Nothing more is started for the same generation.
 	g.Consistently(func() error {
 		return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-build-2"}, &corev1.Pod{})

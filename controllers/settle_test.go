@@ -7,6 +7,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -229,6 +230,13 @@ func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
 	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
 	stalledWith(g, ib, string(kilnv1.FailureUnschedulable), "could not be scheduled for more than 10m0s", "didn't match Pod's node affinity/selector")
 	g.Consistently(podExists(ns, "nowhere-build-2")).Should(BeFalse(), "not retried: the spec must change")
+	// Its pod is gone and its claim's Lease given back.
+	g.Eventually(podExists(ns, "nowhere-build-1")).Should(BeFalse())
+	g.Eventually(func(g Gomega) {
+		lease := &coordinationv1.Lease{}
+		g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-nowhere-cache"}, lease)).To(Succeed())
+		g.Expect(lease.Spec.HolderIdentity).To(BeNil())
+	}).Should(Succeed())
 
 	// Until then, the wait says why and when it ends.
 	young := newImageBuild(ns, "young", func(ib *kilnv1.ImageBuild) { ib.Spec.NodeSelector = map[string]string{"kiln.test/nowhere": "true"} })

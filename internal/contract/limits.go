@@ -27,6 +27,9 @@ const (
 	MaxLogLine = 300
 	// MaxEventMessage bounds the part of an Event's message that quotes a failure message.
 	MaxEventMessage = 512
+	// MaxEventNote is the API server's limit on an Event's note (events.k8s.io/v1): a longer
+	// Event is refused, and lost. Every note the manager writes is cut to it.
+	MaxEventNote = 1024
 	// MaxConditionMessage is the API server's limit on a condition's message.
 	MaxConditionMessage = 32768
 )

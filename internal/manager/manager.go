@@ -2,6 +2,7 @@
 package manager
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
@@ -44,6 +46,10 @@ type Options struct {
 	MaxBuildTimeout     time.Duration
 	MaxPending          time.Duration
 	PollAllowedCIDRs    string
+	// MetricsSecure serves metrics over HTTPS to callers that authenticate and may get /metrics.
+	MetricsSecure bool
+	// MetricsCertDir holds tls.crt and tls.key for the metrics endpoint; empty: self-signed.
+	MetricsCertDir string
 
 	// The policy clamps (controllers.Policy); empty means no limit.
 	MaxCacheSize           string
@@ -51,9 +57,14 @@ type Options struct {
 	BuildServiceAccount    string
 }
 
+// LeaderElectionID names the Lease in the manager's namespace that elects the leader.
+const LeaderElectionID = "kiln-manager.kiln.dev"
+
 // BindFlags registers the manager's flags on fs with their defaults.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint listens on; 0 turns it off")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "address the Prometheus metrics endpoint listens on; 0 turns it off")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve metrics over HTTPS, only to callers whose token the API server accepts (TokenReview) and who may get /metrics (SubjectAccessReview); false serves plain HTTP to anyone")
+	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", "", "directory with tls.crt and tls.key for the metrics endpoint, reloaded when they change (default: a self-signed certificate)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes listen on")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the manager's own)")
@@ -130,12 +141,16 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	scheme := Scheme()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElect,
-		LeaderElectionID:        "kiln-manager.kiln.dev",
+		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: o.LeaderElectionNS,
-		Cache:                   controllers.CacheOptions(),
+		// A manager that stops (SIGTERM in a rolling update) gives the Lease back once its
+		// reconciles have ended, so the next one leads at once instead of after the Lease's
+		// 15s. Safe because Main returns, and the process exits, as soon as Start does.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -200,6 +215,24 @@ func (o Options) policy(defaultCacheSize resource.Quantity) (controllers.Policy,
 		p.BuildServiceAccount = name
 	}
 	return p, nil
+}
+
+// metricsOptions serves metrics as kubebuilder scaffolds it: over HTTPS (HTTP/1.1 only), to
+// callers the API server authenticates (TokenReview) and authorizes for a get of the
+// non-resource URL /metrics (SubjectAccessReview); or, with --metrics-secure=false, over plain
+// HTTP to anyone. The reviews need their own ClusterRole (config/rbac/metrics_auth_role.yaml,
+// the chart's metrics.yaml): tokenreviews and subjectaccessreviews create.
+func metricsOptions(o Options) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.MetricsAddr}
+	if !o.MetricsSecure {
+		return opts
+	}
+	opts.SecureServing = true
+	opts.CertDir = o.MetricsCertDir
+	opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	// HTTP/2 stays off (CVE-2023-44487, CVE-2023-39325), as kubebuilder has it.
+	opts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	return opts
 }
 
 // Run builds the manager and runs it until SIGTERM or SIGINT.

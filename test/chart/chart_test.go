@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -27,6 +28,8 @@ import (
 var (
 	k8s  client.Client
 	helm string
+	// restConfig reaches the API server as its admin.
+	restConfig *rest.Config
 )
 
 const chartDir = "../../charts/kiln"
@@ -51,6 +54,7 @@ func TestMain(m *testing.M) {
 	}
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
+	restConfig = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
 		panic(err)
@@ -114,17 +118,39 @@ func TestChartRendersAndApplies(t *testing.T) {
 					t.Errorf("manager args lack %s: %s", want, args)
 				}
 			}
-			if strings.Contains(args, "--leader-elect") || find(objs, "Role") != nil {
-				t.Error("one replica needs no leader election")
+			if !strings.Contains(args, "--leader-elect --leader-election-namespace=kiln-system") || find(objs, "Role") == nil || find(objs, "RoleBinding") == nil {
+				t.Error("one replica elects a leader too: two managers overlap during a rolling update")
+			}
+			if s, _, _ := unstructured.NestedString(find(objs, "Deployment").Object, "spec", "strategy", "type"); s != "" {
+				t.Errorf("strategy %q: with a leader elected, the default RollingUpdate is safe", s)
 			}
 			if find(objs, "Service") == nil || find(objs, "ServiceMonitor") != nil {
 				t.Error("metrics Service yes, ServiceMonitor no, by default")
 			}
-			checkRules(t, find(objs, "ClusterRole"))
+			checkRules(t, findNamed(objs, "ClusterRole", "kiln-manager"))
+			for _, want := range []string{"--metrics-bind-address=:8443", "--metrics-secure=true"} {
+				if !strings.Contains(args, want) {
+					t.Errorf("manager args lack %s: %s", want, args)
+				}
+			}
+			sameRules(t, findNamed(objs, "ClusterRole", "kiln-metrics-auth"), "metrics_auth_role.yaml")
+			sameRules(t, findNamed(objs, "ClusterRole", "kiln-metrics-reader"), "metrics_reader_role.yaml")
+			if findNamed(objs, "ClusterRoleBinding", "kiln-metrics-auth") == nil || findNamed(objs, "ClusterRoleBinding", "kiln-metrics-reader") != nil {
+				t.Error("the manager may review tokens; nobody reads metrics until metrics.readers says who")
+			}
 		}},
 		{"two replicas elect a leader", "replicaCount: 2\n", func(t *testing.T, objs []*unstructured.Unstructured) {
 			if !strings.Contains(containerArgs(t, find(objs, "Deployment")), "--leader-elect") || find(objs, "Role") == nil || find(objs, "RoleBinding") == nil {
 				t.Error("leader election flag and Role expected")
+			}
+		}},
+		{"no leader election", "leaderElection: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			d := find(objs, "Deployment")
+			if strings.Contains(containerArgs(t, d), "--leader-elect") || find(objs, "Role") != nil {
+				t.Error("leaderElection.enabled=false still elects a leader")
+			}
+			if s, _, _ := unstructured.NestedString(d.Object, "spec", "strategy", "type"); s != "Recreate" {
+				t.Errorf("strategy %q: without a leader, the old manager must stop before the new one starts", s)
 			}
 		}},
 		{"without CRDs", "crds: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -140,7 +166,45 @@ func TestChartRendersAndApplies(t *testing.T) {
 		{"ServiceMonitor", "metrics: {serviceMonitor: {enabled: true, labels: {release: prom}}}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
 			sm := find(objs, "ServiceMonitor")
 			if sm == nil || sm.GetLabels()["release"] != "prom" {
-				t.Errorf("ServiceMonitor %v", sm)
+				t.Fatalf("ServiceMonitor %v", sm)
+			}
+			ep := endpoint(t, sm)
+			if ep["scheme"] != "https" || ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" || fmt.Sprint(ep["tlsConfig"]) != "map[insecureSkipVerify:true]" {
+				t.Errorf("a ServiceMonitor for secure metrics with a self-signed certificate: %v", ep)
+			}
+		}},
+		{"metrics certificate and readers", `metrics:
+  tls: {secretName: kiln-metrics-tls}
+  readers: [{kind: ServiceAccount, name: prometheus-k8s, namespace: monitoring}, {kind: Group, name: sre}]
+  serviceMonitor: {enabled: true}
+`, func(t *testing.T, objs []*unstructured.Unstructured) {
+			d := find(objs, "Deployment")
+			if !strings.Contains(containerArgs(t, d), "--metrics-cert-dir=/etc/kiln/metrics-certs") {
+				t.Error("no --metrics-cert-dir")
+			}
+			vols, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+			if fmt.Sprint(vols) != "[map[name:metrics-certs secret:map[secretName:kiln-metrics-tls]]]" {
+				t.Errorf("volumes %v", vols)
+			}
+			tlsConfig := endpoint(t, find(objs, "ServiceMonitor"))["tlsConfig"]
+			if fmt.Sprint(tlsConfig) != "map[ca:map[secret:map[key:ca.crt name:kiln-metrics-tls]] serverName:kiln-metrics.kiln-system.svc]" {
+				t.Errorf("the ServiceMonitor verifies the certificate: %v", tlsConfig)
+			}
+			b := findNamed(objs, "ClusterRoleBinding", "kiln-metrics-reader")
+			subjects, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+			if fmt.Sprint(subjects) != "[map[kind:ServiceAccount name:prometheus-k8s namespace:monitoring] map[apiGroup:rbac.authorization.k8s.io kind:Group name:sre]]" {
+				t.Errorf("metrics readers %v", subjects)
+			}
+		}},
+		{"metrics over plain HTTP", "metrics: {secure: false, port: 8080, service: {port: 8080}, serviceMonitor: {enabled: true}}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			if !strings.Contains(containerArgs(t, find(objs, "Deployment")), "--metrics-bind-address=:8080 --metrics-secure=false") {
+				t.Error("metrics.secure=false serves plain HTTP")
+			}
+			if findNamed(objs, "ClusterRole", "kiln-metrics-auth") != nil || findNamed(objs, "ClusterRole", "kiln-metrics-reader") != nil {
+				t.Error("plain HTTP needs no token reviews")
+			}
+			if ep := endpoint(t, find(objs, "ServiceMonitor")); ep["scheme"] != nil || ep["tlsConfig"] != nil {
+				t.Errorf("a plain HTTP ServiceMonitor: %v", ep)
 			}
 		}},
 		{"no metrics", "metrics: {enabled: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -164,7 +228,7 @@ priorityClassName: system-cluster-critical
 			}
 		}},
 		{"existing service account and no RBAC", "serviceAccount: {create: false, name: builder}\nrbac: {create: false}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
-			if find(objs, "ServiceAccount") != nil || find(objs, "ClusterRole") != nil {
+			if find(objs, "ServiceAccount") != nil || find(objs, "ClusterRole") != nil || find(objs, "ClusterRoleBinding") != nil {
 				t.Error("nothing to create")
 			}
 		}},
@@ -181,6 +245,48 @@ priorityClassName: system-cluster-critical
 			}
 			tc.check(t, objs)
 		})
+	}
+}
+
+func findNamed(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// endpoint is a ServiceMonitor's one endpoint.
+func endpoint(t *testing.T, sm *unstructured.Unstructured) map[string]any {
+	t.Helper()
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(eps) != 1 {
+		t.Fatalf("endpoints %v", eps)
+	}
+	return eps[0].(map[string]any)
+}
+
+// sameRules compares a chart ClusterRole's rules with the first ClusterRole of config/rbac/file.
+func sameRules(t *testing.T, cr *unstructured.Unstructured, file string) {
+	t.Helper()
+	if cr == nil {
+		t.Errorf("no ClusterRole for %s", file)
+		return
+	}
+	data, err := os.ReadFile("../../config/rbac/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(cr.Object, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(strings.Split(string(data), "\n---")[0]), &want); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Rules) != fmt.Sprint(want.Rules) {
+		t.Errorf("chart ClusterRole %s differs from config/rbac/%s:\n%v\n%v", cr.GetName(), file, got.Rules, want.Rules)
 	}
 }
 
@@ -233,6 +339,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"buildkit: {image: \"\"}\n", []string{"image"}},
 		{"logLevel: verbose\n", []string{"logLevel"}},
 		{"retryBackoff: soon\n", []string{"retryBackoff"}},
+		{"replicaCount: 2\nleaderElection: {enabled: false}\n", []string{"leaderElection.enabled=false needs replicaCount: 1"}},
 	} {
 		_, err := render(t, tc.values)
 		if err == nil {

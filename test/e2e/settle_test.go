@@ -115,16 +115,18 @@ func TestUnschedulableBuildEndsAndFreesItsSlot(t *testing.T) {
 	if msg := meta.FindStatusCondition(end.Status.Conditions, kilnv1.ConditionStalled).Message; !strings.Contains(msg, "could not be scheduled for more than") {
 		t.Errorf("message %q", msg)
 	}
-	// Its slot and cache are free: the pod is gone and the claim's Lease released.
+	// Its slot and cache are free: the pod is gone and the claim's Lease released (it stays, owned
+	// by its claim, with no holder).
 	deadline := time.Now().Add(time.Minute)
 	for {
 		podErr := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "nowhere-build-1"}, &corev1.Pod{})
-		leaseErr := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-nowhere-cache"}, &coordinationv1.Lease{})
-		if apierrors.IsNotFound(podErr) && apierrors.IsNotFound(leaseErr) {
+		lease := &coordinationv1.Lease{}
+		leaseErr := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-nowhere-cache"}, lease)
+		if apierrors.IsNotFound(podErr) && leaseErr == nil && lease.Spec.HolderIdentity == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after Unschedulable: pod %v, lease %v; want both gone", podErr, leaseErr)
+			t.Fatalf("after Unschedulable: pod %v; lease %v, holder %v; want the pod gone and the lease held by nobody", podErr, leaseErr, ptr.Deref(lease.Spec.HolderIdentity, ""))
 		}
 		time.Sleep(time.Second)
 	}

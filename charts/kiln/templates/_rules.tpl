@@ -27,7 +27,6 @@ rules:
   - leases
   verbs:
   - create
-  - delete
   - get
   - list
   - update

@@ -483,6 +483,11 @@ func (b *bench) startManager(kubeconfigPath string) error {
 		"--health-probe-bind-address=" + probeAddr,
 		fmt.Sprintf("--workers=%d", b.o.workers),
 	}
+	// The bench scrapes plain HTTP; a kiln that serves metrics over HTTPS by default says so in
+	// its flags (an older -kiln binary has no such flag).
+	if help, _ := exec.Command(b.bin, "manager", "-h").CombinedOutput(); strings.Contains(string(help), "-metrics-secure") {
+		args = append(args, "--metrics-secure=false")
+	}
 	args = append(args, b.o.managerArgs...)
 	logPath := filepath.Join(b.work, "manager.log")
 	logFile, err := os.Create(logPath)
