@@ -187,7 +187,8 @@ func TestStoredUndecodableSpecDoesNotBreakTheList(t *testing.T) {
 }
 
 // TestAcceptedSourcesStayAccepted: the new URL and revision rules refuse what they must and no
-// more.
+// more (http:// and git:// with insecure: true; TestInvalidManifestsAreRejected has them
+// without).
 func TestAcceptedSourcesStayAccepted(t *testing.T) {
 	ns := newNamespace(t)
 	for _, git := range []map[string]any{
@@ -195,7 +196,9 @@ func TestAcceptedSourcesStayAccepted(t *testing.T) {
 		{"url": "ssh://git@example.com:2222/org/repo.git", "revision": "release/v1.2"},
 		{"url": "https://example.com/org/repo.git", "revision": "v3.26.0"},
 		{"url": "https://example.com/org/repo.git", "revision": "0123456789abcdef0123456789abcdef01234567"},
-		{"url": "git://example.com/repo.git", "revision": "feature_x-1"},
+		{"url": "git://example.com/repo.git", "revision": "feature_x-1", "insecure": true},
+		{"url": "http://example.com/repo.git", "insecure": true, "pollInterval": "5m"},
+		{"url": "https://example.com/org/repo.git", "insecure": true},
 	} {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "kiln.dev/v1alpha1", "kind": "ImageBuild",

@@ -32,7 +32,7 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 func requestSource(src kilnv1.Source) contract.Source {
 	var out contract.Source
 	if g := src.Git; g != nil {
-		out.Git = &contract.GitSource{URL: g.URL, Revision: g.Revision, ContextDir: g.ContextDir, SecretRef: secretRef(g.SecretRef)}
+		out.Git = &contract.GitSource{URL: g.URL, Revision: g.Revision, ContextDir: g.ContextDir, SecretRef: secretRef(g.SecretRef), Insecure: g.Insecure}
 	}
 	if cm := src.ConfigMap; cm != nil {
 		out.ConfigMap = &contract.ConfigMapSource{Name: cm.Name}

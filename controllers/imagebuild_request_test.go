@@ -22,8 +22,8 @@ func quantity(s string) *resource.Quantity { return ptr.To(resource.MustParse(s)
 func TestRunnerRequest(t *testing.T) {
 	ib := newImageBuild("team", "app", func(ib *kilnv1.ImageBuild) {
 		ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{
-			URL: "https://git.example.com/app.git", Revision: "main", ContextDir: "svc",
-			SecretRef: &kilnv1.LocalObjectReference{Name: "git-creds"}, PollInterval: &metav1.Duration{Duration: time.Hour},
+			URL: "http://git.example.com/app.git", Revision: "main", ContextDir: "svc",
+			SecretRef: &kilnv1.LocalObjectReference{Name: "git-creds"}, PollInterval: &metav1.Duration{Duration: time.Hour}, Insecure: true,
 		}}
 		ib.Spec.Dockerfile = kilnv1.Dockerfile{
 			Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"},
@@ -48,7 +48,7 @@ func TestRunnerRequest(t *testing.T) {
 		Namespace: "team", Name: "app", Build: 7, ResetCache: true,
 		Spec: contract.BuildSpec{
 			Source: contract.Source{Git: &contract.GitSource{
-				URL: "https://git.example.com/app.git", Revision: "main", ContextDir: "svc", SecretRef: &contract.SecretRef{Name: "git-creds"},
+				URL: "http://git.example.com/app.git", Revision: "main", ContextDir: "svc", SecretRef: &contract.SecretRef{Name: "git-creds"}, Insecure: true,
 			}},
 			Dockerfile: contract.Dockerfile{
 				Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"},

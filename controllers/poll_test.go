@@ -61,10 +61,12 @@ func allowPolls(t *testing.T, addrs ...string) {
 	t.Cleanup(func() { set(-1) })
 }
 
-// polledBuild is an ImageBuild that polls url every minute.
+// polledBuild is an ImageBuild that polls url every minute; an http:// or git:// url (the test
+// servers) comes with the insecure: true that admission asks for.
 func polledBuild(ns, name, url string) *kilnv1.ImageBuild {
 	return newImageBuild(ns, name, func(ib *kilnv1.ImageBuild) {
-		ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: url, Revision: "main", PollInterval: &metav1.Duration{Duration: time.Minute}}}
+		ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: url, Revision: "main", PollInterval: &metav1.Duration{Duration: time.Minute},
+			Insecure: strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "git://")}}
 	})
 }
 

@@ -65,6 +65,15 @@ output: {image: registry.example.com/team/app}`, []string{"spec.source.git.conte
 		{"not a git url", `
 source: {git: {url: "ftp://example.com/a.git"}}
 output: {image: registry.example.com/team/app}`, []string{"spec.source.git.url", "must be a git URL"}},
+		{"git:// without insecure", `
+source: {git: {url: "git://example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "http:// and git:// urls need spec.source.git.insecure: true", "in clear"}},
+		{"http:// without insecure", `
+source: {git: {url: "http://example.com/a.git", insecure: false}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "http:// and git:// urls need spec.source.git.insecure: true", "in clear"}},
+		{"polled http:// without insecure", `
+source: {git: {url: "http://example.com/a.git", pollInterval: 5m}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.git", "spec.source.git.insecure: true"}},
 		{"tiny cache", valid + `
 cache: {size: 1Mi}`, []string{"spec.cache.size", "must be at least 100Mi"}},
 		{"poll with credentials", `

@@ -141,9 +141,11 @@ type Source struct {
 // GitSource is a git repository, fetched by BuildKit itself.
 // +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || !has(self.secretRef)",message="pollInterval works only for repositories readable without credentials (kiln's manager never reads Secrets): remove secretRef, or start builds with the kiln.dev/rebuild-requested-at annotation"
 // +kubebuilder:validation:XValidation:rule="!has(self.pollInterval) || self.url.startsWith('https://') || self.url.startsWith('http://') || self.url.startsWith('git://')",message="pollInterval needs an https://, http:// or git:// url"
+// +kubebuilder:validation:XValidation:rule="!(self.url.startsWith('http://') || self.url.startsWith('git://')) || (has(self.insecure) && self.insecure)",message="http:// and git:// urls need spec.source.git.insecure: true, which gives up authenticating the git server: the repository's contents, and any credentials sent, travel in clear and may be read or replaced on the way; use https:// or ssh:// where the server offers them"
 type GitSource struct {
-	// URL of the repository: https://, ssh://, git:// or git@host:path. Credentials never go in
-	// the URL (a user name is allowed for ssh): name a Secret in secretRef.
+	// URL of the repository: https://, ssh://, git@host:path, or with insecure: true http:// or
+	// git://. Credentials never go in the URL (a user name is allowed for ssh): name a Secret in
+	// secretRef.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\\\\s]+$')",message="must be a git URL (https://, http://, ssh://, git:// or user@host:path)"
@@ -167,7 +169,9 @@ type GitSource struct {
 	ContextDir string `json:"contextDir,omitempty"`
 
 	// SecretRef names a Secret in the same namespace with git credentials: a `token` key for
-	// HTTPS (sent as basic auth), or an `ssh-privatekey` key (and optional `known_hosts`) for SSH.
+	// HTTPS (sent as basic auth), or for SSH an `ssh-privatekey` key and a `known_hosts` key
+	// (required: the git server's host keys, which BuildKit checks; an ssh URL without them fails
+	// as BadInput).
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
 
@@ -180,6 +184,13 @@ type GitSource struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))",message="must be between 1m and 168h"
 	// +optional
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+
+	// Insecure allows the plain transports, http:// and git:// URLs, which authenticate no
+	// server: whoever is on the path can read the repository, read the credentials sent with it
+	// (an http:// token), or serve another tree, which kiln then builds and pushes. Admission
+	// refuses http:// and git:// URLs without it. It changes nothing for https:// and ssh://.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // ConfigMapSource is a ConfigMap used as the build context.

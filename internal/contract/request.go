@@ -88,6 +88,10 @@ type GitSource struct {
 	ContextDir string `json:"contextDir,omitempty"`
 	// SecretRef, when set, is the Secret with the git credentials, mounted at GitSecretDir.
 	SecretRef *SecretRef `json:"secretRef,omitempty"`
+	// Insecure is spec.source.git.insecure: the user allowed a plain transport (http://,
+	// git://). Admission enforces it; the runner only says in its log what it gives up, and
+	// must not require it (a manager of an earlier 1.2 kiln does not send it).
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // ConfigMapSource is a ConfigMap used as the context.

@@ -33,7 +33,8 @@ import (
 //	     per platform (Platform.LargestWaste) and the layer a broken maxGrowth blames
 //	     (Check.Layer), names the built image (Digest, Image) also when it was not pushed, and may
 //	     carry the failure class SourceUnavailable (an older manager takes an unknown class as
-//	     InternalError).
+//	     InternalError). Added later within 1.2, optional for both sides: the request's
+//	     spec.source.git.insecure (a runner may log it, never require it).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.

@@ -566,7 +566,7 @@ func (e *env) testGit(t *testing.T) {
 	addr := testenv.StartGitDaemon(t, filepath.Dir(repo))
 
 	req := e.request("fromgit", func(s *contract.BuildSpec) {
-		s.Source = contract.Source{Git: &contract.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
+		s.Source = contract.Source{Git: &contract.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app", Insecure: true}}
 		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
 		s.Output.Reproducible = true
 	})

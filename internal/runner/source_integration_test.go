@@ -60,7 +60,7 @@ func (e *env) testGitFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := e.request("gitfail", func(s *contract.BuildSpec) {
-				s.Source = contract.Source{Git: &contract.GitSource{URL: tc.url, Revision: tc.revision}}
+				s.Source = contract.Source{Git: &contract.GitSource{URL: tc.url, Revision: tc.revision, Insecure: true}}
 				if tc.secret != "" {
 					s.Source.Git.SecretRef = &contract.SecretRef{Name: tc.secret}
 				}
@@ -97,7 +97,7 @@ func (e *env) testGitFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := e.request("gitok", func(s *contract.BuildSpec) {
-		s.Source = contract.Source{Git: &contract.GitSource{URL: locked + "/app.git", SecretRef: &contract.SecretRef{Name: "git-token"}}}
+		s.Source = contract.Source{Git: &contract.GitSource{URL: locked + "/app.git", SecretRef: &contract.SecretRef{Name: "git-token"}, Insecure: true}}
 		s.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\nADD " + open + "/app.git /other\n"
 	})
 	before := len(openServer.Authorizations())

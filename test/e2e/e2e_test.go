@@ -329,7 +329,7 @@ func TestGitSourceAtATagWithInlineDockerfile(t *testing.T) {
 	addr := testenv.StartGitDaemonOn(t, base, gw)
 
 	ib := imageBuild(ns, "fromgit", "", func(ib *kilnv1.ImageBuild) {
-		ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app"}}
+		ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://" + addr + "/app.git", Revision: "v1", ContextDir: "app", Insecure: true}}
 		ib.Spec.Dockerfile.Inline = "FROM scratch\nCOPY hello.txt /\n"
 	})
 	if err := k8s.Create(context.Background(), ib); err != nil {
