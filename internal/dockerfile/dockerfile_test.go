@@ -162,6 +162,8 @@ func TestRunForms(t *testing.T) {
 		`SHELL ["/bin/bash", "-o", "pipefail", "-c"]`, // 14
 		"FROM base",
 		"RUN --mount=type=secret,id=npm --mount=type=secret,target=/run/secrets/pip.conf --mount=type=ssh true", // 16
+		"RUN --mount=type=ssh,id=deploy,required true && true",                                                  // 17
+		"RUN --mount=type=ssh true", // 18
 	}, "\n")
 	f := mustParse(t, df, "", nil)
 	steps := f.ChainSteps(1)
@@ -195,7 +197,10 @@ func TestRunForms(t *testing.T) {
 	if got := f.Secrets(); !reflect.DeepEqual(got, map[string]int{"npm": 16, "pip.conf": 16}) {
 		t.Errorf("Secrets = %v", got)
 	}
-	if n := len(steps[len(steps)-1].Mounts); n != 3 {
+	if got := f.SSH(); !reflect.DeepEqual(got, map[string]int{"default": 16, "deploy": 17}) {
+		t.Errorf("SSH = %v", got)
+	}
+	if n := len(steps[len(steps)-3].Mounts); n != 3 {
 		t.Errorf("%d mounts, want 3 (secret, secret, ssh)", n)
 	}
 }

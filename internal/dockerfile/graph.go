@@ -154,3 +154,27 @@ func (f *File) Secrets() map[string]int {
 	}
 	return uses
 }
+
+// SSH returns the ids of the SSH agents the RUN steps of every stage mount
+// (--mount=type=ssh: its id, else "default", as dockerfile2llb names it), each with the line of
+// its first use.
+func (f *File) SSH() map[string]int {
+	uses := map[string]int{}
+	for _, st := range f.Stages {
+		for _, sp := range st.Steps {
+			for _, m := range sp.Mounts {
+				if m.Type != instructions.MountTypeSSH {
+					continue
+				}
+				id := m.CacheID
+				if id == "" {
+					id = "default"
+				}
+				if _, seen := uses[id]; !seen && sp.Line > 0 {
+					uses[id] = sp.Line
+				}
+			}
+		}
+	}
+	return uses
+}
