@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # install-test-deps.sh installs what internal/testenv needs to run real-parts tests on this host:
 #
-#   - Debian packages: runc rootlesskit uidmap docker-registry busybox-static git
-#     (apt-get update + install only when one of them is missing);
+#   - Debian packages: runc rootlesskit uidmap docker-registry busybox-static git openssh-server
+#     (apt-get update + install only when one of them is missing); openssh-server is for the
+#     tests' own sshd (testenv.StartGitSSH), so when this script installs it, it keeps Debian's
+#     system sshd from starting (/etc/ssh/sshd_not_to_be_run);
 #   - buildkitd and buildctl at the BuildKit version pinned in internal/version/version.go, built
 #     from the Go module proxy (CGO_ENABLED=0) into bin/buildkit-<version>/ (skipped when they exist);
 #   - the non-root user rootless buildkitd runs as (default kilnbuild, override with
@@ -23,7 +25,7 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 
 # --- Debian packages ----------------------------------------------------------------------------
-PKGS=(runc rootlesskit uidmap docker-registry busybox-static git)
+PKGS=(runc rootlesskit uidmap docker-registry busybox-static git openssh-server)
 missing=()
 for p in "${PKGS[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -33,6 +35,13 @@ done
 if ((${#missing[@]})); then
 	log "installing Debian packages: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+		# The tests run sshd themselves, on 127.0.0.1 as an unprivileged user; the package's own
+		# service (port 22, every address) stays off. Delete the file to turn it on.
+		mkdir -p /etc/ssh
+		touch /etc/ssh/sshd_not_to_be_run
+		log "openssh-server: the system sshd will not start (/etc/ssh/sshd_not_to_be_run)"
+	fi
 	apt-get update
 	apt-get install -y --no-install-recommends "${missing[@]}"
 else
