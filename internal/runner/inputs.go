@@ -13,6 +13,8 @@ import (
 
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
+	"github.com/moby/buildkit/util/gitutil"
+	"golang.org/x/crypto/ssh"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -63,11 +65,16 @@ type inputs struct {
 	contextDir string
 	// contextDigest is the ConfigMap context's contract.ConfigMapDigest: the revision built.
 	contextDigest string
-	// gitRef is BuildKit's git context: url#ref:subdir.
-	gitRef string
-	// gitURL and gitSecret are spec.source.git's url and secretRef name ("" when none), for
-	// messages about a fetch that failed.
-	gitURL, gitSecret string
+	// gitURL, gitRevision and gitSubdir are spec.source.git's url, revision and contextDir
+	// (without its slashes); gitURL is "" for a ConfigMap context. gitSecret is the name of
+	// spec.source.git.secretRef ("" when none), for messages.
+	gitURL, gitRevision, gitSubdir, gitSecret string
+	// gitInsecure is spec.source.git.insecure.
+	gitInsecure bool
+	// gitSSH says gitURL is an ssh URL (ssh://… or user@host:path), whose host BuildKit checks
+	// against knownHosts, the git Secret's known_hosts, and reaches with sshKey.
+	gitSSH     bool
+	knownHosts string
 	// dockerfileDir and dockerfileName locate the Dockerfile when it is local (inline, or
 	// inside a local context); dockerfileDir is empty when BuildKit reads it from git.
 	dockerfileDir  string
@@ -77,9 +84,12 @@ type inputs struct {
 	dockerfile []byte
 	file       *dockerfile.File
 	stages     []*dockerfile.Stage
+	// buildArgs are spec.dockerfile.buildArgs by name, with which the Dockerfile is parsed so
+	// that its words (a mount's id among them) expand as in the build.
+	buildArgs map[string]string
 	// secrets are BuildKit session secrets: build secrets by id, and the git token.
 	secrets map[string][]byte
-	// sshKey is the git SSH private key file, if any.
+	// sshKey is the git SSH private key file, offered to BuildKit under gitSSHID only.
 	sshKey string
 	// dockerConfig holds registry credentials, for pulls (BuildKit) and the push.
 	dockerConfig *configfile.ConfigFile
@@ -93,6 +103,12 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 	if spec.Dockerfile.Path != "" {
 		in.dockerfileName = spec.Dockerfile.Path
 	}
+	if len(spec.Dockerfile.BuildArgs) > 0 {
+		in.buildArgs = make(map[string]string, len(spec.Dockerfile.BuildArgs))
+		for _, a := range spec.Dockerfile.BuildArgs {
+			in.buildArgs[a.Name] = a.Value
+		}
+	}
 
 	switch {
 	case spec.Source.ConfigMap != nil:
@@ -102,19 +118,8 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 		}
 		in.contextDir, in.contextDigest = dir, digest
 	case spec.Source.Git != nil:
-		g := spec.Source.Git
-		in.gitRef, in.gitURL = g.URL, g.URL
-		if g.Revision != "" || g.ContextDir != "" {
-			in.gitRef += "#" + g.Revision
-			if g.ContextDir != "" {
-				in.gitRef += ":" + strings.Trim(g.ContextDir, "/")
-			}
-		}
-		if g.SecretRef != nil {
-			in.gitSecret = g.SecretRef.Name
-			if err := in.readGitSecret(p.GitSecret, g.SecretRef.Name, req.Namespace); err != nil {
-				return nil, err
-			}
+		if err := in.prepareGit(spec.Source.Git, p.GitSecret, req.Namespace); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, fail(kilnv1.FailureBadInput, "spec.source must set git or configMap")
@@ -166,11 +171,26 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 	return in, nil
 }
 
+// prepareGit takes spec.source.git, and reads its Secret (mounted at secretDir) when it names one.
+func (in *inputs) prepareGit(g *contract.GitSource, secretDir, namespace string) error {
+	in.gitURL, in.gitRevision, in.gitSubdir, in.gitInsecure = g.URL, g.Revision, strings.Trim(g.ContextDir, "/"), g.Insecure
+	in.gitSSH = isSSHURL(g.URL)
+	switch {
+	case g.SecretRef != nil:
+		in.gitSecret = g.SecretRef.Name
+		return in.readGitSecret(secretDir, g.SecretRef.Name, namespace)
+	case in.gitSSH:
+		return fail(kilnv1.FailureBadInput, "spec.source.git.url %s is an ssh URL, which needs a Secret in spec.source.git.secretRef with the keys known_hosts "+
+			"(the git server's host keys, which BuildKit checks before it trusts the server) and ssh-privatekey", redactURL(g.URL))
+	}
+	return nil
+}
+
 // parseDockerfile parses the Dockerfile with BuildKit's own parser (dockerfile.Parse), so that
 // syntax errors, an unknown target stage and undeclared secrets fail with their line before
 // anything runs.
 func (in *inputs) parseDockerfile(target string) error {
-	f, err := dockerfile.Parse(in.dockerfile, target, nil)
+	f, err := dockerfile.Parse(in.dockerfile, target, in.buildArgs)
 	if errors.Is(err, dockerfile.ErrNoFrom) {
 		return fail(kilnv1.FailureBadInput, "%s has no FROM instruction", in.dockerfileName)
 	}
@@ -196,36 +216,69 @@ func (in *inputs) readBuildSecrets(specs []contract.BuildSecret, dir, namespace 
 	if in.stages == nil {
 		return nil
 	}
+	provided := providedSecrets(specs)
+	if err := checkPrivateIDs(in.file, in.dockerfileName, provided); err != nil {
+		return err
+	}
 	uses := in.file.Secrets()
 	ids := make([]string, 0, len(uses))
 	for id := range uses {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	provided := map[string]bool{}
-	for _, s := range specs {
-		provided[s.ID] = true
-	}
 	for _, id := range ids {
-		switch {
-		case provided[id]:
-		case strings.HasPrefix(id, "GIT_AUTH_"):
-			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s: kiln offers the git Secret's token under such ids for fetching the source only, and no step may mount it (name a build secret in spec.dockerfile.secrets)", in.dockerfileName, uses[id], id)
-		case !provided[id]:
+		if !provided[id] {
 			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s, which spec.dockerfile.secrets does not provide", in.dockerfileName, uses[id], id)
 		}
 	}
 	return nil
 }
 
-// readGitSecret reads the git Secret mounted at dir: a token, offered to BuildKit for the
-// source's host only, or an SSH key.
+// checkPrivateIDs refuses a Dockerfile whose RUN steps mount the ids under which kiln offers
+// the git Secret to BuildKit, for fetching the source only: the token's secret ids
+// (GIT_AUTH_…) and the SSH agent's id (gitSSHID). BuildKit serves a session's secrets and
+// agents to every step that names them, so without this check a step could read the token or
+// use the key. It is checked for a local Dockerfile before anything runs, and for a Dockerfile
+// in the git context once BuildKit has fetched it (checkGitDockerfile). A secret id that
+// spec.dockerfile.secrets provides is the build secret's, which replaces the token under it.
+func checkPrivateIDs(f *dockerfile.File, name string, provided map[string]bool) error {
+	secrets := f.Secrets()
+	ids := make([]string, 0, len(secrets))
+	for id := range secrets {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if strings.HasPrefix(id, "GIT_AUTH_") && !provided[id] {
+			return fail(kilnv1.FailureBadInput, "%s:%d mounts secret id=%s: kiln offers the git Secret's token under such ids for fetching the source only, and no step may mount it (name a build secret in spec.dockerfile.secrets)", name, secrets[id], id)
+		}
+	}
+	if line, ok := f.SSH()[gitSSHID]; ok {
+		return fail(kilnv1.FailureBadInput, "%s:%d mounts ssh id=%s: kiln offers the git Secret's SSH key under that id for fetching the source only, and no step may use it", name, line, gitSSHID)
+	}
+	return nil
+}
+
+// providedSecrets are the ids of spec.dockerfile.secrets.
+func providedSecrets(specs []contract.BuildSecret) map[string]bool {
+	provided := map[string]bool{}
+	for _, s := range specs {
+		provided[s.ID] = true
+	}
+	return provided
+}
+
+// readGitSecret reads the git Secret mounted at dir: for an ssh URL its known_hosts and
+// ssh-privatekey, else a token, offered to BuildKit for the source's host only.
 //
 // BuildKit looks a git token up as the secret GIT_AUTH_TOKEN.<host> first and GIT_AUTH_TOKEN
 // second, for every git fetch of the build (source/git's authSecretNames), a Dockerfile's
 // ADD <git URL> included. Offered under the host's name alone, the token goes to the source's
 // host and to no other.
 func (in *inputs) readGitSecret(dir, name, namespace string) error {
+	if in.gitSSH {
+		return in.readGitSSH(dir, name, namespace)
+	}
 	if dt, err := os.ReadFile(filepath.Join(dir, "token")); err == nil {
 		u, err := url.Parse(in.gitURL)
 		if err != nil || u.Host == "" {
@@ -235,10 +288,63 @@ func (in *inputs) readGitSecret(dir, name, namespace string) error {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ssh-privatekey")); err == nil {
-		in.sshKey = filepath.Join(dir, "ssh-privatekey")
-		return nil
+		return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) holds an ssh-privatekey, which only an ssh URL (ssh://… or user@host:path) can use, not %s: use a token for https", name, redactURL(in.gitURL))
 	}
 	return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) is missing in namespace %q or has neither a token nor an ssh-privatekey key", name, namespace)
+}
+
+// readGitSSH reads what an ssh URL needs from the git Secret mounted at dir: known_hosts, the
+// git server's host keys, and ssh-privatekey. Without known_hosts the build fails here, before
+// anything connects: BuildKit would otherwise learn the host's key from the host itself
+// (llb.Git runs ssh-keyscan when given no known hosts) and trust whoever answers.
+func (in *inputs) readGitSSH(dir, name, namespace string) error {
+	dt, err := os.ReadFile(filepath.Join(dir, "known_hosts"))
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) is missing in namespace %q or has no known_hosts key, which the ssh URL %s needs: "+
+			"add the git server's host keys in known_hosts format, taken from what the git host publishes (not from an ssh-keyscan that trusts whoever answers)", name, namespace, redactURL(in.gitURL))
+	}
+	hosts, err := parseKnownHosts(dt)
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef): known_hosts %v", name, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ssh-privatekey")); err != nil {
+		return fail(kilnv1.FailureBadInput, "git Secret %q (spec.source.git.secretRef) is missing in namespace %q or has no ssh-privatekey key, which the ssh URL %s needs", name, namespace, redactURL(in.gitURL))
+	}
+	in.knownHosts, in.sshKey = hosts, filepath.Join(dir, "ssh-privatekey")
+	return nil
+}
+
+// parseKnownHosts checks that dt is an OpenSSH known_hosts file with at least one host key,
+// and returns it without comments and blank lines.
+func parseKnownHosts(dt []byte) (string, error) {
+	var keep []string
+	for i, line := range strings.Split(string(dt), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, _, _, _, _, err := ssh.ParseKnownHosts([]byte(line)); err != nil {
+			return "", fmt.Errorf("line %d is not a known_hosts line (hosts, key type, base64 key): %w", i+1, err)
+		}
+		keep = append(keep, line)
+	}
+	if len(keep) == 0 {
+		return "", errors.New("has no host key: add the git server's host keys in known_hosts format")
+	}
+	return strings.Join(keep, "\n") + "\n", nil
+}
+
+// gitSSHID is the id under which the runner offers the git Secret's SSH key to BuildKit: only
+// the git source that fetches the context names it (llb.MountSSHSock), and checkPrivateIDs
+// refuses a Dockerfile step that asks for it. A step's RUN --mount=type=ssh without an id asks
+// for "default", which kiln does not offer.
+const gitSSHID = "kiln-git"
+
+// isSSHURL tells whether BuildKit fetches url over ssh: ssh://… or the scp-like user@host:path,
+// as BuildKit's own parser (gitutil.ParseURL, which llb.Git uses) reads it.
+func isSSHURL(url string) bool {
+	u, err := gitutil.ParseURL(url)
+	return err == nil && u.Scheme == gitutil.SSHProtocol
 }
 
 // gitTokenSecretID is the BuildKit secret id under which the git token is offered for host

@@ -75,6 +75,19 @@ func TestPrepare(t *testing.T) {
 		{name: "push Secret missing", files: map[string]string{"Dockerfile": "FROM scratch\n"},
 			spec: func(s *contract.BuildSpec) { s.Output.PushSecretRef = &contract.SecretRef{Name: "regcred"} },
 			want: `push Secret "regcred" (spec.output.pushSecretRef) is missing in namespace "team"`},
+		{name: "a step may not mount kiln's ssh id", files: map[string]string{"Dockerfile": "FROM busybox\nRUN true\nRUN --mount=type=ssh,id=kiln-git ssh-add -l\n"},
+			want: "Dockerfile:3 mounts ssh id=kiln-git: kiln offers the git Secret's SSH key under that id for fetching the source only"},
+		{name: "nor through a build arg", files: map[string]string{"Dockerfile": "FROM busybox\nARG AGENT=default\nRUN --mount=type=ssh,id=$AGENT ssh-add -l\n"},
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.BuildArgs = []contract.BuildArg{{Name: "AGENT", Value: "kiln-git"}}
+			},
+			want: "Dockerfile:3 mounts ssh id=kiln-git"},
+		{name: "nor the token through a build arg", files: map[string]string{"Dockerfile": "FROM busybox\nARG ID\nRUN --mount=type=secret,id=$ID true\n"},
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.BuildArgs = []contract.BuildArg{{Name: "ID", Value: "GIT_AUTH_TOKEN.git.example.com"}}
+			},
+			want: "Dockerfile:3 mounts secret id=GIT_AUTH_TOKEN.git.example.com: kiln offers the git Secret's token"},
+		{name: "the default ssh agent may be asked for (kiln offers none)", files: map[string]string{"Dockerfile": "FROM busybox\nRUN --mount=type=ssh true\n"}},
 		{name: "inline Dockerfile with a git context", spec: func(s *contract.BuildSpec) {
 			s.Source = contract.Source{Git: &contract.GitSource{URL: "https://example.com/x.git", Revision: "v1", ContextDir: "app"}}
 			s.Dockerfile.Inline = "FROM scratch\nCOPY . /\n"
@@ -122,20 +135,6 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("got %s %q\nwant BadInput containing %q", classOf(err), err, tc.want)
 			}
 		})
-	}
-}
-
-func TestPrepareGitRef(t *testing.T) {
-	req := request(func(s *contract.BuildSpec) {
-		s.Source = contract.Source{Git: &contract.GitSource{URL: "https://github.com/pressly/goose.git", Revision: "v3.26.0", ContextDir: "/cmd/"}}
-		s.Dockerfile.Inline = "FROM scratch\n"
-	})
-	in, err := prepare(req, Paths{Work: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.gitRef != "https://github.com/pressly/goose.git#v3.26.0:cmd" {
-		t.Errorf("git ref %q", in.gitRef)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -28,6 +29,8 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/advice"
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/dockerfile"
 	"github.com/kiln-dev/kiln/internal/units"
 )
 
@@ -147,14 +150,14 @@ func (r *run) frontendAttrs(in *inputs) map[string]string {
 	}
 	// Reproducible builds take SOURCE_DATE_EPOCH from the git commit (set by buildFunc, once it
 	// is resolved); a local context has no history, so it gets the Unix epoch.
-	if spec.Output.Reproducible && in.gitRef == "" {
+	if spec.Output.Reproducible && in.gitURL == "" {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = "0"
 	}
 	return attrs
 }
 
 // localMounts are the local directories the build reads (the context, the Dockerfile's
-// directory); a git context is named in attrs instead.
+// directory); a git context is a frontend input instead (buildFunc).
 func localMounts(in *inputs, attrs map[string]string) (map[string]fsutil.FS, error) {
 	mounts := map[string]fsutil.FS{}
 	if in.contextDir != "" {
@@ -163,8 +166,6 @@ func localMounts(in *inputs, attrs map[string]string) (map[string]fsutil.FS, err
 			return nil, err
 		}
 		mounts["context"] = fs
-	} else {
-		attrs["context"] = in.gitRef
 	}
 	if in.dockerfileDir != "" {
 		fs, err := fsutil.NewFS(in.dockerfileDir)
@@ -172,8 +173,10 @@ func localMounts(in *inputs, attrs map[string]string) (map[string]fsutil.FS, err
 			return nil, err
 		}
 		mounts["dockerfile"] = fs
-		if in.gitRef != "" {
-			attrs["dockerfilekey"] = "dockerfile" // the Dockerfile is local, the context is git
+		if in.gitURL != "" {
+			// The Dockerfile is local, the context is git: dockerui reads the Dockerfile from
+			// this local mount, not from the "dockerfile" frontend input.
+			attrs["dockerfilekey"] = "dockerfile"
 		}
 	}
 	return mounts, nil
@@ -200,7 +203,9 @@ func (r *run) exportAttrs() map[string]string {
 }
 
 // sessionAttachables serve the build's secrets, the registry credentials and the git ssh key
-// to BuildKit.
+// to BuildKit. The key is an agent under kiln's private id (gitSSHID), not "default": BuildKit
+// serves a session's agent to whatever names its id, and a Dockerfile's
+// RUN --mount=type=ssh names "default".
 func sessionAttachables(in *inputs) ([]session.Attachable, error) {
 	attachables := []session.Attachable{
 		secretsprovider.FromMap(in.secrets),
@@ -209,7 +214,7 @@ func sessionAttachables(in *inputs) ([]session.Attachable, error) {
 		}),
 	}
 	if in.sshKey != "" {
-		ssh, err := sshprovider.NewSSHAgentProvider([]sshprovider.AgentConfig{{ID: "default", Paths: []string{in.sshKey}}})
+		ssh, err := sshprovider.NewSSHAgentProvider([]sshprovider.AgentConfig{{ID: gitSSHID, Paths: []string{in.sshKey}}})
 		if err != nil {
 			return nil, fail(kilnv1.FailureBadInput, "git Secret (spec.source.git.secretRef): ssh-privatekey is not a usable key: %v", err)
 		}
@@ -246,33 +251,61 @@ func (r *run) showProgress(ctx context.Context, statusCh <-chan *client.SolveSta
 	return steps, wg.Wait
 }
 
-// buildFunc is the build BuildKit runs: it resolves a git source to its commit (into
-// out.revision, and SOURCE_DATE_EPOCH for a reproducible build), then solves the Dockerfile.
+// buildFunc is the build BuildKit runs: for a git source it resolves the revision to its
+// commit (into out.revision, and SOURCE_DATE_EPOCH for a reproducible build) and builds the
+// git context (gitContext), then solves the Dockerfile.
+//
+// The git context goes to the Dockerfile frontend as its "context" input (and "dockerfile"
+// input, when the Dockerfile is in it), as buildx passes named contexts, rather than as a
+// url#ref "context" option: from that option dockerui would build the git source itself, with
+// neither known hosts (llb.Git then runs ssh-keyscan and trusts whatever answers) nor kiln's
+// ssh id. With inputs, dockerui's initContext takes inputs["context"] as the context and,
+// unless "dockerfilekey" names a local mount, inputs["dockerfile"] as where the Dockerfile is
+// read (spec.dockerfile.path, relative to the contextDir as before).
 func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) gateway.BuildFunc {
 	spec := r.req.Spec
 	return func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
 		var epoch string
-		if in.gitRef != "" {
-			rev, commitTime, err := resolveGitRevision(ctx, gw, in, spec.Source.Git.URL, spec.Source.Git.Revision)
+		req := gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs}
+		if in.gitURL != "" {
+			if in.gitInsecure && (strings.HasPrefix(in.gitURL, "http://") || strings.HasPrefix(in.gitURL, "git://")) {
+				fmt.Fprintf(r.out, "Fetching %s over a plain transport (spec.source.git.insecure): the server is not authenticated and the repository travels in clear\n", redactURL(in.gitURL))
+			}
+			rev, commitTime, err := resolveGitRevision(ctx, gw, in)
 			if err != nil {
 				out.failure = err
 				return nil, err
 			}
 			out.revision = rev
-			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", redactURL(spec.Source.Git.URL), orHEAD(spec.Source.Git.Revision), rev)
+			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", redactURL(in.gitURL), orHEAD(in.gitRevision), rev)
 			if spec.Output.Reproducible && !commitTime.IsZero() {
+				// dockerui changes nothing in a context given as an input (it would add
+				// GitMTimeCommit to a url#ref one, which fails for a sub-directory), so RUN
+				// steps that declare ARG SOURCE_DATE_EPOCH get it with a contextDir too.
 				epoch = strconv.FormatInt(commitTime.Unix(), 10)
-				if spec.Source.Git.ContextDir == "" {
-					attrs["build-arg:SOURCE_DATE_EPOCH"] = epoch
-				} else {
-					// BuildKit v0.33 cannot stamp a git sub-directory context with the commit
-					// time (it runs git in the removed checkout); the exporter still rewrites
-					// every timestamp to the commit time, but RUN steps do not see the variable.
-					fmt.Fprintf(r.out, "Reproducible: timestamps set to the commit time %s (SOURCE_DATE_EPOCH is not passed to RUN steps for a git contextDir)\n", commitTime.UTC().Format(time.RFC3339))
+				attrs["build-arg:SOURCE_DATE_EPOCH"] = epoch
+			}
+			st, err := in.gitContext(spec.Output.Reproducible)
+			if err != nil {
+				out.failure = err
+				return nil, err
+			}
+			def, err := st.Marshal(ctx, llb.WithCaps(gw.BuildOpts().LLBCaps))
+			if err != nil {
+				return nil, err
+			}
+			req.FrontendInputs = map[string]*pb.Definition{"context": def.ToPB()}
+			if in.dockerfile == nil {
+				if err := checkGitDockerfile(ctx, gw, in, def.ToPB(), spec.Dockerfile); err != nil {
+					if classOf(err) == kilnv1.FailureBadInput {
+						out.failure = err
+					}
+					return nil, err
 				}
+				req.FrontendInputs["dockerfile"] = def.ToPB()
 			}
 		}
-		res, err := gw.Solve(ctx, gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs})
+		res, err := gw.Solve(ctx, req)
 		if err == nil && epoch != "" {
 			if _, set := res.Metadata[exporterEpochKey]; !set {
 				res.AddMeta(exporterEpochKey, []byte(epoch))
@@ -285,10 +318,90 @@ func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) g
 // exporterEpochKey is the result metadata BuildKit's image exporters take SOURCE_DATE_EPOCH from.
 const exporterEpochKey = "source.date.epoch"
 
+// gitContext is the git source of the build context: spec.source.git's URL at its revision,
+// the contextDir only. For an ssh URL it carries the known_hosts of the git Secret, which
+// BuildKit's git source writes to a file for ssh's UserKnownHostsFile (without them llb.Git
+// would run ssh-keyscan and BuildKit would trust what it got), and fetches with the SSH agent
+// kiln offers under gitSSHID. A reproducible build without a contextDir gets the commit's time
+// on its files, as dockerui gives a url#ref context when SOURCE_DATE_EPOCH is set (BuildKit
+// v0.33 cannot do it for a sub-directory: it asks git for the time in the checkout it removed).
+func (in *inputs) gitContext(reproducible bool) (llb.State, error) {
+	opts, err := in.gitOptions()
+	if err != nil {
+		return llb.State{}, err
+	}
+	if in.gitSubdir != "" {
+		opts = append(opts, llb.GitSubDir(in.gitSubdir))
+	}
+	if reproducible && in.gitSubdir == "" {
+		opts = append(opts, llb.GitMTimeCommit())
+	}
+	name := "[internal] load git source " + redactURL(in.gitURL)
+	if in.gitRevision != "" || in.gitSubdir != "" {
+		name += "#" + in.gitRevision
+		if in.gitSubdir != "" {
+			name += ":" + in.gitSubdir
+		}
+	}
+	opts = append(opts, llb.WithCustomName(name))
+	return llb.Git(in.gitURL, "", opts...), nil
+}
+
+// gitOptions are the options of every git source of spec.source.git: its revision and, for an
+// ssh URL, the known hosts and kiln's ssh id. It refuses an ssh URL without known hosts, which
+// prepare has refused already: llb.Git would otherwise scan the host for its key.
+func (in *inputs) gitOptions() ([]llb.GitOption, error) {
+	var opts []llb.GitOption
+	if in.gitRevision != "" {
+		opts = append(opts, llb.GitRef(in.gitRevision))
+	}
+	if in.gitSSH {
+		if strings.TrimSpace(in.knownHosts) == "" {
+			return nil, fail(kilnv1.FailureBadInput, "spec.source.git.url %s is an ssh URL and the git Secret has no known_hosts", redactURL(in.gitURL))
+		}
+		opts = append(opts, llb.KnownSSHHosts(in.knownHosts), llb.MountSSHSock(gitSSHID))
+	}
+	return opts, nil
+}
+
+// checkGitDockerfile reads the Dockerfile from the git context (def, which the frontend then
+// solves again from BuildKit's cache) and refuses it when a step mounts kiln's private ids
+// (checkPrivateIDs), as prepare does a local one. A Dockerfile that cannot be read or parsed is
+// left to the frontend, which says so with its line.
+func checkGitDockerfile(ctx context.Context, gw gateway.Client, in *inputs, def *pb.Definition, df contract.Dockerfile) error {
+	res, err := gw.Solve(ctx, gateway.SolveRequest{Definition: def})
+	if err != nil {
+		return err
+	}
+	ref, err := res.SingleRef()
+	if err != nil || ref == nil {
+		return err
+	}
+	dt, err := ref.ReadFile(ctx, gateway.ReadRequest{Filename: in.dockerfileName})
+	if err != nil && path.Base(in.dockerfileName) == "Dockerfile" {
+		// dockerui also reads "dockerfile" (moby/moby#10858)
+		dt, err = ref.ReadFile(ctx, gateway.ReadRequest{Filename: path.Join(path.Dir(in.dockerfileName), "dockerfile")})
+	}
+	if err != nil {
+		return nil
+	}
+	f, err := dockerfile.Parse(dt, df.Target, in.buildArgs)
+	if err != nil {
+		return nil
+	}
+	return checkPrivateIDs(f, in.dockerfileName, providedSecrets(df.Secrets))
+}
+
 // resolveGitRevision asks BuildKit (which holds the network and the credentials) which commit
-// the revision names, and when it was committed.
-func resolveGitRevision(ctx context.Context, gw gateway.Client, in *inputs, url, revision string) (string, time.Time, error) {
-	st := llb.Git(url, revision)
+// the revision names, and when it was committed. It resolves the same source as gitContext,
+// known hosts and ssh id included.
+func resolveGitRevision(ctx context.Context, gw gateway.Client, in *inputs) (string, time.Time, error) {
+	opts, err := in.gitOptions()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	url, revision := in.gitURL, in.gitRevision
+	st := llb.Git(url, "", opts...)
 	def, err := st.Marshal(ctx)
 	if err != nil {
 		return "", time.Time{}, err
@@ -365,6 +478,11 @@ func classifySolveError(err error, in *inputs) error {
 	if f := layerDepthFailure(msg, in); f != nil {
 		return f
 	}
+	if m := sshAgentRe.FindStringSubmatch(msg); m != nil {
+		id := m[1] + m[2]
+		return fail(kilnv1.FailureBadInput, "%s: a step requires the SSH agent %q (RUN --mount=type=ssh,required): kiln offers no SSH agent to Dockerfile steps "+
+			"(the git Secret's key is for fetching the source only); fetch what the step needs in the git source or with a build secret (spec.dockerfile.secrets)", dockerfile, id)
+	}
 	switch {
 	case strings.Contains(lower, "dockerfile parse error"), strings.Contains(lower, "unknown instruction"),
 		strings.Contains(lower, "target stage") && strings.Contains(lower, "could not be found"):
@@ -380,6 +498,11 @@ func classifySolveError(err error, in *inputs) error {
 	}
 	return fail(kilnv1.FailureBuildFailed, "%s", msg)
 }
+
+// sshAgentRe finds the id of an SSH agent a step required and the session does not offer:
+// BuildKit's agent provider says "unset ssh forward key <id>" (sshprovider), a session without
+// any agent `no SSH key "<id>" forwarded from the client` (solver/llbsolver/mounts).
+var sshAgentRe = regexp.MustCompile(`unset ssh forward key (\S+)|no SSH key "([^"]*)" forwarded from the client`)
 
 // processRe finds the command of the step that failed in BuildKit's error.
 var processRe = regexp.MustCompile(`process ("(?:[^"\\]|\\.)*") did not complete successfully`)

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/moby/buildkit/util/gitutil"
+
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
@@ -33,7 +35,7 @@ var gitProblems = []gitProblem{
 	{[]string{"authentication failed", "could not read username", "could not read password", "terminal prompts disabled",
 		"invalid username or password", "returned error: 401", "returned error: 403", "permission denied"},
 		kilnv1.FailureBadInput, "the git host refused the credentials"},
-	{[]string{"host key verification failed"}, kilnv1.FailureBadInput, "the git host's SSH key is not the one expected"},
+	{[]string{"host key verification failed"}, kilnv1.FailureBadInput, "the git host's SSH key is not the one expected"}, // hostKeyAdvice says more
 	{[]string{"certificate"}, kilnv1.FailureBadInput, "the git host's TLS certificate is not trusted"},
 	{[]string{"repository not found", "not found", "returned error: 404", "does not appear to be a git repository",
 		"not exported", "couldn't find remote ref", "no such repository"},
@@ -70,6 +72,9 @@ func sourceFailure(msg string, in *inputs) error {
 		}
 	}
 	advice := problem.advice
+	if strings.Contains(strings.ToLower(line), strings.ToLower(hostKeyFailed)) {
+		advice = hostKeyAdvice(remote, stderr, in)
+	}
 	if problem.class == kilnv1.FailureBadInput && strings.HasPrefix(advice, "the git host refused") && sameRepo(remote, in.gitURL) {
 		if in.gitSecret != "" {
 			advice += fmt.Sprintf(": check the token or ssh-privatekey in Secret %q (spec.source.git.secretRef)", in.gitSecret)
@@ -83,6 +88,47 @@ func sourceFailure(msg string, in *inputs) error {
 	}
 	return fail(problem.class, "%s %s could not be fetched: %s (%s)", what, remote, line, advice)
 }
+
+// hostKeyFailed is ssh's last word when the server's host key is not one known_hosts lists
+// for it (BuildKit runs ssh with -o UserKnownHostsFile=<the known hosts it was given>; ssh has
+// no terminal to ask on, so an unknown host fails like a changed key).
+const hostKeyFailed = "Host key verification failed."
+
+// hostKeyAdvice says which host's key did not match, where the expected keys come from, and
+// the fingerprint of the key the server sent when ssh printed it. OpenSSH prints, for a host
+// that known_hosts lists with another key:
+//
+//	The fingerprint for the ED25519 key sent by the remote host is
+//	SHA256:pqZqzbT4YH6Eeotr9HUunviJAGfgWGm6S4jC7FB9zHQ.
+//	...
+//	Host key for [127.0.0.1]:34567 has changed and you have requested strict checking.
+//	Host key verification failed.
+//
+// and for a host it lists with no key, only the last line.
+func hostKeyAdvice(remote, stderr string, in *inputs) string {
+	host := remote
+	if u, err := gitutil.ParseURL(remote); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	where := "the known_hosts of the git Secret"
+	if in.gitSecret != "" && sameRepo(remote, in.gitURL) {
+		where = fmt.Sprintf("known_hosts in Secret %q (spec.source.git.secretRef)", in.gitSecret)
+	}
+	var b strings.Builder
+	if strings.Contains(stderr, "has changed and you have requested strict checking") {
+		fmt.Fprintf(&b, "the SSH host key of %s is not the one %s lists for it", host, where)
+	} else {
+		fmt.Fprintf(&b, "%s lists no SSH host key for %s (written [host]:port when the port is not 22)", where, host)
+	}
+	if m := hostKeySentRe.FindStringSubmatch(stderr); m != nil {
+		fmt.Fprintf(&b, ", and the server sent the %s key %s", m[1], m[2])
+	}
+	b.WriteString("; someone may be impersonating the server: if the git host changed its key, check the new one against the fingerprints it publishes before you add it to known_hosts")
+	return b.String()
+}
+
+// hostKeySentRe finds the fingerprint of the host key ssh was sent, when it printed it.
+var hostKeySentRe = regexp.MustCompile(`fingerprint for the (\S+) key sent by the remote host is\s+(SHA256:[A-Za-z0-9+/=]+)`)
 
 // gitErrorLine is the line of git's stderr that says what failed: its first "fatal:" line, else
 // its first "error:" line, else its first "remote:" line (what the server said), with the

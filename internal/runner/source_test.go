@@ -11,6 +11,7 @@ import (
 // not resolve names or reach other hosts). Each stderr is git's own text as BuildKit wraps it.
 func TestSourceFailure(t *testing.T) {
 	in := &inputs{gitURL: "https://git.example.com/team/app.git", gitSecret: "git-creds"}
+	sshIn := &inputs{gitURL: "git@git.example.com:team/app.git", gitSecret: "git-ssh", gitSSH: true}
 	wrap := func(url, stderr string) string {
 		return "failed to solve: failed to fetch remote " + url + ": git stderr:\n" + stderr + "\n: exit status 128"
 	}
@@ -27,8 +28,12 @@ func TestSourceFailure(t *testing.T) {
 			kilnv1.FailureSourceUnavailable, []string{"Connection timed out"}},
 		{"ssh key refused", wrap("ssh://git@git.example.com/team/app.git", "git@git.example.com: Permission denied (publickey).\r\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists."),
 			kilnv1.FailureBadInput, []string{"Permission denied (publickey)", "refused the credentials"}},
-		{"host key", wrap(in.gitURL, "Host key verification failed.\nfatal: Could not read from remote repository."),
-			kilnv1.FailureBadInput, []string{"Host key verification failed", "SSH key is not the one expected"}},
+		{"host unknown to known_hosts", wrap("ssh://git@git.example.com:2222/team/app.git", "Host key verification failed.\nfatal: Could not read from remote repository."),
+			kilnv1.FailureBadInput, []string{"Host key verification failed", "the known_hosts of the git Secret lists no SSH host key for git.example.com:2222", "impersonating"}},
+		{"host key changed", wrap(sshIn.gitURL, changedHostKey),
+			kilnv1.FailureBadInput, []string{"git source git@git.example.com:team/app.git could not be fetched: Host key verification failed.",
+				`the SSH host key of git.example.com is not the one known_hosts in Secret "git-ssh" (spec.source.git.secretRef) lists for it`,
+				"and the server sent the ED25519 key SHA256:pqZqzbT4YH6Eeotr9HUunviJAGfgWGm6S4jC7FB9zHQ; someone may be impersonating", "fingerprints it publishes"}},
 		{"token refused", wrap(in.gitURL, "remote: Invalid username or password.\nfatal: Authentication failed for 'https://git.example.com/team/app.git/'"),
 			kilnv1.FailureBadInput, []string{"Authentication failed", `Secret "git-creds"`}},
 		{"untrusted certificate", wrap(in.gitURL, "fatal: unable to access 'https://git.example.com/team/app.git/': server certificate verification failed. CAfile: none CRLfile: none"),
@@ -37,6 +42,10 @@ func TestSourceFailure(t *testing.T) {
 			kilnv1.FailureBadInput, []string{"https://user:xxxxx@git.example.com/x.git", "not found"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			in := in
+			if strings.Contains(tc.msg, sshIn.gitURL) {
+				in = sshIn
+			}
 			err := sourceFailure(tc.msg, in)
 			if err == nil {
 				t.Fatal("not recognised as a git fetch failure")
@@ -58,3 +67,24 @@ func TestSourceFailure(t *testing.T) {
 		t.Errorf("a failed RUN step is not a source failure: %v", err)
 	}
 }
+
+// changedHostKey is OpenSSH 9.2's stderr for a host that known_hosts lists with another key.
+const changedHostKey = `@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+It is also possible that a host key has just been changed.
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:pqZqzbT4YH6Eeotr9HUunviJAGfgWGm6S4jC7FB9zHQ.
+Please contact your system administrator.
+Add correct host key in /tmp/buildkit-known-hosts1234 to get rid of this message.
+Offending ED25519 key in /tmp/buildkit-known-hosts1234:1
+  remove with:
+  ssh-keygen -f "/tmp/buildkit-known-hosts1234" -R "git.example.com"
+Host key for git.example.com has changed and you have requested strict checking.
+Host key verification failed.
+fatal: Could not read from remote repository.
+
+Please make sure you have the correct access rights
+and the repository exists.`
