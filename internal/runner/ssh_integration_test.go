@@ -172,18 +172,24 @@ func (e *env) testGitSSH(t *testing.T) {
 
 	t.Run("a Dockerfile in the repository may not mount kiln's ssh id", func(t *testing.T) {
 		evilWork, _ := testenv.GitRepo(t, map[string]string{
-			"app/Dockerfile": "FROM " + e.busybox + "\nRUN --mount=type=ssh,id=kiln-git ssh-add -L > /stolen\n",
+			"app/Dockerfile":     "FROM " + e.busybox + "\nRUN --mount=type=ssh,id=kiln-git ssh-add -L > /stolen\n",
+			"app/ci/token.build": "FROM " + e.busybox + "\nARG ID=GIT_AUTH_TOKEN\nRUN --mount=type=secret,id=$ID cp /run/secrets/$ID /stolen\n",
 		})
 		evil := srv.AddRepo(t, "evil.git", evilWork)
-		req := sshRequest("sshsteal", evil, func(s *contract.BuildSpec) { s.Source.Git.Revision = "main" })
 		p := e.paths(t, nil)
 		p.GitSecret = secret(t, srv.KnownHosts())
-		res := e.run(t, req, p)
-		if res.FailureClass != kilnv1.FailureBadInput || !strings.Contains(res.Message, "Dockerfile:2 mounts ssh id=kiln-git") {
-			t.Errorf("class %q: %s", res.FailureClass, res.Message)
-		}
-		if res.Pushed || res.Digest != "" {
-			t.Errorf("the refused build produced an image: %+v", res)
+		for path, says := range map[string]string{
+			"":               "Dockerfile:2 mounts ssh id=kiln-git",
+			"ci/token.build": "ci/token.build:3 mounts secret id=GIT_AUTH_TOKEN: kiln offers the git Secret's token",
+		} {
+			req := sshRequest("sshsteal", evil, func(s *contract.BuildSpec) { s.Source.Git.Revision = "main"; s.Dockerfile.Path = path })
+			res := e.run(t, req, p)
+			if res.FailureClass != kilnv1.FailureBadInput || !strings.Contains(res.Message, says) {
+				t.Errorf("class %q: %s", res.FailureClass, res.Message)
+			}
+			if res.Pushed || res.Digest != "" {
+				t.Errorf("the refused build produced an image: %+v", res)
+			}
 		}
 	})
 }
