@@ -135,40 +135,29 @@ func (s *Step) FromRefs() []string {
 // (--mount=type=secret: its id, else the base name of its target), each with the line of its
 // first use.
 func (f *File) Secrets() map[string]int {
-	uses := map[string]int{}
-	for _, st := range f.Stages {
-		for _, sp := range st.Steps {
-			for _, m := range sp.Mounts {
-				if m.Type != instructions.MountTypeSecret {
-					continue
-				}
-				id := m.CacheID
-				if id == "" {
-					id = filepath.Base(m.Target)
-				}
-				if _, seen := uses[id]; !seen && sp.Line > 0 {
-					uses[id] = sp.Line
-				}
-			}
-		}
-	}
-	return uses
+	return f.mountIDs(instructions.MountTypeSecret, func(m *instructions.Mount) string { return filepath.Base(m.Target) })
 }
 
 // SSH returns the ids of the SSH agents the RUN steps of every stage mount
 // (--mount=type=ssh: its id, else "default", as dockerfile2llb names it), each with the line of
 // its first use.
 func (f *File) SSH() map[string]int {
+	return f.mountIDs(instructions.MountTypeSSH, func(*instructions.Mount) string { return "default" })
+}
+
+// mountIDs returns the ids of the mounts of type typ in the RUN steps of every stage (an id a
+// mount does not set is defaultID's), each with the line of its first use.
+func (f *File) mountIDs(typ instructions.MountType, defaultID func(*instructions.Mount) string) map[string]int {
 	uses := map[string]int{}
 	for _, st := range f.Stages {
 		for _, sp := range st.Steps {
 			for _, m := range sp.Mounts {
-				if m.Type != instructions.MountTypeSSH {
+				if m.Type != typ {
 					continue
 				}
 				id := m.CacheID
 				if id == "" {
-					id = "default"
+					id = defaultID(m)
 				}
 				if _, seen := uses[id]; !seen && sp.Line > 0 {
 					uses[id] = sp.Line
