@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -41,7 +42,7 @@ func TestForeignClaimsAndLeasesStayOutOfTheCache(t *testing.T) {
 	mgrClient := testReconciler.Client // reads the manager's cache
 	kilns := map[string]string{LabelManagedBy: "kiln"}
 
-	foreign := claim(ns, "team-cache", nil)
+	foreign := claim(ns, "team-cache", map[string]string{LabelSharedCache: "true"}) // a tenant's, marked for sharing
 	g.Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
 	foreignLease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "someone-elses"}}
 	g.Expect(k8sClient.Create(ctx, foreignLease)).To(Succeed())
@@ -76,7 +77,7 @@ func TestForeignClaimsAndLeasesStayOutOfTheCache(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(conditionOf(g, getIB(g, late), kilnv1.ConditionStalled).Reason).To(Equal(kilnv1.ReasonClaimNotFound))
 	}).Should(Succeed())
-	g.Expect(k8sClient.Create(ctx, claim(ns, "later-cache", nil))).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, claim(ns, "later-cache", map[string]string{LabelSharedCache: "true"}))).To(Succeed())
 	g.Eventually(func(g Gomega) { getPod(g, ns, "late-build-1") }).Should(Succeed())
 
 	// A tenant's claim named like the owned one is not in the cache, and is not taken for kiln's.
@@ -123,4 +124,39 @@ func TestCacheLeaseIsOwnedByItsClaimAndReleasedInPlace(t *testing.T) {
 	g.Eventually(func(g Gomega) { getPod(g, ns, "own-build-2") }).Should(Succeed())
 	g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
 	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("own-build-2"))
+}
+
+// TestSharedClaimsByConsent (issue 13 item 3): spec.cache.claimName may name only a claim marked
+// for sharing (kiln.dev/cache: "true") that no object controls: not another ImageBuild's own
+// cache, not an unmarked volume. Marking it later starts the build.
+func TestSharedClaimsByConsent(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+
+	// Another ImageBuild's own cache, even if someone adds the label to it.
+	owner := newImageBuild(ns, "owner")
+	g.Expect(k8sClient.Create(ctx, owner)).To(Succeed())
+	g.Eventually(func(g Gomega) { getPod(g, ns, "owner-build-1") }).Should(Succeed())
+	owned := &corev1.PersistentVolumeClaim{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "owner-cache"}, owned)).To(Succeed())
+	owned.Labels[LabelSharedCache] = "true"
+	g.Expect(k8sClient.Update(ctx, owned)).To(Succeed())
+	thief := newImageBuild(ns, "thief", func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.ClaimName = "owner-cache" })
+	g.Expect(k8sClient.Create(ctx, thief)).To(Succeed())
+	stalledWith(g, thief, kilnv1.ReasonClaimNotShared, `cache claim "owner-cache" (spec.cache.claimName) is controlled by ImageBuild "owner" and cannot be shared`)
+
+	// An unmarked claim (say, a database's volume).
+	g.Expect(k8sClient.Create(ctx, claim(ns, "db-data", nil))).To(Succeed())
+	db := newImageBuild(ns, "db", func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.ClaimName = "db-data" })
+	g.Expect(k8sClient.Create(ctx, db)).To(Succeed())
+	stalledWith(g, db, kilnv1.ReasonClaimNotShared, `cache claim "db-data" (spec.cache.claimName) is not marked for sharing`, "kubectl label pvc db-data -n "+ns+" kiln.dev/cache=true")
+	g.Consistently(podExists(ns, "db-build-1"), 2*time.Second).Should(BeFalse())
+
+	// Marked: the watch on claims wakes the stalled ImageBuild, and it builds.
+	pvc := &corev1.PersistentVolumeClaim{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "db-data"}, pvc)).To(Succeed())
+	pvc.Labels = map[string]string{LabelSharedCache: "true"}
+	g.Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+	g.Eventually(podExists(ns, "db-build-1")).Should(BeTrue())
 }

@@ -99,8 +99,14 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		return claim, fmt.Errorf("reading cache claim %s: %w", claim.Name, err)
 	}
 	if !claim.Shared && !metav1.IsControlledBy(pvc, ib) && pvc.UID != "" {
-		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: set spec.cache.claimName to share it, or rename one of them", claim.Name))
+		st.stall(kilnv1.ReasonClaimNotFound, fmt.Sprintf("a PersistentVolumeClaim named %q already exists and is not this ImageBuild's: rename one of them (spec.cache.claimName shares only a claim marked for sharing)", claim.Name))
 		return claim, nil
+	}
+	if claim.Shared {
+		if why := notShareable(pvc); why != "" {
+			st.stall(kilnv1.ReasonClaimNotShared, why)
+			return claim, nil // a change to the claim (its label) wakes it
+		}
 	}
 	claim.UID = pvc.UID
 	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
@@ -321,6 +327,28 @@ func truncateName(base, suffix string) string {
 	sum := sha256.Sum256([]byte(base))
 	h := hex.EncodeToString(sum[:])[:10]
 	return base[:max-len(suffix)-len(h)-1] + "-" + h + suffix
+}
+
+// LabelSharedCache marks a claim that its namespace's ImageBuilds may share as their cache
+// (spec.cache.claimName): "true".
+const LabelSharedCache = "kiln.dev/cache"
+
+// notShareable says why a claim named by spec.cache.claimName may not be shared: the claim must
+// say so (LabelSharedCache "true"), and no object may control it. Every build on a claim reads
+// and writes the same BuildKit state, cache mounts included (module caches, tokens a step left
+// there), with no process sandbox between them: sharing makes one trust domain, which the
+// claim's owner opts into. Without the rule an ImageBuild could name another's own cache, or a
+// database's volume (the kubelet would change its files' group to 1000). "" when it may be shared.
+func notShareable(pvc *corev1.PersistentVolumeClaim) string {
+	if ref := metav1.GetControllerOf(pvc); ref != nil {
+		return fmt.Sprintf("cache claim %q (spec.cache.claimName) is controlled by %s %q and cannot be shared: name a claim made for sharing, labelled %s=true",
+			pvc.Name, ref.Kind, ref.Name, LabelSharedCache)
+	}
+	if pvc.Labels[LabelSharedCache] != "true" {
+		return fmt.Sprintf("cache claim %q (spec.cache.claimName) is not marked for sharing: if every ImageBuild that names it may share one cache (one trust domain: each build can read and change what the others leave there), label it: kubectl label pvc %s -n %s %s=true",
+			pvc.Name, pvc.Name, pvc.Namespace, LabelSharedCache)
+	}
+	return ""
 }
 
 // claimNameSource is the watch that wakes the ImageBuilds building on a claim when any claim

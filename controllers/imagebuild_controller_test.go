@@ -288,7 +288,7 @@ func TestSharedClaimRunsOneBuildAtATime(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	shared := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache", Labels: map[string]string{LabelSharedCache: "true"}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")}},

@@ -24,11 +24,14 @@ const (
 	ReasonQueued          = "Queued"
 	ReasonWaitingForCache = "WaitingForCache"
 	ReasonClaimNotFound   = "ClaimNotFound"
-	ReasonSuspended       = "Suspended"
-	ReasonRetrying        = "Retrying"
-	ReasonBuildCancelled  = "BuildCancelled"
-	ReasonNewRevision     = "NewRevision"
-	ReasonPollFailed      = "PollFailed"
+	// ReasonClaimNotShared: spec.cache.claimName names a claim not marked for sharing
+	// (kiln.dev/cache: "true"), or one another object controls.
+	ReasonClaimNotShared = "ClaimNotShared"
+	ReasonSuspended      = "Suspended"
+	ReasonRetrying       = "Retrying"
+	ReasonBuildCancelled = "BuildCancelled"
+	ReasonNewRevision    = "NewRevision"
+	ReasonPollFailed     = "PollFailed"
 	// ReasonInvalidSpec: the stored spec does not decode (it predates kiln's validation).
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonStatusReset (an Event): the stored status did not decode and kiln replaced it.

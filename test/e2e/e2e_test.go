@@ -345,7 +345,7 @@ func TestSharedClaimOneBuildAtATime(t *testing.T) {
 	ns := namespace(t, "e2e-shared")
 	ctx := context.Background()
 	helloSource(t, ns, "src", "shared")
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache"}, Spec: corev1.PersistentVolumeClaimSpec{
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache", Labels: map[string]string{"kiln.dev/cache": "true"}}, Spec: corev1.PersistentVolumeClaimSpec{
 		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 		Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("2Gi")}},
 	}}
