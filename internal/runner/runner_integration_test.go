@@ -140,6 +140,7 @@ func TestRunnerWithRealBuildKit(t *testing.T) {
 	t.Run("push with credentials", func(t *testing.T) { e.testPushAuth(t) })
 	t.Run("git context at a tag with an inline Dockerfile", func(t *testing.T) { e.testGit(t) })
 	t.Run("git sources that cannot be fetched", func(t *testing.T) { e.testGitFailures(t) })
+	t.Run("credentials never reach the log or the result", func(t *testing.T) { e.testSentinels(t) })
 	t.Run("git over ssh checks the host key and keeps the key to itself", func(t *testing.T) { e.testGitSSH(t) })
 	t.Run("failed build carries a redacted log tail", func(t *testing.T) { e.testLogTail(t) })
 	t.Run("reset cache empties it before the build", func(t *testing.T) { e.testResetCache(t) })
