@@ -411,5 +411,11 @@ func (in *inputs) secretValues() []string {
 			out = append(out, ac.Password, ac.Auth, ac.IdentityToken, ac.RegistryToken)
 		}
 	}
+	if in.sshKey != "" {
+		// No step is offered the key, but should its text turn up anyway, it is hidden too.
+		if key, err := os.ReadFile(in.sshKey); err == nil {
+			out = append(out, string(key))
+		}
+	}
 	return out
 }

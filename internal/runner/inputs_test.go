@@ -180,3 +180,17 @@ func TestInterruptedRunIsPodLost(t *testing.T) {
 		t.Errorf("an interrupted build is %q (%s), want the retryable PodLost", res.FailureClass, res.Message)
 	}
 }
+
+// TestSSHKeyIsRedacted: the git SSH key is among the values the runner hides, line by line.
+func TestSSHKeyIsRedacted(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "ssh-privatekey")
+	const text = "-----BEGIN OPENSSH PRIVATE KEY-----\nsentinelKeyLineAAAAAAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+	if err := os.WriteFile(key, []byte(text), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	red := &redactor{}
+	red.addSecrets((&inputs{sshKey: key}).secretValues())
+	if got := red.String("step printed: sentinelKeyLineAAAAAAAAAA"); strings.Contains(got, "sentinelKeyLine") {
+		t.Errorf("the SSH key's line is not hidden: %q", got)
+	}
+}
