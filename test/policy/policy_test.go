@@ -301,6 +301,12 @@ func TestPolicies(t *testing.T) {
 
 		{"insecure", func(ib *kilnv1.ImageBuild) { ib.Spec.Output.Insecure = true }, "kiln-forbid-insecure",
 			[]string{"spec.output.insecure is true", "policies.forbidInsecure.enabled", "remove spec.output.insecure"}},
+		{"insecure git source", func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "git://git.example.com/app.git", Insecure: true}}
+		}, "kiln-forbid-insecure", []string{"spec.source.git.insecure is true", "policies.forbidInsecure.enabled", "use an https:// or ssh URL"}},
+		{"https git source", func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Source = kilnv1.Source{Git: &kilnv1.GitSource{URL: "https://git.example.com/app.git"}}
+		}, "", nil},
 
 		{"no budget", func(ib *kilnv1.ImageBuild) { ib.Spec.Budget = nil }, "kiln-require-budget",
 			[]string{"spec.budget is required", "policies.requireBudget.enabled"}},
