@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -96,4 +97,19 @@ func TestForgedRequestConfigMapIsRefused(t *testing.T) {
 	update(g, ib, func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
 	stalledWith(g, ib, string(kilnv1.FailurePodNameTaken), `the build request ConfigMap "req-build-1-request" already exists`)
 	g.Expect(podExists(ns, "req-build-1")()).To(BeFalse(), "no runner reads the forged request")
+}
+
+// TestPodCarriesTheRequestDigest: the build pod names the digest of the request kiln wrote, so
+// that the runner builds no request put in the ConfigMap's place later (the pod's spec cannot
+// change; the ConfigMap can be deleted and made again).
+func TestPodCarriesTheRequestDigest(t *testing.T) {
+	g := eventually(t)
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "digest")
+	g.Expect(k8sClient.Create(context.Background(), ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "digest-build-1") }).Should(Succeed())
+	cm := &corev1.ConfigMap{}
+	g.Expect(k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "digest-build-1-request"}, cm)).To(Succeed())
+	g.Expect(pod.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: contract.RequestDigestEnv, Value: contract.RequestFilesDigest(cm.Data)}))
 }

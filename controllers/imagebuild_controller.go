@@ -335,6 +335,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	}
 	req, err := renderRequest(ib, opts)
 	if err == nil {
+		opts.RequestDigest = contract.RequestFilesDigest(req.Data)
 		err = r.createOwned(ctx, ib, req, &corev1.ConfigMap{}, "the build request ConfigMap")
 	}
 	pod := renderBuildPod(ib, opts)

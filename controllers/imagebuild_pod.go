@@ -54,6 +54,9 @@ type podOptions struct {
 	// BuildKitResources are buildkitd's default requests and limits (--buildkit-resources);
 	// spec.resources overrides them name by name.
 	BuildKitResources corev1.ResourceRequirements
+	// RequestDigest is contract.RequestFilesDigest of the request ConfigMap's data: the runner
+	// builds only that request (contract.RequestDigestEnv).
+	RequestDigest string
 }
 
 // Disk the build pod may use outside its cache claim. The runner writes the exported image (an
@@ -165,7 +168,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			InitContainers: []corev1.Container{buildKitContainer(ib, opts)},
-			Containers:     []corev1.Container{runnerContainer(opts.RunnerImage, runnerMounts)},
+			Containers:     []corev1.Container{runnerContainer(opts.RunnerImage, opts.RequestDigest, runnerMounts)},
 			Volumes:        volumes,
 		},
 	}
@@ -328,7 +331,7 @@ func mergeResources(base, over map[corev1.ResourceName]resource.Quantity) corev1
 
 // runnerContainer is the build pod's runner: it reads the request, drives BuildKit, pushes, and
 // writes its result as the container's termination message.
-func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container {
+func runnerContainer(image, requestDigest string, mounts []corev1.VolumeMount) corev1.Container {
 	return corev1.Container{
 		Name:  containerRunner,
 		Image: image,
@@ -336,6 +339,7 @@ func runnerContainer(image string, mounts []corev1.VolumeMount) corev1.Container
 		Env: []corev1.EnvVar{
 			{Name: "BUILDKIT_HOST", Value: contract.Socket},
 			{Name: "HOME", Value: contract.WorkDir},
+			{Name: contract.RequestDigestEnv, Value: requestDigest},
 		},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi"),

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -276,6 +277,45 @@ func RequestFiles(req Request) (map[string]string, error) {
 	}
 	files[RequestFile] = b.String()
 	return files, nil
+}
+
+// RequestDigestEnv is the runner's environment variable that holds the ConfigMapDigest of the
+// request files the manager wrote. The pod's spec cannot change once it is created, but the
+// request ConfigMap, mounted by name, can be deleted and made again by anyone who may write
+// ConfigMaps in the namespace: the runner builds only the request whose digest this is.
+const RequestDigestEnv = "KILN_REQUEST_DIGEST"
+
+// RequestFilesDigest is the ConfigMapDigest of the files of a request ConfigMap.
+func RequestFilesDigest(files map[string]string) string {
+	b := make(map[string][]byte, len(files))
+	for name, v := range files {
+		b[name] = []byte(v)
+	}
+	return ConfigMapDigest(b)
+}
+
+// CheckRequestDir reports an error when the request files mounted at dir are not the ones whose
+// digest is want (RequestFilesDigest of what the manager wrote); nil when they are.
+func CheckRequestDir(dir, want string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading the build request: %w", err)
+	}
+	files := map[string][]byte{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "..") { // the kubelet's own links of a ConfigMap volume
+			continue
+		}
+		dt, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("reading the build request: %w", err)
+		}
+		files[e.Name()] = dt
+	}
+	if got := ConfigMapDigest(files); got != want {
+		return fmt.Errorf("the build request mounted at %s is not the one kiln wrote (content %s, not %s): its ConfigMap was replaced after kiln created it, and kiln builds no request it did not write", dir, got, want)
+	}
+	return nil
 }
 
 // ReadRequestDir reads a request written by RequestFiles from the directory it is mounted at,

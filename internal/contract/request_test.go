@@ -223,3 +223,32 @@ func TestReadOlderMinorRequest(t *testing.T) {
 		t.Errorf("%+v", got.Spec)
 	}
 }
+
+// TestCheckRequestDir: the runner takes the request files the manager wrote, and refuses them
+// once the ConfigMap behind them was replaced (issue 13, a request swapped after creation).
+func TestCheckRequestDir(t *testing.T) {
+	files, err := RequestFiles(Request{Namespace: "team", Name: "app", Build: 1, Spec: BuildSpec{Output: Output{Image: "registry.example.com/team/app"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RequestFilesDigest(files)
+	dir := t.TempDir()
+	for name, v := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(".", filepath.Join(dir, "..data")); err != nil { // as a ConfigMap volume has
+		t.Fatal(err)
+	}
+	if err := CheckRequestDir(dir, want); err != nil {
+		t.Fatalf("the request as written is refused: %v", err)
+	}
+	forged := strings.Replace(files[RequestFile], "registry.example.com/team/app", "evil.example/x", 1)
+	if err := os.WriteFile(filepath.Join(dir, RequestFile), []byte(forged), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckRequestDir(dir, want); err == nil || !strings.Contains(err.Error(), "its ConfigMap was replaced after kiln created it") {
+		t.Errorf("a replaced request is taken: %v", err)
+	}
+}

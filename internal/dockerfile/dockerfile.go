@@ -174,18 +174,21 @@ func (st *Stage) build(s instructions.Stage, f *File, lex *shell.Lex, global, bu
 		sp := &Step{Stage: st.Index, Line: firstLine(c.Location()), Kind: strings.ToUpper(c.Name()), Command: c,
 			Text: oneLine(c), Workdir: cur.workdir, Env: maps.Clone(cur.env), Shell: cur.shell}
 		sp.written = writtenWords(c)
-		var expandErr error
 		if a, ok := c.(*instructions.ArgCommand); ok {
 			setArgs(a, lex, cur.env, global, buildArgs)
 		} else if ex, ok := c.(instructions.SupportsSingleWordExpansion); ok {
-			expandErr = ex.Expand(expander) // an error leaves the words as written
+			_ = ex.Expand(expander) // an error leaves the words as written
 		}
 		switch cmd := c.(type) {
 		case *instructions.RunCommand:
 			sp.Run = newRun(cmd)
-			if expandErr == nil {
-				sp.Mounts = instructions.GetMounts(cmd)
-			}
+			// Mounts as parsed even when expansion failed: the checks of the ids a step mounts
+			// (the git credentials' among them) must see every mount.
+			sp.Mounts = instructions.GetMounts(cmd)
+		case *instructions.OnbuildCommand:
+			// A stage built FROM this one runs the trigger as its own step (dockerfile2llb's
+			// dispatchOnBuildTriggers): its mounts count as this step's, for those checks.
+			sp.Mounts = onbuildMounts(cmd.Expression)
 		case *instructions.EnvCommand:
 			for _, kv := range cmd.Env {
 				cur.env[kv.Key] = kv.Value
@@ -263,4 +266,25 @@ func JoinDir(dir, p string) string {
 		return path.Clean(p)
 	}
 	return path.Join(dir, p)
+}
+
+// onbuildMounts are the mounts of the RUN an ONBUILD trigger holds (none for another
+// instruction, or one that does not parse).
+func onbuildMounts(expression string) []*instructions.Mount {
+	res, err := parser.Parse(strings.NewReader(expression + "\n"))
+	if err != nil || len(res.AST.Children) == 0 {
+		return nil
+	}
+	cmd, err := instructions.ParseInstruction(res.AST.Children[0])
+	if err != nil {
+		return nil
+	}
+	run, ok := cmd.(*instructions.RunCommand)
+	if !ok {
+		return nil
+	}
+	// The mounts' options are read as the RUN's words are expanded; the trigger's words are
+	// taken as written (they are expanded in the stage that runs them).
+	_ = run.Expand(func(word string) (string, error) { return word, nil })
+	return instructions.GetMounts(run)
 }

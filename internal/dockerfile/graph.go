@@ -138,6 +138,18 @@ func (f *File) Secrets() map[string]int {
 	return f.mountIDs(instructions.MountTypeSecret, func(m *instructions.Mount) string { return filepath.Base(m.Target) })
 }
 
+// secretID is the id BuildKit takes for a secret mount (dockerfile2llb's convert_secrets): its
+// source when set, else its id, else the base name of its target.
+func secretID(m *instructions.Mount) string {
+	switch {
+	case m.Source != "":
+		return m.Source
+	case m.CacheID != "":
+		return m.CacheID
+	}
+	return filepath.Base(m.Target)
+}
+
 // SSH returns the ids of the SSH agents the RUN steps of every stage mount
 // (--mount=type=ssh: its id, else "default", as dockerfile2llb names it), each with the line of
 // its first use.
@@ -156,6 +168,9 @@ func (f *File) mountIDs(typ instructions.MountType, defaultID func(*instructions
 					continue
 				}
 				id := m.CacheID
+				if typ == instructions.MountTypeSecret {
+					id = secretID(m)
+				}
 				if id == "" {
 					id = defaultID(m)
 				}

@@ -106,6 +106,12 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 	if len(spec.Dockerfile.BuildArgs) > 0 {
 		in.buildArgs = make(map[string]string, len(spec.Dockerfile.BuildArgs))
 		for _, a := range spec.Dockerfile.BuildArgs {
+			if a.Name == "BUILDKIT_SYNTAX" {
+				// It picks another frontend image, which would run with the build's session
+				// and so could ask for the git credentials: kiln builds with the Dockerfile
+				// frontend it knows.
+				return nil, fail(kilnv1.FailureBadInput, "spec.dockerfile.buildArgs: BUILDKIT_SYNTAX is not allowed: it would run another frontend with the build's credentials")
+			}
 			in.buildArgs[a.Name] = a.Value
 		}
 	}

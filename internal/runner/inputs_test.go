@@ -67,6 +67,20 @@ func TestPrepare(t *testing.T) {
 			want: "Dockerfile:2 mounts secret id=npmrc, which spec.dockerfile.secrets does not provide"},
 		{name: "a step may not mount the git token", files: map[string]string{"Dockerfile": "FROM busybox\nRUN --mount=type=secret,id=GIT_AUTH_TOKEN.git.example.com cat /run/secrets/GIT_AUTH_TOKEN.git.example.com\n"},
 			want: "Dockerfile:2 mounts secret id=GIT_AUTH_TOKEN.git.example.com: kiln offers the git Secret's token under such ids for fetching the source only"},
+		{name: "a step may not mount the git token by source=", files: map[string]string{"Dockerfile": "FROM busybox\nRUN --mount=type=secret,source=GIT_AUTH_TOKEN.github.com,target=/run/secrets/x cat /run/secrets/x\n"},
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "x", SecretRef: contract.SecretKeyRef{Name: "x", Key: "x"}}}
+			}, secrets: map[string]string{"x": "harmless"},
+			want: "mounts secret id=GIT_AUTH_TOKEN.github.com"},
+		{name: "an ONBUILD trigger may not mount the git token", files: map[string]string{"Dockerfile": "FROM busybox AS a\nONBUILD RUN --mount=type=secret,id=GIT_AUTH_TOKEN.github.com cat /run/secrets/GIT_AUTH_TOKEN.github.com\nFROM a\n"},
+			want: "Dockerfile:2 mounts secret id=GIT_AUTH_TOKEN.github.com"},
+		{name: "an ONBUILD trigger may not use kiln's ssh agent", files: map[string]string{"Dockerfile": "FROM busybox AS a\nONBUILD RUN --mount=type=ssh,id=kiln-git true\nFROM a\n"},
+			want: "Dockerfile:2 mounts ssh id=kiln-git"},
+		{name: "BUILDKIT_SYNTAX would pick another frontend", files: map[string]string{"Dockerfile": "FROM scratch\n"},
+			spec: func(s *contract.BuildSpec) {
+				s.Dockerfile.BuildArgs = []contract.BuildArg{{Name: "BUILDKIT_SYNTAX", Value: "evil/frontend"}}
+			},
+			want: "BUILDKIT_SYNTAX is not allowed"},
 		{name: "secret provided but its Secret is missing", files: map[string]string{"Dockerfile": good},
 			spec: func(s *contract.BuildSpec) {
 				s.Dockerfile.Secrets = []contract.BuildSecret{{ID: "npmrc", SecretRef: contract.SecretKeyRef{Name: "npm", Key: ".npmrc"}}}

@@ -395,6 +395,11 @@ func Main(args []string) int {
 
 func readRequest(dir, inline, file string) (contract.Request, error) {
 	if dir != "" {
+		if want := os.Getenv(contract.RequestDigestEnv); want != "" {
+			if err := contract.CheckRequestDir(dir, want); err != nil {
+				return contract.Request{}, err
+			}
+		}
 		return contract.ReadRequestDir(dir)
 	}
 	data := []byte(inline)
