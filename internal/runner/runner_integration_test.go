@@ -592,14 +592,22 @@ func (e *env) testGit(t *testing.T) {
 	}
 }
 
-// layerFiles lists the regular files of every layer of img.
+// layerFiles lists the regular files of every layer of img, in layer order.
 func layerFiles(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	var files []string
+	eachLayerFile(t, img, func(name string, _ io.Reader) { files = append(files, strings.TrimPrefix(name, "/")) })
+	return files
+}
+
+// eachLayerFile calls fn with the name and content of each regular file of every layer of img,
+// in layer order.
+func eachLayerFile(t *testing.T, img v1.Image, fn func(name string, content io.Reader)) {
 	t.Helper()
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []string
 	for _, l := range layers {
 		rc, err := l.Uncompressed()
 		if err != nil {
@@ -615,12 +623,11 @@ func layerFiles(t *testing.T, img v1.Image) []string {
 				t.Fatal(err)
 			}
 			if h.Typeflag == tar.TypeReg {
-				files = append(files, strings.TrimPrefix(h.Name, "/"))
+				fn(h.Name, tr)
 			}
 		}
 		rc.Close()
 	}
-	return files
 }
 
 // testPlainHTTP: a registry that speaks only plain HTTP (here on 127.0.0.1, which

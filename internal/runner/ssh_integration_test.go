@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"archive/tar"
-	"errors"
 	"io"
 	"path/filepath"
 	"strconv"
@@ -197,31 +195,10 @@ func (e *env) testGitSSH(t *testing.T) {
 // imageFiles reads the regular files of img, the last layer's copy of each.
 func imageFiles(t *testing.T, img v1.Image) map[string]string {
 	t.Helper()
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := map[string]string{}
-	for _, l := range layers {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h.Typeflag == tar.TypeReg {
-				b, _ := io.ReadAll(tr)
-				files[strings.TrimPrefix(filepath.Clean("/"+h.Name), "/")] = string(b)
-			}
-		}
-		rc.Close()
-	}
+	eachLayerFile(t, img, func(name string, content io.Reader) {
+		b, _ := io.ReadAll(content)
+		files[strings.TrimPrefix(filepath.Clean("/"+name), "/")] = string(b)
+	})
 	return files
 }

@@ -1,12 +1,10 @@
 package chart
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // The chart is rendered by the real helm binary (built into bin/ by `make helm`) and every object
@@ -35,13 +35,7 @@ var (
 const chartDir = "../../charts/kiln"
 
 func TestMain(m *testing.M) {
-	helm = os.Getenv("HELM")
-	if helm == "" {
-		matches, _ := filepath.Glob("../../bin/helm-*")
-		if len(matches) > 0 {
-			helm = matches[len(matches)-1]
-		}
-	}
+	helm = testenv.Helm("../../bin")
 	if helm == "" || os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "chart tests need the helm binary and envtest: run them with `make test`")
 		os.Exit(1)
@@ -68,28 +62,7 @@ func TestMain(m *testing.M) {
 // render runs `helm template` with the given values and returns its objects.
 func render(t *testing.T, values string) ([]*unstructured.Unstructured, error) {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(f, []byte(values), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(helm, "template", "kiln", chartDir, "--namespace", "kiln-system", "-f", f)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, stderr.String())
-	}
-	var objs []*unstructured.Unstructured
-	for _, doc := range strings.Split(string(out), "\n---") {
-		m := map[string]any{}
-		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-			t.Fatalf("rendered YAML does not parse: %v\n%s", err, doc)
-		}
-		if len(m) > 0 {
-			objs = append(objs, &unstructured.Unstructured{Object: m})
-		}
-	}
-	return objs, nil
+	return testenv.HelmTemplate(t, helm, chartDir, values)
 }
 
 func find(objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
