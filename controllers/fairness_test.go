@@ -90,6 +90,13 @@ func quiesceOthers(g Gomega, keep ...string) {
 		}
 		g.Expect(slotsInUse(g)).To(Equal(0))
 	}).Should(Succeed())
+	// The manager also counts slots it reserved for pods its cache has not shown yet (they end
+	// when it does, or after recentGrace): wait until none is left either.
+	g.Eventually(func() int {
+		testReconciler.slots.mu.Lock()
+		defer testReconciler.slots.mu.Unlock()
+		return len(testReconciler.slots.recent)
+	}, recentGrace+30*time.Second).Should(Equal(0))
 }
 
 // slotsInUse counts the build slots taken now, as the manager's census does: unfinished build
