@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -112,4 +113,29 @@ func TestPodCarriesTheRequestDigest(t *testing.T) {
 	cm := &corev1.ConfigMap{}
 	g.Expect(k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "digest-build-1-request"}, cm)).To(Succeed())
 	g.Expect(pod.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: contract.RequestDigestEnv, Value: contract.RequestFilesDigest(cm.Data)}))
+}
+
+// TestStaleReadAfterAQuickBuildStartsNoSecond: a build pod that finishes moments after kiln
+// created it wakes a reconcile that may read the ImageBuild from before the patch that recorded
+// the pod. The pod then looks like nobody's and its claim is free; kiln must not start build 2
+// on that read (a clean-clone CI run saw build 2 start and the ImageBuild stay Pending).
+func TestStaleReadAfterAQuickBuildStartsNoSecond(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "quick")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	stale := ib.DeepCopy() // as created: no status, the creation's resourceVersion
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "quick-build-1") }).Should(Succeed())
+	finishPod(t, pod, 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
+
+	// A second reconciler on the manager's cache, once that shows the end: only the stale copy lags.
+	r := &ImageBuildReconciler{Client: testReconciler.Client, APIReader: k8sClient, Scheme: scheme, Recorder: testReconciler.Recorder,
+		BuildKitImage: "x", RunnerImage: "x", DefaultCacheSize: testReconciler.DefaultCacheSize, Now: time.Now}
+	st := &buildState{}
+	g.Expect(r.reconcileBuild(ctx, stale, cacheClaim{Name: claimName(stale), Bytes: 5 << 30}, st)).To(Succeed())
+	g.Expect(st.requeue).To(Equal(time.Second), "looks again once the cache catches up")
+	g.Expect(podExists(ns, "quick-build-2")()).To(BeFalse(), "a second build started on a stale read")
 }

@@ -88,6 +88,15 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 	case actionReport:
 		r.reportOutcome(ib, st)
 	case actionStart:
+		if highest > ib.Status.BuildCount {
+			// A build pod the status does not count: the cache may show the ImageBuild from
+			// before the patch that recorded it (that pod may have finished already, and
+			// freed the claim). Starting a build on such a read would build twice.
+			if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+				st.requeueAfter(time.Second)
+				return err
+			}
+		}
 		return r.startBuild(ctx, ib, claim, highest+1, next.attempt, st)
 	}
 	return nil

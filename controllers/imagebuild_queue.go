@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -29,6 +30,8 @@ type buildSlots struct {
 type slot struct {
 	at      time.Time
 	created bool
+	// owner is the ImageBuild the pod is for.
+	owner types.UID
 }
 
 // recentGrace is how long a created pod counts while the cache has not shown it yet.
@@ -68,12 +71,13 @@ func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild,
 	}
 	a := admission{limit: r.MaxConcurrentBuilds, nsLimit: r.MaxConcurrentBuildsPerNamespace, running: pods.running + len(unseen), nsRunning: running[ib.Namespace]}
 	ahead := 0
+	queue = slices.DeleteFunc(queue, func(o *kilnv1.ImageBuild) bool { return o.UID != ib.UID && (pods.holders[o.UID] || r.slots.holdsLocked(o.UID)) })
 	a.queued, ahead = placeInQueue(queue, ib, running, a.nsLimit)
 	a.position = ahead + 1
 	a.nsFull = a.nsLimit > 0 && a.nsRunning >= a.nsLimit
 	a.ok = (a.limit == 0 || a.running+ahead < a.limit) && !a.nsFull
 	if a.ok {
-		r.slots.reserve(slot)
+		r.slots.reserve(slot, ib.UID)
 	}
 	return a, nil
 }
@@ -135,6 +139,7 @@ type census struct {
 	running     int                           // pods that have not finished
 	byNamespace map[string]int                // running, by namespace
 	seen        map[types.NamespacedName]bool // every build pod, finished or not
+	holders     map[types.UID]bool            // the ImageBuilds whose running pods count
 }
 
 // buildPodCensus counts kiln's build pods from the cache. A running pod holds a slot only when
@@ -148,6 +153,7 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 	}
 	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items)), byNamespace: map[string]int{}}
 	owners := map[types.UID]bool{}
+	c.holders = owners
 	for i := range list.Items {
 		p := &list.Items[i]
 		c.seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
@@ -182,12 +188,29 @@ func (s *buildSlots) unseen(seen map[types.NamespacedName]bool) map[types.Namesp
 	return out
 }
 
-// reserve holds a slot for a pod about to be created. The caller holds s.mu.
-func (s *buildSlots) reserve(key types.NamespacedName) {
+// reserve holds a slot for a pod of ImageBuild owner about to be created. The caller holds s.mu.
+func (s *buildSlots) reserve(key types.NamespacedName, owner types.UID) {
 	if s.recent == nil {
 		s.recent = map[types.NamespacedName]slot{}
 	}
-	s.recent[key] = slot{at: time.Now()}
+	s.recent[key] = slot{at: time.Now(), owner: owner}
+}
+
+// holdsLocked reports whether ImageBuild owner holds a reserved slot. The caller holds s.mu.
+func (s *buildSlots) holdsLocked(owner types.UID) bool {
+	for _, sl := range s.recent {
+		if sl.owner == owner && time.Since(sl.at) <= recentGrace {
+			return true
+		}
+	}
+	return false
+}
+
+// holds reports whether ImageBuild owner holds a reserved slot.
+func (s *buildSlots) holds(owner types.UID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holdsLocked(owner)
 }
 
 // shown ends the reservation of a pod that the cache now shows.

@@ -41,11 +41,19 @@ const (
 	indexClaim = "cacheClaim"
 )
 
+// indexNoPhase is the phase index's value for an ImageBuild with no status.phase yet: a new one,
+// whose first reconcile may be asking for a slot right now.
+const indexNoPhase = "-"
+
 func phaseOf(obj client.Object) []string {
-	if ib, ok := obj.(*kilnv1.ImageBuild); ok && ib.Status.Phase != "" {
-		return []string{string(ib.Status.Phase)}
+	ib, ok := obj.(*kilnv1.ImageBuild)
+	switch {
+	case !ok:
+		return nil
+	case ib.Status.Phase == "":
+		return []string{indexNoPhase}
 	}
-	return nil
+	return []string{string(ib.Status.Phase)}
 }
 
 func claimOf(obj client.Object) []string {
@@ -55,17 +63,24 @@ func claimOf(obj client.Object) []string {
 	return nil
 }
 
-// queued lists the ImageBuilds waiting for a build slot, oldest first, from the cache.
+// queued lists the ImageBuilds waiting for a build slot, oldest first, from the cache: those
+// Queued, and the new ones (no phase yet), which wait from their creation. Counting the new ones
+// keeps a burst in order: parallel workers reconcile the first builds of a, b and c at once,
+// and c must not take the slot that b, older and not Queued yet, is about to ask for. A new
+// ImageBuild that holds a slot already is left out by admit (holders).
 func (r *ImageBuildReconciler) queued(ctx context.Context) ([]*kilnv1.ImageBuild, error) {
-	list := &kilnv1.ImageBuildList{}
-	if err := r.List(ctx, list, client.MatchingFields{indexPhase: string(kilnv1.PhaseQueued)}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	out := make([]*kilnv1.ImageBuild, 0, len(list.Items))
-	for i := range list.Items {
-		o := &list.Items[i]
-		if !o.Spec.Suspend && o.DeletionTimestamp.IsZero() && !meta.IsStatusConditionTrue(o.Status.Conditions, kilnv1.ConditionStalled) {
-			out = append(out, o)
+	var out []*kilnv1.ImageBuild
+	for _, phase := range []string{string(kilnv1.PhaseQueued), indexNoPhase} {
+		list := &kilnv1.ImageBuildList{}
+		if err := r.List(ctx, list, client.MatchingFields{indexPhase: phase}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			o := &list.Items[i]
+			if !o.Spec.Suspend && o.DeletionTimestamp.IsZero() && o.Spec.DecodeError == "" && (o.Status.Phase != "" || o.Status.LastBuild == nil) &&
+				!meta.IsStatusConditionTrue(o.Status.Conditions, kilnv1.ConditionStalled) {
+				out = append(out, o)
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return olderThan(out[i], out[j]) })
@@ -84,6 +99,7 @@ func (r *ImageBuildReconciler) nextInQueue(ctx context.Context) ([]*kilnv1.Image
 	if err != nil {
 		return nil, err
 	}
+	list = slices.DeleteFunc(list, func(o *kilnv1.ImageBuild) bool { return pods.holders[o.UID] || r.slots.holds(o.UID) })
 	fairOrder(list, pods.byNamespace)
 	if limit := r.namespaceLimit(); limit > 0 {
 		list = slices.DeleteFunc(list, func(o *kilnv1.ImageBuild) bool { return pods.byNamespace[o.Namespace] >= limit })
@@ -98,8 +114,11 @@ func (r *ImageBuildReconciler) wakeQueue(ctx context.Context, q workqueue.TypedR
 	if err != nil {
 		return
 	}
-	if len(list) > 0 {
-		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(list[0])})
+	for _, o := range list {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+		if o.Status.Phase == kilnv1.PhaseQueued {
+			break // the new ones before it are on their way to the queue, or to a slot
+		}
 	}
 	if r.namespaceLimit() == 0 {
 		return
@@ -185,12 +204,16 @@ func (r *ImageBuildReconciler) wakeNext(ctx context.Context, ib *kilnv1.ImageBui
 		return
 	}
 	for _, o := range list {
-		if o.UID != ib.UID {
-			select {
-			case r.wake <- event.GenericEvent{Object: o.DeepCopy()}:
-			default: // the channel is full: enough wake-ups are on their way
-			}
+		if o.UID == ib.UID {
+			continue
+		}
+		select {
+		case r.wake <- event.GenericEvent{Object: o.DeepCopy()}:
+		default: // the channel is full: enough wake-ups are on their way
 			return
+		}
+		if o.Status.Phase == kilnv1.PhaseQueued {
+			return // the new ones before it are on their way to the queue, or to a slot
 		}
 	}
 }
