@@ -71,7 +71,9 @@ func (r *ImageBuildReconciler) admit(ctx context.Context, ib *kilnv1.ImageBuild,
 	}
 	a := admission{limit: r.MaxConcurrentBuilds, nsLimit: r.MaxConcurrentBuildsPerNamespace, running: pods.running + len(unseen), nsRunning: running[ib.Namespace]}
 	ahead := 0
-	queue = slices.DeleteFunc(queue, func(o *kilnv1.ImageBuild) bool { return o.UID != ib.UID && (pods.holders[o.UID] || r.slots.holdsLocked(o.UID)) })
+	queue = slices.DeleteFunc(queue, func(o *kilnv1.ImageBuild) bool {
+		return o.UID != ib.UID && (pods.holders[o.UID] || r.slots.holdsLocked(o.UID))
+	})
 	a.queued, ahead = placeInQueue(queue, ib, running, a.nsLimit)
 	a.position = ahead + 1
 	a.nsFull = a.nsLimit > 0 && a.nsRunning >= a.nsLimit
