@@ -2,6 +2,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/gitremote"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 // ImageBuildReconciler runs one BuildKit pod per build of an ImageBuild and records its result.
@@ -50,6 +52,8 @@ type ImageBuildReconciler struct {
 
 	// BuildKitImage is the rootless BuildKit image of the buildkitd sidecar.
 	BuildKitImage string
+	// BuildKitRootfulImage is the rootful BuildKit image of the userns security profile.
+	BuildKitRootfulImage string
 	// RunnerImage is kiln's own image, which runs `kiln runner`.
 	RunnerImage string
 	// DefaultCacheSize is the size of a cache claim whose ImageBuild does not say.
@@ -328,10 +332,14 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		return nil
 	}
 	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
+	profile := r.Policy.securityProfile(ib)
 	opts := podOptions{
-		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage,
+		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage, SecurityProfile: profile,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
 		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout, BuildKitResources: r.BuildKitResources,
+	}
+	if profile == kilnv1.SecurityProfileUserNS {
+		opts.BuildKitImage = cmp.Or(r.BuildKitRootfulImage, version.DefaultBuildKitRootfulImage)
 	}
 	req, err := renderRequest(ib, opts)
 	if err == nil {
@@ -354,7 +362,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	ib.Status.BuildCount = n
 	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, PodUID: pod.UID, Attempt: attempt, BuildKey: keyOf(ib)}
 	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
-	msg := fmt.Sprintf("Started build pod %s (attempt %d) on cache claim %s", podName, attempt, claim.Name)
+	msg := fmt.Sprintf("Started build pod %s (attempt %d, security profile %s) on cache claim %s", podName, attempt, profile, claim.Name)
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)
 	st.progress(kilnv1.PhasePending, kilnv1.ReasonBuildStarted, msg)
 	return nil

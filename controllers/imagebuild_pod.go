@@ -37,8 +37,12 @@ const (
 
 // podOptions are the parts of a build pod that do not come from the ImageBuild.
 type podOptions struct {
+	// BuildKitImage is the buildkitd image: rootless BuildKit for the rootless profile, rootful
+	// BuildKit for userns.
 	BuildKitImage string
 	RunnerImage   string
+	// SecurityProfile is the pod's shape (empty means rootless).
+	SecurityProfile kilnv1.SecurityProfile
 	// Build is the build number; the pod is named <name>-build-<Build>.
 	Build int64
 	// Attempt counts tries of the same build key, from 1.
@@ -167,6 +171,7 @@ func renderBuildPod(ib *kilnv1.ImageBuild, opts podOptions) *corev1.Pod {
 				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
 				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
+			HostUsers:      hostUsers(opts.SecurityProfile),
 			InitContainers: []corev1.Container{buildKitContainer(ib, opts)},
 			Containers:     []corev1.Container{runnerContainer(opts.RunnerImage, opts.RequestDigest, runnerMounts)},
 			Volumes:        volumes,
@@ -226,10 +231,20 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 // buildKitContainer is the build pod's rootless buildkitd: a sidecar (an init container that
 // restarts always) that the runner waits for through its startup probe.
 func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container {
-	buildkitArgs := []string{
-		"--addr=" + contract.Socket,
-		"--root=" + contract.BuildKitStateDir,
-		"--oci-worker-no-process-sandbox",
+	buildkitArgs := []string{"--addr=" + contract.Socket}
+	command := []string{"rootlesskit", "sh", "-c", buildKitStop, "buildkitd"}
+	security := rootlessSecurityContext()
+	if opts.SecurityProfile == kilnv1.SecurityProfileUserNS {
+		// Root of the pod's user namespace runs buildkitd; the runner (user 1000) reaches its
+		// socket through the group. RUN steps get BuildKit's process sandbox back. Its state
+		// lives in a directory of its own on the claim: files that rootless BuildKit stored
+		// (owned by rootlesskit's subordinate IDs) would show other owners here, and snapshots
+		// with wrong owners would make wrong images.
+		buildkitArgs = append(buildkitArgs, "--root="+userNSStateDir, fmt.Sprintf("--group=%d", buildKitUID))
+		command = []string{"sh", "-c", buildKitStop, "buildkitd"}
+		security = userNSSecurityContext()
+	} else {
+		buildkitArgs = append(buildkitArgs, "--root="+contract.BuildKitStateDir, "--oci-worker-no-process-sandbox")
 	}
 	if opts.CacheBytes > 0 {
 		buildkitArgs = append(buildkitArgs, "--oci-worker-gc", "--oci-worker-gc-keepstorage="+gcKeepStorage(opts.CacheBytes))
@@ -259,7 +274,7 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 	return corev1.Container{
 		Name:          containerBuildKit,
 		Image:         opts.BuildKitImage,
-		Command:       []string{"rootlesskit", "sh", "-c", buildKitStop, "buildkitd"},
+		Command:       command,
 		Args:          buildkitArgs,
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		// The kubelet starts the runner only once this probe passes.
@@ -271,22 +286,56 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 			TimeoutSeconds:   5,
 			FailureThreshold: 120,
 		},
-		Resources: buildkitResources,
-		// BuildKit's rootless Kubernetes examples: user 1000, seccomp and AppArmor unconfined so
-		// that rootlesskit can create its user namespace. Nothing else in the pod gets this.
-		SecurityContext: &corev1.SecurityContext{
-			RunAsUser:                ptr.To[int64](buildKitUID),
-			RunAsGroup:               ptr.To[int64](buildKitUID),
-			RunAsNonRoot:             ptr.To(true),
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
-			AppArmorProfile:          &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
-			AllowPrivilegeEscalation: ptr.To(true), // newuidmap/newgidmap are setuid
-		},
+		Resources:       buildkitResources,
+		SecurityContext: security,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "cache", MountPath: contract.BuildKitStateDir},
 			{Name: "buildkit-run", MountPath: contract.SocketDir},
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// userNSStateDir is rootful BuildKit's state directory on the cache claim in the userns profile.
+const userNSStateDir = contract.BuildKitStateDir + "/userns"
+
+// hostUsers is the pod's hostUsers: false (a user namespace of its own) for the userns profile,
+// unset (the node's) otherwise.
+func hostUsers(profile kilnv1.SecurityProfile) *bool {
+	if profile == kilnv1.SecurityProfileUserNS {
+		return ptr.To(false)
+	}
+	return nil
+}
+
+// rootlessSecurityContext is buildkitd's in the rootless profile, as in BuildKit's rootless
+// Kubernetes examples: user 1000, seccomp and AppArmor unconfined so that rootlesskit can create
+// its user namespace. Nothing else in the pod gets this.
+func rootlessSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser:                ptr.To[int64](buildKitUID),
+		RunAsGroup:               ptr.To[int64](buildKitUID),
+		RunAsNonRoot:             ptr.To(true),
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+		AppArmorProfile:          &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
+		AllowPrivilegeEscalation: ptr.To(true), // newuidmap/newgidmap are setuid
+	}
+}
+
+// userNSSecurityContext is buildkitd's in the userns profile: root of the pod's user namespace
+// (an unprivileged user on the node), with CAP_SYS_ADMIN in that namespace only, so that it may
+// mount its snapshots and create the namespaces of RUN steps; the runtime's default seccomp
+// profile allows those calls once the capability is there. An unmasked /proc lets a RUN step's
+// sandbox mount its own /proc (Kubernetes allows Unmasked only with hostUsers: false).
+// docs/security.md records the shapes tried on the local cluster and why this one.
+func userNSSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser:      ptr.To[int64](0),
+		RunAsGroup:     ptr.To[int64](0),
+		RunAsNonRoot:   ptr.To(false),
+		Capabilities:   &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		ProcMount:      ptr.To(corev1.UnmaskedProcMount),
 	}
 }
 

@@ -22,6 +22,8 @@ func TestRenderBuildPod(t *testing.T) {
 		return ib
 	}
 	opts := podOptions{BuildKitImage: "bk:rootless", RunnerImage: "kiln:v1", Build: 7, Attempt: 2, ClaimName: "app-cache", CacheBytes: 10 << 30}
+	userns := opts
+	userns.BuildKitImage, userns.SecurityProfile = "bk:rootful", kilnv1.SecurityProfileUserNS
 
 	for _, tc := range []struct {
 		name  string
@@ -131,6 +133,33 @@ func TestRenderBuildPod(t *testing.T) {
 			}
 			if pod.Spec.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 				t.Error("pod default seccomp must be RuntimeDefault")
+			}
+		}},
+		{"rootless profile: no user namespace of the pod's own, no process sandbox", base(), opts, func(t *testing.T, pod *corev1.Pod) {
+			b := pod.Spec.InitContainers[0]
+			if pod.Spec.HostUsers != nil || b.Command[0] != "rootlesskit" || !contains(b.Args, "--oci-worker-no-process-sandbox") ||
+				!contains(b.Args, "--root="+contract.BuildKitStateDir) {
+				t.Errorf("hostUsers %v, buildkitd %q %q", pod.Spec.HostUsers, b.Command, b.Args)
+			}
+		}},
+		{"userns profile: rootful buildkitd as root of the pod's user namespace", base(), userns, func(t *testing.T, pod *corev1.Pod) {
+			if pod.Spec.HostUsers == nil || *pod.Spec.HostUsers {
+				t.Fatalf("hostUsers %v, want false", pod.Spec.HostUsers)
+			}
+			b := pod.Spec.InitContainers[0]
+			if b.Image != "bk:rootful" || b.Command[0] != "sh" || contains(b.Args, "--oci-worker-no-process-sandbox") ||
+				!contains(b.Args, "--root="+contract.BuildKitStateDir+"/userns") || !contains(b.Args, "--group=1000") {
+				t.Errorf("buildkitd %s %q %q", b.Image, b.Command, b.Args)
+			}
+			sc := b.SecurityContext
+			if *sc.RunAsUser != 0 || *sc.RunAsNonRoot || sc.Privileged != nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+				sc.AppArmorProfile != nil || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "SYS_ADMIN" ||
+				*sc.ProcMount != corev1.UnmaskedProcMount || sc.AllowPrivilegeEscalation != nil {
+				t.Errorf("buildkitd security context %+v", sc)
+			}
+			r := pod.Spec.Containers[0].SecurityContext
+			if !*r.RunAsNonRoot || *r.RunAsUser != 1000 || *r.AllowPrivilegeEscalation || r.Capabilities.Drop[0] != "ALL" {
+				t.Errorf("the runner stays restricted: %+v", r)
 			}
 		}},
 	} {

@@ -13,7 +13,7 @@ import (
 // Policy is what the manager's flags allow every ImageBuild to ask for. It is checked before kiln
 // creates a cache claim or a build pod: the clamps for what admission cannot express, and for
 // clusters without ValidatingAdmissionPolicy (the chart's policies.* values). The zero Policy
-// allows everything.
+// allows everything but a security profile other than rootless.
 type Policy struct {
 	// MaxCacheSize is the largest cache claim kiln creates (--max-cache-size); nil means no
 	// maximum. A shared claim (spec.cache.claimName, which cannot have a spec.cache.size) is the
@@ -25,6 +25,23 @@ type Policy struct {
 	// BuildServiceAccount is the only service account an ImageBuild may name in
 	// spec.serviceAccountName (--build-service-account); empty means any.
 	BuildServiceAccount string
+	// SecurityProfile is the build pod shape of an ImageBuild that names none in
+	// spec.securityProfile (--build-pod-security-profile); empty means rootless.
+	SecurityProfile kilnv1.SecurityProfile
+	// AllowedSecurityProfiles are the profiles an ImageBuild may name besides SecurityProfile
+	// (--allowed-security-profiles); empty means only SecurityProfile.
+	AllowedSecurityProfiles []kilnv1.SecurityProfile
+}
+
+// securityProfile is the profile ib's build pods use: its own, or the manager's default.
+func (p Policy) securityProfile(ib *kilnv1.ImageBuild) kilnv1.SecurityProfile {
+	switch {
+	case ib.Spec.SecurityProfile != "":
+		return ib.Spec.SecurityProfile
+	case p.SecurityProfile != "":
+		return p.SecurityProfile
+	}
+	return kilnv1.SecurityProfileRootless
 }
 
 // violations says what in ib's spec the policy forbids, each naming the field and the flag.
@@ -41,6 +58,14 @@ func (p Policy) violations(ib *kilnv1.ImageBuild) []string {
 	if name := ib.Spec.ServiceAccountName; name != "" && p.BuildServiceAccount != "" && name != p.BuildServiceAccount {
 		v = append(v, fmt.Sprintf("spec.serviceAccountName %q is not the build service account the manager allows (--build-service-account=%s): set it to %s, or remove the field",
 			name, p.BuildServiceAccount, p.BuildServiceAccount))
+	}
+	if prof := ib.Spec.SecurityProfile; prof != "" && prof != p.securityProfile(&kilnv1.ImageBuild{}) && !slices.Contains(p.AllowedSecurityProfiles, prof) {
+		allowed := []string{string(p.securityProfile(&kilnv1.ImageBuild{}))}
+		for _, a := range p.AllowedSecurityProfiles {
+			allowed = append(allowed, string(a))
+		}
+		v = append(v, fmt.Sprintf("spec.securityProfile %q is not one the manager allows (--build-pod-security-profile and --allowed-security-profiles allow %s): use one of those, or remove the field",
+			prof, strings.Join(allowed, ", ")))
 	}
 	return v
 }

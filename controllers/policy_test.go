@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +139,36 @@ func TestCheckPolicy(t *testing.T) {
 	}
 	if v := (Policy{}).violations(maximalImageBuild("ns")); len(v) != 0 {
 		t.Errorf("the zero Policy allows everything, not: %v", v)
+	}
+}
+
+// TestSecurityProfilePolicy: an ImageBuild gets the manager's profile unless it names another,
+// which must be the default or one of --allowed-security-profiles.
+func TestSecurityProfilePolicy(t *testing.T) {
+	withProfile := func(p kilnv1.SecurityProfile) *kilnv1.ImageBuild {
+		return newImageBuild("ns", "ib", func(ib *kilnv1.ImageBuild) { ib.Spec.SecurityProfile = p })
+	}
+	userns, rootless := kilnv1.SecurityProfileUserNS, kilnv1.SecurityProfileRootless
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		ib     *kilnv1.ImageBuild
+		want   kilnv1.SecurityProfile
+		refuse string
+	}{
+		{"zero policy: rootless", Policy{}, withProfile(""), rootless, ""},
+		{"zero policy refuses userns", Policy{}, withProfile(userns), userns, `spec.securityProfile "userns" is not one the manager allows (--build-pod-security-profile and --allowed-security-profiles allow rootless)`},
+		{"the manager's default", Policy{SecurityProfile: userns}, withProfile(""), userns, ""},
+		{"naming the default", Policy{SecurityProfile: userns}, withProfile(userns), userns, ""},
+		{"default userns refuses rootless", Policy{SecurityProfile: userns}, withProfile(rootless), rootless, "allow userns)"},
+		{"allowed besides the default", Policy{SecurityProfile: userns, AllowedSecurityProfiles: []kilnv1.SecurityProfile{rootless}}, withProfile(rootless), rootless, ""},
+	} {
+		if got := tc.policy.securityProfile(tc.ib); got != tc.want {
+			t.Errorf("%s: profile %s, want %s", tc.name, got, tc.want)
+		}
+		v := strings.Join(tc.policy.violations(tc.ib), "; ")
+		if (tc.refuse == "") != (v == "") || !strings.Contains(v, tc.refuse) {
+			t.Errorf("%s: violations %q, want %q", tc.name, v, tc.refuse)
+		}
 	}
 }

@@ -95,7 +95,29 @@ type ImageBuildSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as builder"
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// SecurityProfile is how the build pod isolates buildkitd from the node. Empty uses the
+	// manager's --build-pod-security-profile; another value must be one the manager allows
+	// (--allowed-security-profiles), else the ImageBuild ends Stalled (PolicyViolation). See
+	// docs/security.md for what each profile needs from the node and what it protects against.
+	// +kubebuilder:validation:Enum=rootless;userns
+	// +optional
+	SecurityProfile SecurityProfile `json:"securityProfile,omitempty"`
 }
+
+// SecurityProfile names a build pod shape.
+type SecurityProfile string
+
+const (
+	// SecurityProfileRootless runs rootless BuildKit (rootlesskit) as user 1000. Its container
+	// needs seccomp and AppArmor Unconfined, so the namespace must allow Pod Security
+	// privileged (or the chart's build-namespace guard must be on).
+	SecurityProfileRootless SecurityProfile = "rootless"
+	// SecurityProfileUserNS runs rootful BuildKit as root of the pod's own user namespace
+	// (hostUsers: false): root in the pod is an unprivileged user on the node. It needs
+	// Kubernetes user namespaces on the node (containerd >= 2, runc >= 1.2, idmapped mounts).
+	SecurityProfileUserNS SecurityProfile = "userns"
+)
 
 // BuildKitResources are the buildkitd container's compute resources, as a container's
 // resources.limits and resources.requests. Every value must be a quantity the manager can parse

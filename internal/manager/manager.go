@@ -28,13 +28,15 @@ import (
 
 // Options are the manager's settings, from its flags.
 type Options struct {
-	MetricsAddr         string
-	ProbeAddr           string
-	LeaderElect         bool
-	LeaderElectionNS    string
-	BuildKitImage       string
-	RunnerImage         string
-	MaxConcurrentBuilds int
+	MetricsAddr      string
+	ProbeAddr        string
+	LeaderElect      bool
+	LeaderElectionNS string
+	BuildKitImage    string
+	// BuildKitRootfulImage is the rootful BuildKit image of the userns security profile.
+	BuildKitRootfulImage string
+	RunnerImage          string
+	MaxConcurrentBuilds  int
 	// MaxConcurrentBuildsPerNamespace caps the build pods of one namespace; 0 means none.
 	MaxConcurrentBuildsPerNamespace int
 	// BuildKitResources is buildkitd's default resources, "requests.cpu=500m,limits.memory=8Gi".
@@ -55,6 +57,10 @@ type Options struct {
 	MaxCacheSize           string
 	AllowedPriorityClasses string
 	BuildServiceAccount    string
+	// SecurityProfile is the default build pod shape, rootless or userns;
+	// AllowedSecurityProfiles the comma-separated others an ImageBuild may ask for.
+	SecurityProfile         string
+	AllowedSecurityProfiles string
 }
 
 // LeaderElectionID names the Lease in the manager's namespace that elects the leader.
@@ -69,6 +75,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the manager's own)")
 	fs.StringVar(&o.BuildKitImage, "buildkit-image", version.DefaultBuildKitImage, "rootless BuildKit image run as each build pod's buildkitd sidecar")
+	fs.StringVar(&o.BuildKitRootfulImage, "buildkit-rootful-image", version.DefaultBuildKitRootfulImage, "rootful BuildKit image run as root of the pod's user namespace by build pods of the userns security profile")
+	fs.StringVar(&o.SecurityProfile, "build-pod-security-profile", string(kilnv1.SecurityProfileRootless), "how build pods isolate buildkitd: rootless (rootless BuildKit, seccomp and AppArmor Unconfined) or userns (rootful BuildKit in the pod's own user namespace, hostUsers: false; needs node support); an ImageBuild's spec.securityProfile overrides it where --allowed-security-profiles allows")
+	fs.StringVar(&o.AllowedSecurityProfiles, "allowed-security-profiles", "", "comma-separated security profiles an ImageBuild may name in spec.securityProfile besides --build-pod-security-profile; another ends Stalled (PolicyViolation)")
 	fs.StringVar(&o.RunnerImage, "runner-image", version.DefaultRunnerImage(), "kiln image run as each build pod's runner container")
 	fs.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 10, "most build pods running at once in the cluster; 0 means no limit")
 	fs.IntVar(&o.MaxConcurrentBuildsPerNamespace, "max-concurrent-builds-per-namespace", 0, "most build pods running at once in one namespace; 0 means no limit (namespaces take turns for slots either way)")
@@ -161,6 +170,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Scheme:                          scheme,
 		Recorder:                        mgr.GetEventRecorder("kiln"),
 		BuildKitImage:                   o.BuildKitImage,
+		BuildKitRootfulImage:            o.BuildKitRootfulImage,
 		RunnerImage:                     o.RunnerImage,
 		DefaultCacheSize:                size,
 		DefaultStorageClass:             o.DefaultStorageClass,
@@ -214,7 +224,31 @@ func (o Options) policy(defaultCacheSize resource.Quantity) (controllers.Policy,
 		}
 		p.BuildServiceAccount = name
 	}
+	prof, err := parseSecurityProfile("--build-pod-security-profile", o.SecurityProfile)
+	if err != nil {
+		return p, err
+	}
+	p.SecurityProfile = prof
+	for _, name := range strings.Split(o.AllowedSecurityProfiles, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		prof, err := parseSecurityProfile("--allowed-security-profiles", name)
+		if err != nil {
+			return p, err
+		}
+		p.AllowedSecurityProfiles = append(p.AllowedSecurityProfiles, prof)
+	}
 	return p, nil
+}
+
+// parseSecurityProfile checks the value of a security profile flag.
+func parseSecurityProfile(flag, value string) (kilnv1.SecurityProfile, error) {
+	switch prof := kilnv1.SecurityProfile(value); prof {
+	case kilnv1.SecurityProfileRootless, kilnv1.SecurityProfileUserNS:
+		return prof, nil
+	}
+	return "", fmt.Errorf("%s: %q is not a security profile: use rootless or userns", flag, value)
 }
 
 // metricsOptions serves metrics as kubebuilder scaffolds it: over HTTPS (HTTP/1.1 only), to

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
 
 func TestParseResources(t *testing.T) {
@@ -34,7 +36,7 @@ func TestPolicyFlags(t *testing.T) {
 	}{
 		{args: nil, check: func(t *testing.T, o Options) {
 			p, _ := o.policy(resource.MustParse("10Gi"))
-			if p.MaxCacheSize != nil || p.AllowedPriorityClasses != nil || p.BuildServiceAccount != "" {
+			if p.MaxCacheSize != nil || p.AllowedPriorityClasses != nil || p.BuildServiceAccount != "" || p.SecurityProfile != kilnv1.SecurityProfileRootless || p.AllowedSecurityProfiles != nil {
 				t.Errorf("no flags, no clamps: %+v", p)
 			}
 		}},
@@ -51,6 +53,14 @@ func TestPolicyFlags(t *testing.T) {
 		{args: []string{"--max-cache-size=5Gi"}, wantErr: "--max-cache-size 5Gi is less than --default-cache-size 10Gi"},
 		{args: []string{"--allowed-priority-classes=ok,Not_OK"}, wantErr: `--allowed-priority-classes: "Not_OK"`},
 		{args: []string{"--build-service-account=system:admin"}, wantErr: `--build-service-account: "system:admin"`},
+		{args: []string{"--build-pod-security-profile=userns", "--allowed-security-profiles=rootless"}, check: func(t *testing.T, o Options) {
+			p, _ := o.policy(resource.MustParse("10Gi"))
+			if p.SecurityProfile != kilnv1.SecurityProfileUserNS || !reflect.DeepEqual(p.AllowedSecurityProfiles, []kilnv1.SecurityProfile{kilnv1.SecurityProfileRootless}) {
+				t.Errorf("policy %+v", p)
+			}
+		}},
+		{args: []string{"--build-pod-security-profile=privileged"}, wantErr: `--build-pod-security-profile: "privileged" is not a security profile: use rootless or userns`},
+		{args: []string{"--allowed-security-profiles=userns,root"}, wantErr: `--allowed-security-profiles: "root"`},
 	} {
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		var o Options

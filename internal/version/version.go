@@ -11,5 +11,9 @@ const BuildKitVersion = "v0.33.0"
 // DefaultBuildKitImage is the rootless BuildKit image build pods run by default.
 const DefaultBuildKitImage = "docker.io/moby/buildkit:" + BuildKitVersion + "-rootless"
 
+// DefaultBuildKitRootfulImage is the rootful BuildKit image that build pods of the userns
+// security profile run as root of the pod's own user namespace.
+const DefaultBuildKitRootfulImage = "docker.io/moby/buildkit:" + BuildKitVersion
+
 // DefaultRunnerImage is kiln's own image at this version.
 func DefaultRunnerImage() string { return "ghcr.io/kiln-dev/kiln:" + Version }

@@ -86,7 +86,7 @@ func TestChartRendersAndApplies(t *testing.T) {
 				t.Errorf("the CRD is installed and kept by default: %v", crd)
 			}
 			args := containerArgs(t, find(objs, "Deployment"))
-			for _, want := range []string{"--buildkit-image=docker.io/moby/buildkit:v0.33.0-rootless", "--runner-image=ghcr.io/kiln-dev/kiln:v0.1.0-dev", "--max-concurrent-builds=10", "--default-cache-size=10Gi"} {
+			for _, want := range []string{"--buildkit-image=docker.io/moby/buildkit:v0.33.0-rootless", "--build-pod-security-profile=rootless", "--runner-image=ghcr.io/kiln-dev/kiln:v0.1.0-dev", "--max-concurrent-builds=10", "--default-cache-size=10Gi"} {
 				if !strings.Contains(args, want) {
 					t.Errorf("manager args lack %s: %s", want, args)
 				}
@@ -195,6 +195,16 @@ priorityClassName: system-cluster-critical
 `, func(t *testing.T, objs []*unstructured.Unstructured) {
 			args := containerArgs(t, find(objs, "Deployment"))
 			for _, want := range []string{"--runner-image=registry.local/kiln-runner:dev", "--buildkit-image=registry.local/buildkit:v0.33.0-rootless", "--default-storage-class=fast", "--default-cache-size=50Gi"} {
+				if !strings.Contains(args, want) {
+					t.Errorf("args lack %s", want)
+				}
+			}
+		}},
+		{"userns security profile", `buildkit: {rootfulImage: registry.local/buildkit:v0.33.0}
+buildPod: {securityProfile: userns, allowedSecurityProfiles: [rootless]}
+`, func(t *testing.T, objs []*unstructured.Unstructured) {
+			args := containerArgs(t, find(objs, "Deployment"))
+			for _, want := range []string{"--buildkit-rootful-image=registry.local/buildkit:v0.33.0", "--build-pod-security-profile=userns", "--allowed-security-profiles=rootless"} {
 				if !strings.Contains(args, want) {
 					t.Errorf("args lack %s", want)
 				}
@@ -311,6 +321,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"metrics: {serviceMonitor: {enabled: yes-please}}\n", []string{"enabled"}},
 		{"buildkit: {image: \"\"}\n", []string{"image"}},
 		{"logLevel: verbose\n", []string{"logLevel"}},
+		{"buildPod: {securityProfile: privileged}\n", []string{"securityProfile"}},
 		{"retryBackoff: soon\n", []string{"retryBackoff"}},
 		{"replicaCount: 2\nleaderElection: {enabled: false}\n", []string{"leaderElection.enabled=false needs replicaCount: 1"}},
 	} {
