@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -110,6 +111,21 @@ func TestChartRendersAndApplies(t *testing.T) {
 			sameRules(t, findNamed(objs, "ClusterRole", "kiln-metrics-reader"), "metrics_reader_role.yaml")
 			if findNamed(objs, "ClusterRoleBinding", "kiln-metrics-auth") == nil || findNamed(objs, "ClusterRoleBinding", "kiln-metrics-reader") != nil {
 				t.Error("the manager may review tokens; nobody reads metrics until metrics.readers says who")
+			}
+			if vap := find(objs, "ValidatingAdmissionPolicy"); vap != nil || find(objs, "ValidatingAdmissionPolicyBinding") != nil {
+				t.Errorf("no admission policy by default, the build namespace guard included: %v", vap.GetName())
+			}
+		}},
+		{"build namespace guard", "policies: {buildNamespaceGuard: {enabled: true}}\n", func(t *testing.T, objs []*unstructured.Unstructured) {
+			checkGuard(t, objs, `["Deny"]`, "docker.io/moby/buildkit:v0.33.0-rootless", "docker.io/moby/buildkit:v0.33.0")
+		}},
+		{"build namespace guard with its own validationActions and one BuildKit image", `policies: {validationActions: [Deny], buildNamespaceGuard: {enabled: true, validationActions: [Warn, Audit]}}
+buildkit: {image: registry.local/buildkit:v0.33.0-rootless, rootfulImage: ""}
+serviceAccount: {name: builds}
+`, func(t *testing.T, objs []*unstructured.Unstructured) {
+			checkGuard(t, objs, `["Warn","Audit"]`, "registry.local/buildkit:v0.33.0-rootless")
+			if vars := guardVariables(t, objs); vars["kilnRequest"] != `request.userInfo.username == "system:serviceaccount:kiln-system:builds"` {
+				t.Errorf("the guard's kiln identity: %s", vars["kilnRequest"])
 			}
 		}},
 		{"two replicas elect a leader", "replicaCount: 2\n", func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -231,6 +247,44 @@ buildPod: {securityProfile: userns, allowedSecurityProfiles: [rootless]}
 	}
 }
 
+// checkGuard checks the build namespace guard's binding (its namespace label and actions) and
+// the BuildKit images its exception allows.
+func checkGuard(t *testing.T, objs []*unstructured.Unstructured, actions string, images ...string) {
+	t.Helper()
+	b := findNamed(objs, "ValidatingAdmissionPolicyBinding", "kiln-build-namespace-guard")
+	if b == nil {
+		t.Fatal("no binding kiln-build-namespace-guard")
+	}
+	selector, _, _ := unstructured.NestedStringMap(b.Object, "spec", "matchResources", "namespaceSelector", "matchLabels")
+	if fmt.Sprint(selector) != "map[kiln.dev/build-namespace:true]" {
+		t.Errorf("the guard's namespaces: %v", selector)
+	}
+	got, _, _ := unstructured.NestedStringSlice(b.Object, "spec", "validationActions")
+	if want, _ := json.Marshal(got); string(want) != actions {
+		t.Errorf("the guard's validationActions: %s, want %s", want, actions)
+	}
+	want, _ := json.Marshal(images)
+	if vars := guardVariables(t, objs); vars["kilnImages"] != string(want) {
+		t.Errorf("the guard's BuildKit images: %s, want %s", vars["kilnImages"], want)
+	}
+}
+
+// guardVariables are the build namespace guard's CEL variables by name.
+func guardVariables(t *testing.T, objs []*unstructured.Unstructured) map[string]string {
+	t.Helper()
+	p := findNamed(objs, "ValidatingAdmissionPolicy", "kiln-build-namespace-guard")
+	if p == nil {
+		t.Fatal("no ValidatingAdmissionPolicy kiln-build-namespace-guard")
+	}
+	vars, _, _ := unstructured.NestedSlice(p.Object, "spec", "variables")
+	out := map[string]string{}
+	for _, v := range vars {
+		m := v.(map[string]any)
+		out[m["name"].(string)] = m["expression"].(string)
+	}
+	return out
+}
+
 func findNamed(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	for _, o := range objs {
 		if o.GetKind() == kind && o.GetName() == name {
@@ -320,6 +374,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"cache: {defaultSize: ten-gigs}\n", []string{"defaultSize"}},
 		{"metrics: {serviceMonitor: {enabled: yes-please}}\n", []string{"enabled"}},
 		{"buildkit: {image: \"\"}\n", []string{"image"}},
+		{"buildkit: {rootfulImage: \"moby/buildkit v0.33.0\"}\n", []string{"rootfulImage"}},
+		{"policies: {buildNamespaceGuard: {enabled: true, validationActions: [Block]}}\n", []string{"validationActions"}},
+		{"policies: {buildNamespaceGuard: {enabled: true, namespaceSelector: {}}}\n", []string{"namespaceSelector", "not allowed"}},
 		{"logLevel: verbose\n", []string{"logLevel"}},
 		{"buildPod: {securityProfile: privileged}\n", []string{"securityProfile"}},
 		{"retryBackoff: soon\n", []string{"retryBackoff"}},

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -29,9 +30,11 @@ import (
 )
 
 var (
-	k8s       client.Client
-	helm      string
-	nsCounter atomic.Int64
+	k8s client.Client
+	// restConfig reaches the API server as its admin; guard_test.go impersonates others with it.
+	restConfig *rest.Config
+	helm       string
+	nsCounter  atomic.Int64
 )
 
 const (
@@ -76,6 +79,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	restConfig = cfg
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
 	_ = kilnv1.AddToScheme(s)
