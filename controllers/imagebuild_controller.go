@@ -54,6 +54,9 @@ type ImageBuildReconciler struct {
 	BuildKitImage string
 	// BuildKitRootfulImage is the rootful BuildKit image of the userns security profile.
 	BuildKitRootfulImage string
+	// BuildKitUserNSSeccompProfile is the Localhost seccomp profile of buildkitd in the userns
+	// profile, relative to the kubelet's seccomp directory; empty means Unconfined.
+	BuildKitUserNSSeccompProfile string
 	// RunnerImage is kiln's own image, which runs `kiln runner`.
 	RunnerImage string
 	// DefaultCacheSize is the size of a cache claim whose ImageBuild does not say.
@@ -334,7 +337,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	resetAt := ib.Annotations[kilnv1.AnnotationResetCacheRequestedAt]
 	profile := r.Policy.securityProfile(ib)
 	opts := podOptions{
-		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage, SecurityProfile: profile,
+		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage, SecurityProfile: profile, UserNSSeccompProfile: r.BuildKitUserNSSeccompProfile,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
 		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout, BuildKitResources: r.BuildKitResources,
 	}

@@ -43,6 +43,9 @@ type podOptions struct {
 	RunnerImage   string
 	// SecurityProfile is the pod's shape (empty means rootless).
 	SecurityProfile kilnv1.SecurityProfile
+	// UserNSSeccompProfile is buildkitd's Localhost seccomp profile in the userns profile (a
+	// path under the kubelet's seccomp directory); empty means Unconfined.
+	UserNSSeccompProfile string
 	// Build is the build number; the pod is named <name>-build-<Build>.
 	Build int64
 	// Attempt counts tries of the same build key, from 1.
@@ -195,6 +198,12 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 			LocalObjectReference: corev1.LocalObjectReference{Name: requestConfigMapName(podName)},
 		}}},
 	}
+	if opts.SecurityProfile == kilnv1.SecurityProfileUserNS {
+		// buildkitd's root filesystem is read-only there: what it writes outside its state.
+		volumes = append(volumes,
+			corev1.Volume{Name: "buildkitd-tmp", VolumeSource: emptyDir(resource.NewQuantity(tmpDirLimit, resource.BinarySI))},
+			corev1.Volume{Name: "runc-state", VolumeSource: emptyDir(resource.NewQuantity(socketDirLimit, resource.BinarySI))})
+	}
 	runnerMounts := []corev1.VolumeMount{
 		{Name: "request", MountPath: contract.RequestDir, ReadOnly: true},
 		{Name: "buildkit-run", MountPath: contract.SocketDir},
@@ -232,6 +241,10 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 // restarts always) that the runner waits for through its startup probe.
 func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container {
 	buildkitArgs := []string{"--addr=" + contract.Socket}
+	mounts := []corev1.VolumeMount{
+		{Name: "cache", MountPath: contract.BuildKitStateDir},
+		{Name: "buildkit-run", MountPath: contract.SocketDir},
+	}
 	command := []string{"rootlesskit", "sh", "-c", buildKitStop, "buildkitd"}
 	security := rootlessSecurityContext()
 	if opts.SecurityProfile == kilnv1.SecurityProfileUserNS {
@@ -242,7 +255,8 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 		// with wrong owners would make wrong images.
 		buildkitArgs = append(buildkitArgs, "--root="+userNSStateDir, fmt.Sprintf("--group=%d", buildKitUID))
 		command = []string{"sh", "-c", buildKitStop, "buildkitd"}
-		security = userNSSecurityContext()
+		security = userNSSecurityContext(opts.UserNSSeccompProfile)
+		mounts = append(mounts, corev1.VolumeMount{Name: "buildkitd-tmp", MountPath: "/tmp"}, corev1.VolumeMount{Name: "runc-state", MountPath: "/run/runc"})
 	} else {
 		buildkitArgs = append(buildkitArgs, "--root="+contract.BuildKitStateDir, "--oci-worker-no-process-sandbox")
 	}
@@ -286,12 +300,9 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 			TimeoutSeconds:   5,
 			FailureThreshold: 120,
 		},
-		Resources:       buildkitResources,
-		SecurityContext: security,
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: "cache", MountPath: contract.BuildKitStateDir},
-			{Name: "buildkit-run", MountPath: contract.SocketDir},
-		},
+		Resources:                buildkitResources,
+		SecurityContext:          security,
+		VolumeMounts:             mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
@@ -323,19 +334,26 @@ func rootlessSecurityContext() *corev1.SecurityContext {
 }
 
 // userNSSecurityContext is buildkitd's in the userns profile: root of the pod's user namespace
-// (an unprivileged user on the node), with CAP_SYS_ADMIN in that namespace only, so that it may
-// mount its snapshots and create the namespaces of RUN steps; the runtime's default seccomp
-// profile allows those calls once the capability is there. An unmasked /proc lets a RUN step's
-// sandbox mount its own /proc (Kubernetes allows Unmasked only with hostUsers: false).
-// docs/security.md records the shapes tried on the local cluster and why this one.
-func userNSSecurityContext() *corev1.SecurityContext {
+// (an unprivileged user on the node) with CAP_SYS_ADMIN there only, so that it may mount its
+// snapshots and give each RUN step BuildKit's process sandbox (namespaces of its own), keeping
+// the default capabilities RUN steps get; a read-only root filesystem. seccompProfile is the
+// node's Localhost profile that allows what runc needs besides RuntimeDefault (keyctl,
+// pivot_root); empty means Unconfined, since RuntimeDefault refuses those calls. AppArmor is
+// Unconfined because the runtime's default profile denies mount. docs/security.md records the
+// shapes tried on the local cluster.
+func userNSSecurityContext(seccompProfile string) *corev1.SecurityContext {
+	seccomp := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+	if seccompProfile != "" {
+		seccomp = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptr.To(seccompProfile)}
+	}
 	return &corev1.SecurityContext{
-		RunAsUser:      ptr.To[int64](0),
-		RunAsGroup:     ptr.To[int64](0),
-		RunAsNonRoot:   ptr.To(false),
-		Capabilities:   &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}},
-		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		ProcMount:      ptr.To(corev1.UnmaskedProcMount),
+		RunAsUser:              ptr.To[int64](0),
+		RunAsGroup:             ptr.To[int64](0),
+		RunAsNonRoot:           ptr.To(false),
+		Capabilities:           &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}},
+		ReadOnlyRootFilesystem: ptr.To(true),
+		SeccompProfile:         seccomp,
+		AppArmorProfile:        &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
 	}
 }
 

@@ -24,6 +24,8 @@ func TestRenderBuildPod(t *testing.T) {
 	opts := podOptions{BuildKitImage: "bk:rootless", RunnerImage: "kiln:v1", Build: 7, Attempt: 2, ClaimName: "app-cache", CacheBytes: 10 << 30}
 	userns := opts
 	userns.BuildKitImage, userns.SecurityProfile = "bk:rootful", kilnv1.SecurityProfileUserNS
+	usernsLocalhost := userns
+	usernsLocalhost.UserNSSeccompProfile = "kiln/buildkitd-userns.json"
 
 	for _, tc := range []struct {
 		name  string
@@ -152,14 +154,23 @@ func TestRenderBuildPod(t *testing.T) {
 				t.Errorf("buildkitd %s %q %q", b.Image, b.Command, b.Args)
 			}
 			sc := b.SecurityContext
-			if *sc.RunAsUser != 0 || *sc.RunAsNonRoot || sc.Privileged != nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
-				sc.AppArmorProfile != nil || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "SYS_ADMIN" ||
-				*sc.ProcMount != corev1.UnmaskedProcMount || sc.AllowPrivilegeEscalation != nil {
+			if *sc.RunAsUser != 0 || *sc.RunAsNonRoot || sc.Privileged != nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined ||
+				sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "SYS_ADMIN" ||
+				len(sc.Capabilities.Drop) != 0 || sc.ProcMount != nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation != nil {
 				t.Errorf("buildkitd security context %+v", sc)
+			}
+			if !mounted(b, "buildkitd-tmp", "/tmp") || !mounted(b, "runc-state", "/run/runc") || volume(pod, "runc-state").EmptyDir == nil {
+				t.Errorf("buildkitd's writable directories: %+v", b.VolumeMounts)
 			}
 			r := pod.Spec.Containers[0].SecurityContext
 			if !*r.RunAsNonRoot || *r.RunAsUser != 1000 || *r.AllowPrivilegeEscalation || r.Capabilities.Drop[0] != "ALL" {
 				t.Errorf("the runner stays restricted: %+v", r)
+			}
+		}},
+		{"userns profile with a Localhost seccomp profile", base(), usernsLocalhost, func(t *testing.T, pod *corev1.Pod) {
+			sc := pod.Spec.InitContainers[0].SecurityContext.SeccompProfile
+			if sc.Type != corev1.SeccompProfileTypeLocalhost || *sc.LocalhostProfile != "kiln/buildkitd-userns.json" {
+				t.Errorf("buildkitd seccomp %+v", sc)
 			}
 		}},
 	} {

@@ -25,7 +25,7 @@ say "Installing kiln with its Helm chart"
 "$HELM" upgrade --install kiln charts/kiln --namespace kiln-system --create-namespace --wait --timeout 3m \
 	--set image.repository="${KILN_IMAGE%:*}" --set image.tag="${KILN_IMAGE##*:}" --set image.pullPolicy=Always \
 	--set buildkit.image="$BUILDKIT_IMAGE" --set buildkit.rootfulImage="$BUILDKIT_ROOTFUL_IMAGE" \
-	--set "buildPod.allowedSecurityProfiles={userns}" --set policies.buildNamespaceGuard.enabled=true --set cache.defaultSize=2Gi --set retryBackoff=5s --set maxPending=1m
+	--set "buildPod.allowedSecurityProfiles={userns}" --set buildPod.usernsSeccompProfile="$BUILDKIT_USERNS_SECCOMP_PROFILE" --set policies.buildNamespaceGuard.enabled=true --set cache.defaultSize=2Gi --set retryBackoff=5s --set maxPending=1m
 # The image tag stays kiln:dev; restart so the manager runs the image just pushed.
 "$KUBECTL" -n kiln-system rollout restart deployment/kiln >/dev/null
 "$KUBECTL" -n kiln-system rollout status deployment/kiln --timeout=3m

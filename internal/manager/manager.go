@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -35,8 +36,11 @@ type Options struct {
 	BuildKitImage    string
 	// BuildKitRootfulImage is the rootful BuildKit image of the userns security profile.
 	BuildKitRootfulImage string
-	RunnerImage          string
-	MaxConcurrentBuilds  int
+	// BuildKitUserNSSeccompProfile is buildkitd's Localhost seccomp profile in the userns
+	// security profile; empty means Unconfined.
+	BuildKitUserNSSeccompProfile string
+	RunnerImage                  string
+	MaxConcurrentBuilds          int
 	// MaxConcurrentBuildsPerNamespace caps the build pods of one namespace; 0 means none.
 	MaxConcurrentBuildsPerNamespace int
 	// BuildKitResources is buildkitd's default resources, "requests.cpu=500m,limits.memory=8Gi".
@@ -76,6 +80,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the manager's own)")
 	fs.StringVar(&o.BuildKitImage, "buildkit-image", version.DefaultBuildKitImage, "rootless BuildKit image run as each build pod's buildkitd sidecar")
 	fs.StringVar(&o.BuildKitRootfulImage, "buildkit-rootful-image", version.DefaultBuildKitRootfulImage, "rootful BuildKit image run as root of the pod's user namespace by build pods of the userns security profile")
+	fs.StringVar(&o.BuildKitUserNSSeccompProfile, "buildkit-userns-seccomp-profile", "", "Localhost seccomp profile of buildkitd in the userns security profile, relative to the kubelet's seccomp directory (such as kiln/buildkitd-userns.json, installed on every build node): the runtime's default profile plus keyctl and pivot_root; empty means Unconfined")
 	fs.StringVar(&o.SecurityProfile, "build-pod-security-profile", string(kilnv1.SecurityProfileRootless), "how build pods isolate buildkitd: rootless (rootless BuildKit, seccomp and AppArmor Unconfined) or userns (rootful BuildKit in the pod's own user namespace, hostUsers: false; needs node support); an ImageBuild's spec.securityProfile overrides it where --allowed-security-profiles allows")
 	fs.StringVar(&o.AllowedSecurityProfiles, "allowed-security-profiles", "", "comma-separated security profiles an ImageBuild may name in spec.securityProfile besides --build-pod-security-profile; another ends Stalled (PolicyViolation)")
 	fs.StringVar(&o.RunnerImage, "runner-image", version.DefaultRunnerImage(), "kiln image run as each build pod's runner container")
@@ -135,6 +140,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MaxConcurrentBuildsPerNamespace < 0 {
 		return nil, fmt.Errorf("--max-concurrent-builds-per-namespace must be 0 (no limit) or more, not %d", o.MaxConcurrentBuildsPerNamespace)
 	}
+	if err := checkLocalhostProfile(o.BuildKitUserNSSeccompProfile); err != nil {
+		return nil, err
+	}
 	bkResources, err := ParseResources(o.BuildKitResources)
 	if err != nil {
 		return nil, fmt.Errorf("--buildkit-resources: %w", err)
@@ -171,6 +179,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Recorder:                        mgr.GetEventRecorder("kiln"),
 		BuildKitImage:                   o.BuildKitImage,
 		BuildKitRootfulImage:            o.BuildKitRootfulImage,
+		BuildKitUserNSSeccompProfile:    o.BuildKitUserNSSeccompProfile,
 		RunnerImage:                     o.RunnerImage,
 		DefaultCacheSize:                size,
 		DefaultStorageClass:             o.DefaultStorageClass,
@@ -240,6 +249,15 @@ func (o Options) policy(defaultCacheSize resource.Quantity) (controllers.Policy,
 		p.AllowedSecurityProfiles = append(p.AllowedSecurityProfiles, prof)
 	}
 	return p, nil
+}
+
+// checkLocalhostProfile checks --buildkit-userns-seccomp-profile: empty, or a clean path
+// inside the kubelet's seccomp directory (the API server refuses the pod otherwise, at every build).
+func checkLocalhostProfile(p string) error {
+	if p != "" && (path.IsAbs(p) || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../")) {
+		return fmt.Errorf("--buildkit-userns-seccomp-profile %q must be a path inside the kubelet's seccomp directory, such as kiln/buildkitd-userns.json", p)
+	}
+	return nil
 }
 
 // parseSecurityProfile checks the value of a security profile flag.

@@ -79,3 +79,12 @@ func TestPolicyFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckLocalhostProfile(t *testing.T) {
+	for p, ok := range map[string]bool{"": true, "kiln/buildkitd-userns.json": true, "profile.json": true,
+		"/var/lib/kubelet/seccomp/x.json": false, "../x.json": false, "kiln/../../x.json": false, "kiln//x.json": false, "..": false} {
+		if err := checkLocalhostProfile(p); (err == nil) != ok {
+			t.Errorf("%q: error %v, want ok=%v", p, err, ok)
+		}
+	}
+}

@@ -217,10 +217,11 @@ priorityClassName: system-cluster-critical
 			}
 		}},
 		{"userns security profile", `buildkit: {rootfulImage: registry.local/buildkit:v0.33.0}
-buildPod: {securityProfile: userns, allowedSecurityProfiles: [rootless]}
+buildPod: {securityProfile: userns, allowedSecurityProfiles: [rootless], usernsSeccompProfile: kiln/buildkitd-userns.json}
 `, func(t *testing.T, objs []*unstructured.Unstructured) {
 			args := containerArgs(t, find(objs, "Deployment"))
-			for _, want := range []string{"--buildkit-rootful-image=registry.local/buildkit:v0.33.0", "--build-pod-security-profile=userns", "--allowed-security-profiles=rootless"} {
+			for _, want := range []string{"--buildkit-rootful-image=registry.local/buildkit:v0.33.0", "--build-pod-security-profile=userns", "--allowed-security-profiles=rootless",
+				"--buildkit-userns-seccomp-profile=kiln/buildkitd-userns.json"} {
 				if !strings.Contains(args, want) {
 					t.Errorf("args lack %s", want)
 				}

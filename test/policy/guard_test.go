@@ -199,8 +199,7 @@ func usernsProfile(privileged bool) func(*corev1.Pod) {
 		if err != nil {
 			panic(err)
 		}
-		p.Spec.HostUsers = u.Spec.HostUsers
-		p.Spec.InitContainers[0] = u.Spec.InitContainers[0]
+		p.Spec = u.Spec
 		if privileged {
 			p.Spec.InitContainers[0].SecurityContext.Privileged = ptr.To(true)
 		}
