@@ -4,7 +4,8 @@
 
 LC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$LC_DIR/../.." && pwd)"
-BIN="$REPO_ROOT/bin"
+# Resolved, like .kiln below: containerd's configuration names runc by this path.
+BIN="$(readlink -f "$REPO_ROOT/bin")"
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.3}"
@@ -56,6 +57,9 @@ VOLUMES_DIR="$STATE/volumes"
 KILN_IMAGE="$REGISTRY/kiln:dev"
 BUILDKIT_IMAGE="$REGISTRY/buildkit:$BUILDKIT_VERSION-rootless"
 BUILDKIT_ROOTFUL_IMAGE="$REGISTRY/buildkit:$BUILDKIT_VERSION"
+# Localhost seccomp profile (relative to the kubelet's seccomp dir) for rootful buildkitd in pods
+# with hostUsers: false; up installs it (hack/local-cluster/seccomp).
+BUILDKIT_USERNS_SECCOMP_PROFILE=kiln/buildkitd-userns.json
 PAUSE_IMAGE="$REGISTRY/pause:3.10"
 BASE_GOLANG="$REGISTRY/base/golang:1"
 BASE_BUSYBOX="$REGISTRY/base/busybox:1"
