@@ -105,7 +105,7 @@ cluster-down: ## Stop the local cluster and leave the machine clean.
 .PHONY: cluster-push-kiln cluster-smoke cluster-purge cluster-bins
 cluster-push-kiln: ## Rebuild kiln from the working tree and push kiln:dev to the running local cluster.
 	hack/local-cluster/push-kiln
-cluster-smoke: ## Check the running local cluster: a busybox pod and a build-pod-shaped rootless BuildKit build.
+cluster-smoke: ## Check the running local cluster: a busybox pod, a build-pod-shaped rootless BuildKit build, and a user-namespaced rootful one.
 	hack/local-cluster/smoke/run
 cluster-purge: ## Stop the local cluster and also delete its registry storage and logs.
 	hack/local-cluster/down --purge

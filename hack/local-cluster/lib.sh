@@ -4,20 +4,27 @@
 
 LC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$LC_DIR/../.." && pwd)"
-BIN="$REPO_ROOT/bin"
+# Resolved, like .kiln below: containerd's configuration names runc by this path.
+BIN="$(readlink -f "$REPO_ROOT/bin")"
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.3}"
+RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
 BUILDKIT_VERSION="$(sed -n 's/^const BuildKitVersion = "\(.*\)"/\1/p' "$REPO_ROOT/internal/version/version.go")"
 
 K8S_BIN="$BIN/k8s-$K8S_VERSION"
 CONTAINERD_BIN="$BIN/containerd-$CONTAINERD_VERSION"
+RUNC_BIN="$BIN/runc-$RUNC_VERSION"
+RUNC="$RUNC_BIN/runc"
 BUILDKIT_BIN="$BIN/buildkit-$BUILDKIT_VERSION"
 KUBECTL="$K8S_BIN/kubectl"
 
-# State of a running cluster (gitignored: /.kiln/).
-STATE="$REPO_ROOT/.kiln/local-cluster"
-KUBECONFIG_PATH="$REPO_ROOT/.kiln/kubeconfig"
+# State of a running cluster (gitignored: /.kiln/). Resolved: in a git worktree .kiln may be a
+# symlink to the main checkout's, and mounts (kubelet volumes) show in /proc/mounts under the
+# real path, which down matches.
+KILN_DIR="$(readlink -f "$REPO_ROOT/.kiln")"
+STATE="$KILN_DIR/local-cluster"
+KUBECONFIG_PATH="$KILN_DIR/kubeconfig"
 PKI="$STATE/pki"
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
@@ -49,6 +56,10 @@ VOLUMES_DIR="$STATE/volumes"
 
 KILN_IMAGE="$REGISTRY/kiln:dev"
 BUILDKIT_IMAGE="$REGISTRY/buildkit:$BUILDKIT_VERSION-rootless"
+BUILDKIT_ROOTFUL_IMAGE="$REGISTRY/buildkit:$BUILDKIT_VERSION"
+# Localhost seccomp profile (relative to the kubelet's seccomp dir) for rootful buildkitd in pods
+# with hostUsers: false; up installs it (hack/local-cluster/seccomp).
+BUILDKIT_USERNS_SECCOMP_PROFILE=kiln/buildkitd-userns.json
 PAUSE_IMAGE="$REGISTRY/pause:3.10"
 BASE_GOLANG="$REGISTRY/base/golang:1"
 BASE_BUSYBOX="$REGISTRY/base/busybox:1"

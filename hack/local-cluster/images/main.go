@@ -5,6 +5,9 @@
 //	kiln:dev                      kiln built from the working tree, laid out like the Dockerfile's
 //	buildkit:<v>-rootless         like moby/buildkit:<v>-rootless: a Debian root filesystem (made by
 //	                              hack/local-cluster/buildkit-rootfs) plus our buildkitd/buildctl
+//	buildkit:<v>                  like moby/buildkit:<v> (rootful: buildkitd as root, for pods with
+//	                              hostUsers: false): the same root filesystem, buildkitd/buildctl
+//	                              and runc from bin/runc-<v>
 //	base/busybox:1, base/golang:1 internal/testenv's base images, for FROM lines of test builds
 //
 // Every layer has fixed timestamps, so unchanged inputs give unchanged digests and a second run
@@ -51,6 +54,8 @@ type options struct {
 	buildkitRootfs string
 	buildkitBin    string
 	buildkitTag    string
+	rootfulTag     string
+	runc           string
 	digestsFile    string
 }
 
@@ -58,11 +63,13 @@ func main() {
 	var o options
 	var only string
 	flag.StringVar(&o.registry, "registry", "", "host:port of the registry (plain HTTP)")
-	flag.StringVar(&only, "only", "pause,kiln,buildkit,busybox,golang", "comma-separated images to build and push")
+	flag.StringVar(&only, "only", "pause,kiln,buildkit,buildkit-rootful,busybox,golang", "comma-separated images to build and push")
 	flag.StringVar(&o.workDir, "work", "", "scratch directory (default: a temporary directory)")
 	flag.StringVar(&o.buildkitRootfs, "buildkit-rootfs", "", "gzipped tar of the BuildKit image's root filesystem")
 	flag.StringVar(&o.buildkitBin, "buildkit-bin", "", "directory holding buildkitd and buildctl")
 	flag.StringVar(&o.buildkitTag, "buildkit-tag", "", "tag of the BuildKit image, e.g. v0.33.0-rootless")
+	flag.StringVar(&o.rootfulTag, "buildkit-rootful-tag", "", "tag of the rootful BuildKit image, e.g. v0.33.0")
+	flag.StringVar(&o.runc, "runc", "", "the runc binary of the rootful BuildKit image")
 	flag.StringVar(&o.digestsFile, "digests", "", "file of \"<ref> <digest>\" lines, one per pushed image, updated after each push")
 	flag.Parse()
 	if o.registry == "" {
@@ -90,6 +97,7 @@ func main() {
 	jobs := []job{
 		{"pause", "pause:3.10", func() (v1.Image, error) { return pauseImage(o) }},
 		{"buildkit", "buildkit:" + o.buildkitTag, func() (v1.Image, error) { return buildkitImage(o) }},
+		{"buildkit-rootful", "buildkit:" + o.rootfulTag, func() (v1.Image, error) { return buildkitRootfulImage(o) }},
 		{"busybox", testenv.BusyboxRepoTag, testenv.MakeBusyboxImage},
 		{"golang", testenv.GoRepoTag, func() (v1.Image, error) { return testenv.MakeGoImage(logf) }},
 		// Last: the working tree may not build while kiln is being edited.
@@ -254,6 +262,49 @@ func buildkitImage(o options) (v1.Image, error) {
 			"BUILDKIT_HOST=unix:///run/user/1000/buildkit/buildkitd.sock",
 		},
 	})
+}
+
+// buildkitRootfulImage is like moby/buildkit:<v>: buildkitd runs as root (in the pod's user
+// namespace: hostUsers: false) with its state in /var/lib/buildkit and its configuration in
+// /etc/buildkit/buildkitd.toml. On the rootless image's root filesystem (whose Debian runc 1.1.5
+// stays as /usr/sbin/runc) it puts bin/runc-<v>/runc first in PATH, as /usr/local/sbin/runc.
+func buildkitRootfulImage(o options) (v1.Image, error) {
+	if o.buildkitRootfs == "" || o.buildkitBin == "" || o.rootfulTag == "" || o.runc == "" {
+		return nil, fmt.Errorf("-buildkit-rootfs, -buildkit-bin, -buildkit-rootful-tag and -runc are required")
+	}
+	base, err := cachedGzipLayer(o.buildkitRootfs)
+	if err != nil {
+		return nil, fmt.Errorf("root filesystem layer: %w", err)
+	}
+	var l layer
+	l.dir("usr/bin", 0o755, 0)
+	for _, b := range []string{"buildkitd", "buildctl"} {
+		content, err := os.ReadFile(filepath.Join(o.buildkitBin, b))
+		if err != nil {
+			return nil, err
+		}
+		l.file("usr/bin/"+b, 0o755, 0, content)
+	}
+	runc, err := os.ReadFile(o.runc)
+	if err != nil {
+		return nil, err
+	}
+	l.dir("usr/local", 0o755, 0)
+	l.dir("usr/local/sbin", 0o755, 0)
+	l.file("usr/local/sbin/runc", 0o755, 0, runc)
+	// moby's image makes the CDI directories; builds pull from and push to the local registry over
+	// plain HTTP.
+	for _, d := range []string{"etc/buildkit", "etc/buildkit/cdi", "etc/cdi", "var", "var/lib", "var/lib/buildkit", "run", "run/cdi"} {
+		l.dir(d, 0o755, 0)
+	}
+	l.file("etc/buildkit/buildkitd.toml", 0o644, 0, []byte(fmt.Sprintf(
+		"# The local cluster's registry speaks plain HTTP.\n[registry.%q]\n  http = true\n", o.registry)))
+	img, err := image(empty.Image, []v1.Layer{base, l.build()}, "kiln local-cluster: buildkit "+o.rootfulTag, v1.Config{
+		Entrypoint: []string{"buildkitd"},
+		Env:        []string{"PATH=" + defaultPath},
+		Volumes:    map[string]struct{}{"/var/lib/buildkit": {}},
+	})
+	return img, err
 }
 
 func goBuild(out, pkg string) error {
