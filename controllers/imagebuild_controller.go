@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -112,6 +113,7 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get
 
 // SetupWithManager registers the controller: it watches ImageBuilds, the pods and claims they
 // own, and the ConfigMaps their sources name. The manager's cache must be built with
@@ -482,7 +484,16 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 	if lb.StartTime == nil && pod.Status.StartTime != nil {
 		lb.StartTime = pod.Status.StartTime.DeepCopy()
 	}
-	if class, msg, wait := r.startFailure(pod); class != "" {
+	class, msg, wait := r.startFailure(pod)
+	if class == "" {
+		var err error
+		if msg, err = r.userNSUnsupported(ctx, pod); err != nil {
+			return err
+		} else if msg != "" {
+			class = kilnv1.FailurePodStartFailed
+		}
+	}
+	if class != "" {
 		now := metav1.NewTime(r.now())
 		lb.CompletionTime, lb.FailureReason, lb.Message = &now, class, contract.Truncate(msg, contract.MaxMessage)
 		if lb.StartTime != nil {
@@ -505,6 +516,30 @@ func (r *ImageBuildReconciler) observeRunning(ctx context.Context, ib *kilnv1.Im
 	}
 	st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, pendingMessage(pod))
 	return nil
+}
+
+// userNSUnsupported says why the node that build pod pod is bound to cannot run it, when the pod
+// asks for a user namespace (the userns profile) and the node's container runtime reports that
+// its handler has none (status.runtimeHandlers). The kubelet would only retry creating the pod's
+// sandbox until the build's deadline, with the reason in an Event. A node that reports nothing
+// about its handlers (an older kubelet) is given the benefit of the doubt.
+func (r *ImageBuildReconciler) userNSUnsupported(ctx context.Context, pod *corev1.Pod) (string, error) {
+	if ptr.Deref(pod.Spec.HostUsers, true) || pod.Spec.NodeName == "" || pod.Status.Phase != corev1.PodPending {
+		return "", nil
+	}
+	node := &corev1.Node{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node); err != nil {
+		return "", client.IgnoreNotFound(fmt.Errorf("reading node %s of build pod %s: %w", pod.Spec.NodeName, pod.Name, err))
+	}
+	handler := ptr.Deref(pod.Spec.RuntimeClassName, "")
+	for _, h := range node.Status.RuntimeHandlers {
+		if h.Name == handler && (h.Features == nil || !ptr.Deref(h.Features.UserNamespaces, false)) {
+			return fmt.Sprintf("node %s cannot run build pod %s of the userns security profile: its container runtime does not support user namespaces "+
+				"(node status.runtimeHandlers; it needs containerd >= 2.0 with runc >= 1.2): use the rootless profile (spec.securityProfile), "+
+				"or build on nodes that support it (spec.nodeSelector)", node.Name, pod.Name), nil
+		}
+	}
+	return "", nil
 }
 
 // pendingMessage says why a build pod has not started running: its phase, the scheduler's

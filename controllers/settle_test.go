@@ -295,3 +295,44 @@ func TestPodsWithKilnsLabelsTakeNoSlot(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
 	g.Eventually(podExists(ns, "other-build-1")).Should(BeTrue(), "labelled pods that no existing ImageBuild controls take no slot")
 }
+
+// TestUserNSPodOnANodeWithoutSupportStalls (issue 14): a userns build pod bound to a node whose
+// runtime reports no user-namespace support would only be retried by the kubelet until the
+// build's deadline; kiln ends it PodStartFailed at once, naming the node and what to do. On a
+// node that supports user namespaces the same pod just waits to start.
+func TestUserNSPodOnANodeWithoutSupportStalls(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	node := func(name string, userns bool) string {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%s", ns, name)}}
+		g.Expect(k8sClient.Create(ctx, n)).To(Succeed())
+		t.Cleanup(func() { _ = k8sClient.Delete(ctx, n) })
+		n.Status.RuntimeHandlers = []corev1.NodeRuntimeHandler{{Name: "", Features: &corev1.NodeRuntimeHandlerFeatures{UserNamespaces: ptr.To(userns)}}}
+		g.Expect(k8sClient.Status().Update(ctx, n)).To(Succeed())
+		return n.Name
+	}
+	bind := func(ib *kilnv1.ImageBuild, nodeName string) {
+		var pod *corev1.Pod
+		g.Eventually(func(g Gomega) { pod = getPod(g, ns, ib.Name+"-build-1") }).Should(Succeed())
+		g.Expect(ptr.Deref(pod.Spec.HostUsers, true)).To(BeFalse())
+		binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod.Name}, Target: corev1.ObjectReference{Kind: "Node", Name: nodeName}}
+		g.Expect(k8sClient.SubResource("binding").Create(ctx, pod, binding)).To(Succeed())
+	}
+	old, ready := node("old-runc", false), node("userns-ready", true)
+
+	ib := newImageBuild(ns, "userns", func(ib *kilnv1.ImageBuild) { ib.Spec.SecurityProfile = kilnv1.SecurityProfileUserNS })
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	bind(ib, old)
+	stalledWith(g, ib, string(kilnv1.FailurePodStartFailed), "node "+old+" cannot run build pod userns-build-1 of the userns security profile",
+		"does not support user namespaces", "use the rootless profile (spec.securityProfile)")
+
+	fine := newImageBuild(ns, "fine", func(ib *kilnv1.ImageBuild) { ib.Spec.SecurityProfile = kilnv1.SecurityProfileUserNS })
+	g.Expect(k8sClient.Create(ctx, fine)).To(Succeed())
+	bind(fine, ready)
+	g.Consistently(func(g Gomega) {
+		cur := getIB(g, fine)
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
+		g.Expect(condition(cur, kilnv1.ConditionStalled)).To(BeNil())
+	}).Should(Succeed())
+}

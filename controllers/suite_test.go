@@ -46,8 +46,10 @@ var (
 	// testPoller is the controller's git poller; allowPolls opens it to a test's servers.
 	testPoller = gitremote.New(gitremote.Options{})
 	// testPolicy is the controller's Policy, as --max-cache-size=50Gi
-	// --allowed-priority-classes=kiln-builds --build-service-account=kiln-builder set it.
-	testPolicy = Policy{MaxCacheSize: ptr.To(resource.MustParse("50Gi")), AllowedPriorityClasses: []string{"kiln-builds"}, BuildServiceAccount: "kiln-builder"}
+	// --allowed-priority-classes=kiln-builds --build-service-account=kiln-builder
+	// --allowed-security-profiles=userns set it.
+	testPolicy = Policy{MaxCacheSize: ptr.To(resource.MustParse("50Gi")), AllowedPriorityClasses: []string{"kiln-builds"}, BuildServiceAccount: "kiln-builder",
+		AllowedSecurityProfiles: []kilnv1.SecurityProfile{kilnv1.SecurityProfileUserNS}}
 )
 
 func TestMain(m *testing.M) {
