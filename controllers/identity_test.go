@@ -6,9 +6,11 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -138,4 +140,35 @@ func TestStaleReadAfterAQuickBuildStartsNoSecond(t *testing.T) {
 	g.Expect(r.reconcileBuild(ctx, stale, cacheClaim{Name: claimName(stale), Bytes: 5 << 30}, st)).To(Succeed())
 	g.Expect(st.requeue).To(Equal(time.Second), "looks again once the cache catches up")
 	g.Expect(podExists(ns, "quick-build-2")()).To(BeFalse(), "a second build started on a stale read")
+}
+
+// TestBuildPodWithoutItsLabelsIsStillFollowed: someone who may edit pods takes kiln's labels
+// off a running build pod. The cache no longer shows it, but it is the pod kiln recorded (its
+// UID): kiln follows it by reading it, records its result, and frees the claim's Lease, rather
+// than wait for it forever.
+func TestBuildPodWithoutItsLabelsIsStillFollowed(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "stripped")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) {
+		pod = getPod(g, ns, "stripped-build-1")
+		g.Expect(getIB(g, ib).Status.LastBuild).NotTo(BeNil())
+	}).Should(Succeed())
+	runPod(t, pod)
+	delete(pod.Labels, LabelManagedBy)
+	delete(pod.Labels, LabelImageBuild)
+	g.Expect(k8sClient.Update(ctx, pod)).To(Succeed())
+
+	finishPod(t, pod, 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseSucceeded))
+		g.Expect(cur.Status.Digest).To(Equal(okResult.Digest))
+	}).Should(Succeed())
+	lease := &coordinationv1.Lease{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: leaseName("stripped-cache")}, lease)).To(Succeed())
+	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(BeEmpty(), "the claim's Lease is released")
 }

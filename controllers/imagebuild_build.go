@@ -221,10 +221,10 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 			return true, err
 		}
 		r.recordResult(ib, current)
-		return false, r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name)
+		return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
 	case current != nil && lb.PodName == current.Name:
 		if podFinished(current) {
-			return false, r.releaseCacheLease(ctx, ib.Namespace, current.Annotations[AnnotationCacheClaim], current.Name)
+			return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
 		}
 		if current.DeletionTimestamp == nil && (lb.FailureReason == kilnv1.FailurePodStartFailed || lb.FailureReason == kilnv1.FailureImagePullFailed) {
 			// kiln ended this build (a container could not start) and the pod is still there.
@@ -237,6 +237,13 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		// The pod of the build in progress is gone from the cache: make sure before calling it lost.
 		pod := &corev1.Pod{}
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: lb.PodName}, pod)
+		if err == nil && recorded(lb, pod) && !kilnLabelled(ib, pod) {
+			// Someone took kiln's labels off the pod: the cache, which holds labelled pods only,
+			// no longer shows it, and no watch event will. Follow it by reading it, every few
+			// seconds; its UID is the one kiln recorded, so its result is still the build's.
+			st.requeueAfter(unlabelledPodPoll)
+			return r.followCurrent(ctx, ib, pod, key, st)
+		}
 		if err == nil && recorded(lb, pod) {
 			st.progress(kilnv1.PhasePending, kilnv1.ReasonPending, fmt.Sprintf("waiting for build pod %s", lb.PodName))
 			st.requeueAfter(time.Second)
@@ -258,6 +265,25 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		return false, r.releaseGoneHolder(ctx, ib, lb.PodName)
 	}
 	return false, nil
+}
+
+// unlabelledPodPoll is how often kiln reads a build pod whose labels someone removed.
+const unlabelledPodPoll = 5 * time.Second
+
+// kilnLabelled reports whether pod carries the labels by which kiln's cache and watches find
+// ib's build pods.
+func kilnLabelled(ib *kilnv1.ImageBuild, pod *corev1.Pod) bool {
+	return pod.Labels[LabelManagedBy] == "kiln" && pod.Labels[LabelImageBuild] == ib.Name
+}
+
+// buildClaim is the cache claim whose Lease ib's build pod holds: the one the status recorded
+// when the build started, or, for a build recorded before that, the pod's annotation (which
+// anyone who may edit pods can change).
+func buildClaim(ib *kilnv1.ImageBuild, pod *corev1.Pod) string {
+	if c := ib.Status.Cache; c != nil && c.ClaimName != "" {
+		return c.ClaimName
+	}
+	return pod.Annotations[AnnotationCacheClaim]
 }
 
 // releaseGoneHolder gives back the cache Lease that the ended build's pod podName still holds,
