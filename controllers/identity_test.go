@@ -155,7 +155,9 @@ func TestBuildPodWithoutItsLabelsIsStillFollowed(t *testing.T) {
 	var pod *corev1.Pod
 	g.Eventually(func(g Gomega) {
 		pod = getPod(g, ns, "stripped-build-1")
-		g.Expect(getIB(g, ib).Status.LastBuild).NotTo(BeNil())
+		lb := getIB(g, ib).Status.LastBuild
+		g.Expect(lb).NotTo(BeNil())
+		g.Expect(lb.SecurityProfile).To(Equal(kilnv1.SecurityProfileRootless), "status names the pod's profile")
 	}).Should(Succeed())
 	runPod(t, pod)
 	delete(pod.Labels, LabelManagedBy)

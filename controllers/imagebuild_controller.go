@@ -365,7 +365,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	}
 	ib.Status.LastHandledResetCacheAt = resetAt
 	ib.Status.BuildCount = n
-	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, PodUID: pod.UID, Attempt: attempt, BuildKey: keyOf(ib)}
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: podName, PodUID: pod.UID, Attempt: attempt, SecurityProfile: profile, BuildKey: keyOf(ib)}
 	ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claim.Name}
 	msg := fmt.Sprintf("Started build pod %s (attempt %d, security profile %s) on cache claim %s", podName, attempt, profile, claim.Name)
 	r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildStarted, "%s", msg)

@@ -334,5 +334,6 @@ func TestUserNSPodOnANodeWithoutSupportStalls(t *testing.T) {
 		cur := getIB(g, fine)
 		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhasePending))
 		g.Expect(condition(cur, kilnv1.ConditionStalled)).To(BeNil())
+		g.Expect(cur.Status.LastBuild.SecurityProfile).To(Equal(kilnv1.SecurityProfileUserNS), "status names the pod's profile")
 	}).Should(Succeed())
 }

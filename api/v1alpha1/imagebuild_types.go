@@ -96,7 +96,7 @@ type ImageBuildSpec struct {
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
-	// SecurityProfile is how the build pod isolates buildkitd from the node. Empty uses the
+	// SecurityProfile is how the build pod isolates buildkitd from the node. Unset uses the
 	// manager's --build-pod-security-profile; another value must be one the manager allows
 	// (--allowed-security-profiles), else the ImageBuild ends Stalled (PolicyViolation). See
 	// docs/security.md for what each profile needs from the node and what it protects against.
@@ -697,6 +697,10 @@ type LastBuild struct {
 	PodUID types.UID `json:"podUID,omitempty"`
 	// Attempt counts the tries of this build, from 1.
 	Attempt int32 `json:"attempt"`
+	// SecurityProfile is the profile the build pod was created with (spec.securityProfile, or
+	// the manager's --build-pod-security-profile). Empty when no pod was created.
+	// +optional
+	SecurityProfile SecurityProfile `json:"securityProfile,omitempty"`
 	// BuildKey is what the build answers; the build pod carries the same key.
 	BuildKey `json:",inline"`
 	// StartTime of the build pod.

@@ -10,10 +10,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -33,6 +35,8 @@ import (
 const (
 	guardOn   = "crds: {enabled: false}\npolicies: {buildNamespaceGuard: {enabled: true}}\n"
 	guardName = "kiln-build-namespace-guard"
+	// connectGuard is the guard's policy on exec and attach.
+	connectGuard = guardName + "-connect"
 	// kilnSA is the chart's service account for release kiln in kiln-system.
 	kilnSA   = "system:serviceaccount:kiln-system:kiln"
 	tenant   = "alice"
@@ -46,6 +50,8 @@ const (
 	// notBuildKit is the hint for a setting on a container of kiln's pod other than buildkitd.
 	notBuildKit = "in kiln's build pods only the init container buildkitd running one of kiln's BuildKit images (" + rootless + ", " + rootful + ") is exempt"
 	usernsOnly  = "kiln's buildkitd is exempt only in a pod with hostUsers: false"
+	// claimRefused is the refusal of a claim in a pod that is not kiln's build pod.
+	claimRefused = "is not allowed: in a build namespace only kiln's build pods mount claims, so that no other pod can change a build cache; use an ephemeral volume, or another namespace"
 )
 
 var guardApplied atomic.Bool
@@ -63,8 +69,12 @@ func applyGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	vaps := ofKind(objs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-	if len(vaps) != 2 || vaps[0].GetName() != guardName || vaps[1].GetName() != guardName {
-		t.Fatalf("the guard renders %d policies and bindings, want %s and its binding", len(vaps), guardName)
+	names := map[string]int{}
+	for _, o := range vaps {
+		names[o.GetKind()+" "+o.GetName()]++
+	}
+	if len(vaps) != 4 || len(names) != 4 || names["ValidatingAdmissionPolicy "+guardName] != 1 || names["ValidatingAdmissionPolicy "+connectGuard] != 1 {
+		t.Fatalf("the guard renders %v, want %s and %s and their bindings", names, guardName, connectGuard)
 	}
 	for _, o := range vaps {
 		if err := k8s.Create(ctx, o); err != nil {
@@ -72,7 +82,7 @@ func applyGuard(t *testing.T) {
 		}
 	}
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "guard-test-pod-writer"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods", "pods/ephemeralcontainers"}, Verbs: []string{"get", "create", "update", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "pods/ephemeralcontainers", "pods/exec", "pods/attach"}, Verbs: []string{"get", "create", "update", "patch"}},
 	}}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "guard-test-pod-writer"},
@@ -188,22 +198,22 @@ func buildKit(change func(*corev1.Container)) func(*corev1.Pod) {
 }
 
 // usernsProfile turns kiln's rootless build pod into the pod kiln renders for the same
-// ImageBuild in the userns profile (a user-namespace pod whose buildkitd runs BuildKit's rootful
-// image as root of that namespace, with SYS_ADMIN and an unmasked /proc); privileged when
-// privileged, as BuildKit's examples/kubernetes/*.userns.yaml have it ("not really privileged").
-func usernsProfile(privileged bool) func(*corev1.Pod) {
-	return func(p *corev1.Pod) {
-		ib := imageBuild(p.Namespace, p.Labels[controllers.LabelImageBuild])
-		ib.UID = p.OwnerReferences[0].UID
-		u, err := controllers.RenderBuildPodForTest(ib, kilnv1.SecurityProfileUserNS, rootful, runner)
-		if err != nil {
-			panic(err)
-		}
-		p.Spec = u.Spec
-		if privileged {
-			p.Spec.InitContainers[0].SecurityContext.Privileged = ptr.To(true)
-		}
+// ImageBuild in the userns profile: a user-namespace pod whose buildkitd runs BuildKit's rootful
+// image as root of that namespace, with SYS_ADMIN.
+func usernsProfile(p *corev1.Pod) {
+	ib := imageBuild(p.Namespace, p.Labels[controllers.LabelImageBuild])
+	ib.UID = p.OwnerReferences[0].UID
+	u, err := controllers.RenderBuildPodForTest(ib, kilnv1.SecurityProfileUserNS, rootful, runner)
+	if err != nil {
+		panic(err)
 	}
+	p.Spec = u.Spec
+}
+
+// privileged makes buildkitd privileged, as BuildKit's examples/kubernetes/*.userns.yaml have
+// it in a user-namespace pod ("not really privileged"); kiln renders no such pod.
+func privileged(p *corev1.Pod) {
+	p.Spec.InitContainers[0].SecurityContext.Privileged = ptr.To(true)
 }
 
 type guardCase struct {
@@ -253,8 +263,10 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 			p.Spec.Containers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
 			p.Spec.Containers[0].SecurityContext.RunAsUser = ptr.To[int64](1000)
 			p.Spec.Volumes = []corev1.Volume{
-				{Name: "claim", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
-				{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "scratch", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
+					Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+						Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}}}},
+				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "c"}}}},
 				{Name: "info", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 					{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}}}}},
@@ -285,7 +297,7 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 		// docs/policy.md's dry runs: kubectl run --privileged, and with the overrides that make it restricted
 		kubectlRun("kubectl run --privileged", func(p *corev1.Pod) {
 			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
-		}, "pod guard-probe: container guard-probe: securityContext.privileged is not allowed (Pod Security restricted); only kiln's build pods are exempt, on their buildkitd init container in a pod with hostUsers: false (and 4 more)"),
+		}, "pod guard-probe: container guard-probe: securityContext.privileged is not allowed (Pod Security restricted) (and 4 more)"),
 		kubectlRun("kubectl run with overrides", func(p *corev1.Pod) {
 			p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65534),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
@@ -303,12 +315,12 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 		tenantCase("hostIPC", func(p *corev1.Pod) { p.Spec.HostIPC = true }, "hostIPC is not allowed"),
 		tenantCase("privileged", app(func(sc *corev1.SecurityContext) {
 			sc.Privileged, sc.AllowPrivilegeEscalation = ptr.To(true), nil
-		}), "container app: securityContext.privileged is not allowed "+restricted+"); "+notKilns+" in a pod with hostUsers: false"),
+		}), "container app: securityContext.privileged is not allowed "+restricted+")"),
 		tenantCase("privileged, in a user namespace", func(p *corev1.Pod) {
 			userns(p)
 			p.Spec.Containers[0].SecurityContext.Privileged = ptr.To(true)
 			p.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil
-		}, "container app: securityContext.privileged is not allowed", notKilns),
+		}, "container app: securityContext.privileged is not allowed "+restricted+")", "(and 1 more)"),
 		tenantCase("capabilities beyond the baseline set", app(func(sc *corev1.SecurityContext) {
 			sc.Capabilities.Add = []corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}
 		}), "container app: securityContext.capabilities.add NET_ADMIN is not allowed (Pod Security restricted allows only NET_BIND_SERVICE)"),
@@ -344,7 +356,12 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 		tenantCase("/proc unmasked, in a user namespace", func(p *corev1.Pod) {
 			userns(p)
 			p.Spec.Containers[0].SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
-		}, "container app: securityContext.procMount Unmasked is not allowed", notKilns+" in a pod with hostUsers: false"),
+		}, "container app: securityContext.procMount Unmasked is not allowed "+restricted+")"),
+
+		// beyond restricted: claims, which kiln's cache is
+		tenantCase("a claim", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "app-cache"}}}}
+		}, "volume cache: persistentVolumeClaim app-cache "+claimRefused),
 		tenantCase("seccomp Unconfined", app(func(sc *corev1.SecurityContext) {
 			sc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
 		}), "container app: seccompProfile Unconfined is not allowed "+restricted+"); "+notKilns),
@@ -405,10 +422,9 @@ func TestBuildNamespaceGuardAdmitsKilnsBuildPods(t *testing.T) {
 	}
 	for i, tc := range []guardCase{
 		kilnCase("rootless", kilnSA, same),
-		kilnCase("userns", kilnSA, usernsProfile(false)),
-		kilnCase("userns, privileged", kilnSA, usernsProfile(true)),
+		kilnCase("userns", kilnSA, usernsProfile),
 		kilnCase("userns with the rootless image", kilnSA, func(p *corev1.Pod) {
-			usernsProfile(true)(p)
+			usernsProfile(p)
 			p.Spec.InitContainers[0].Image = rootless
 		}),
 		kilnCase("AppArmor annotation unconfined on buildkitd", kilnSA, func(p *corev1.Pod) {
@@ -417,14 +433,21 @@ func TestBuildNamespaceGuardAdmitsKilnsBuildPods(t *testing.T) {
 
 		// kiln's shape, another identity
 		kilnCase("rootless, created by a tenant", tenant, same,
+			claimRefused+"; only kiln's build pods are exempt, and this pod is not one: it has kiln's label app.kubernetes.io/managed-by=kiln, but the request is from alice, not from kiln's ServiceAccount "+kilnSA,
+			"(and 4 more)"),
+		kilnCase("rootless, created by a tenant, without the cache claim", tenant, func(p *corev1.Pod) { p.Spec.Volumes = dropClaims(p.Spec.Volumes) },
 			"container buildkitd: appArmorProfile Unconfined is not allowed "+restricted+"); only kiln's build pods are exempt, and this pod is not one: it has kiln's label app.kubernetes.io/managed-by=kiln, but the request is from alice, not from kiln's ServiceAccount "+kilnSA,
 			"(and 3 more)"),
 		kilnCase("rootless, created by a service account named kiln in another namespace", "system:serviceaccount:"+ns+":kiln", same,
-			"container buildkitd:", "the request is from system:serviceaccount:"+ns+":kiln, not from kiln's ServiceAccount "+kilnSA),
-		kilnCase("userns, created by a tenant", tenant, usernsProfile(true),
-			"container buildkitd: securityContext.privileged is not allowed "+restricted+"); only kiln's build pods are exempt (on their buildkitd init container in a pod with hostUsers: false), and this pod is not one", "the request is from alice"),
+			"volume cache: persistentVolumeClaim build-6-cache "+claimRefused, "the request is from system:serviceaccount:"+ns+":kiln, not from kiln's ServiceAccount "+kilnSA),
+		kilnCase("userns, created by a tenant", tenant, func(p *corev1.Pod) { usernsProfile(p); p.Spec.Volumes = dropClaims(p.Spec.Volumes) },
+			"container buildkitd: appArmorProfile Unconfined is not allowed "+restricted+"); only kiln's build pods are exempt, and this pod is not one", "the request is from alice"),
 		kilnCase("rootless, without kiln's label", kilnSA, func(p *corev1.Pod) { delete(p.Labels, controllers.LabelManagedBy) },
-			"container buildkitd: appArmorProfile Unconfined is not allowed "+restricted+"); "+notKilns),
+			claimRefused, "(and 4 more)"),
+		kilnCase("rootless, without kiln's label or the cache claim", kilnSA, func(p *corev1.Pod) {
+			delete(p.Labels, controllers.LabelManagedBy)
+			p.Spec.Volumes = dropClaims(p.Spec.Volumes)
+		}, "container buildkitd: appArmorProfile Unconfined is not allowed "+restricted+"); "+notKilns),
 
 		// kiln's identity, not kiln's shape
 		kilnCase("runner not restricted", kilnSA, runnerSC(func(sc *corev1.SecurityContext) {
@@ -447,22 +470,28 @@ func TestBuildNamespaceGuardAdmitsKilnsBuildPods(t *testing.T) {
 		}, "container buildkitd: appArmorProfile Unconfined is not allowed", notBuildKit),
 		kilnCase("another image in buildkitd", kilnSA, buildKit(func(c *corev1.Container) { c.Image = "docker.io/moby/buildkit:latest" }),
 			"container buildkitd: appArmorProfile Unconfined is not allowed", notBuildKit),
-		kilnCase("privileged without a user namespace", kilnSA, buildKit(func(c *corev1.Container) { c.SecurityContext.Privileged = ptr.To(true) }),
-			"container buildkitd: securityContext.privileged is not allowed "+restricted+"); "+usernsOnly),
+		kilnCase("privileged without a user namespace", kilnSA, privileged,
+			"container buildkitd: securityContext.privileged is not allowed "+restricted+")"),
+		kilnCase("privileged in a user namespace (BuildKit's userns example; kiln needs only SYS_ADMIN)", kilnSA, func(p *corev1.Pod) { usernsProfile(p); privileged(p) },
+			"container buildkitd: securityContext.privileged is not allowed "+restricted+")"),
+		kilnCase("/proc unmasked in a user namespace", kilnSA, func(p *corev1.Pod) {
+			usernsProfile(p)
+			p.Spec.InitContainers[0].SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
+		}, "container buildkitd: securityContext.procMount Unmasked is not allowed "+restricted+")"),
 		kilnCase("SYS_ADMIN on the runner, in a user namespace", kilnSA, func(p *corev1.Pod) {
-			usernsProfile(false)(p)
+			usernsProfile(p)
 			p.Spec.Containers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
 		}, "container runner: securityContext.capabilities.add SYS_ADMIN is not allowed", notBuildKit+", in a pod with hostUsers: false"),
 		kilnCase("SYS_ADMIN without a user namespace", kilnSA, buildKit(func(c *corev1.Container) {
 			c.SecurityContext.Capabilities = &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}
 		}), "container buildkitd: securityContext.capabilities.add SYS_ADMIN is not allowed", usernsOnly),
 		kilnCase("root without a user namespace", kilnSA, func(p *corev1.Pod) {
-			usernsProfile(false)(p)
+			usernsProfile(p)
 			p.Spec.HostUsers = nil
 			p.Spec.InitContainers[0].SecurityContext.ProcMount = nil
 		}, "container buildkitd: securityContext.runAsNonRoot false is not allowed", "(and 2 more)"),
 		kilnCase("userns with another capability", kilnSA, func(p *corev1.Pod) {
-			usernsProfile(false)(p)
+			usernsProfile(p)
 			p.Spec.InitContainers[0].SecurityContext.Capabilities.Add = append(p.Spec.InitContainers[0].SecurityContext.Capabilities.Add, "NET_ADMIN")
 		}, "container buildkitd: securityContext.capabilities.add NET_ADMIN is not allowed (Pod Security restricted allows only NET_BIND_SERVICE)"),
 		kilnCase("hostPath volume", kilnSA, func(p *corev1.Pod) {
@@ -481,6 +510,19 @@ func TestBuildNamespaceGuardAdmitsKilnsBuildPods(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { runGuardCase(t, ns, fmt.Sprintf("build-%d", i), tc) })
 	}
+}
+
+// dropClaims is volumes without persistentVolumeClaim volumes (kiln's cache claim), replaced by
+// emptyDirs of the same names.
+func dropClaims(volumes []corev1.Volume) []corev1.Volume {
+	out := make([]corev1.Volume, 0, len(volumes))
+	for _, v := range volumes {
+		if v.PersistentVolumeClaim != nil {
+			v.VolumeSource = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // runGuardCase creates the case's pod, as its user, with a server-side dry run. A refusal names
@@ -541,7 +583,7 @@ func TestBuildNamespaceGuardOnUpdates(t *testing.T) {
 	}
 	build.Spec.EphemeralContainers = []corev1.EphemeralContainer{debug("debug", restrictedSC())}
 	checkRefusal(t, alice.SubResource("ephemeralcontainers").Update(ctx, build), guardName,
-		"container buildkitd: appArmorProfile Unconfined is not allowed", "the request is from alice")
+		"volume cache: persistentVolumeClaim app-cache "+claimRefused, "the request is from alice")
 	if err := as(t, kilnSA).Get(ctx, client.ObjectKeyFromObject(build), build); err != nil {
 		t.Fatal(err)
 	}
@@ -593,4 +635,70 @@ func TestBuildNamespaceGuardFollowsTheNamespaceLabel(t *testing.T) {
 	patch = client.MergeFrom(old.DeepCopy())
 	old.Spec.Containers[0].Image = "registry.example.com/app:2"
 	checkRefusal(t, alice.Patch(ctx, old, patch), guardName, "container app: securityContext.privileged is not allowed")
+}
+
+// TestBuildNamespaceGuardRefusesExecIntoBuildPods: in a build namespace nobody, a tenant who may
+// exec included, runs a command in or attaches to a container of kiln's build pod (buildkitd
+// has the guard's exceptions; both reach the cache claim, BuildKit's socket and the build's
+// credentials). A tenant's own pods stay open to exec, and an unguarded namespace is not
+// checked. With no node, an admitted exec fails later ("does not have a host assigned"): the
+// refusal is the guard's.
+func TestBuildNamespaceGuardRefusesExecIntoBuildPods(t *testing.T) {
+	applyGuard(t)
+	ctx := context.Background()
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: tenant}
+	alice, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(ns, pod, sub string, opts runtime.Object) error {
+		return alice.CoreV1().RESTClient().Post().Namespace(ns).Resource("pods").Name(pod).SubResource(sub).
+			VersionedParams(opts, clientgoscheme.ParameterCodec).Do(ctx).Error()
+	}
+	exec := func(container string) *corev1.PodExecOptions {
+		return &corev1.PodExecOptions{Container: container, Command: []string{"sh"}, Stdin: true, Stdout: true}
+	}
+
+	ns := buildNamespace(t, true)
+	build := buildPod(t, ns, "app")
+	if err := as(t, kilnSA).Create(ctx, build); err != nil {
+		t.Fatalf("kiln's build pod: %v", err)
+	}
+	own := tenantPod(ns, "own")
+	if err := as(t, tenant).Create(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, sub string
+		opts      runtime.Object
+		want      string
+	}{
+		{"exec into buildkitd", "exec", exec("buildkitd"), "pod app-build-1: exec into container buildkitd is not allowed"},
+		{"exec into the runner", "exec", exec("runner"), "pod app-build-1: exec into container runner is not allowed"},
+		{"exec into the default container", "exec", exec(""), "pod app-build-1: exec into its default container is not allowed"},
+		{"attach to buildkitd", "attach", &corev1.PodAttachOptions{Container: "buildkitd", Stdout: true}, "pod app-build-1: attach into container buildkitd is not allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkRefusal(t, connect(ns, build.Name, tc.sub, tc.opts), connectGuard, tc.want,
+				"nobody runs commands in kiln's build pods, which hold the build's cache, BuildKit's socket and its credentials")
+		})
+	}
+	t.Run("exec into a tenant's own pod", func(t *testing.T) {
+		err := connect(ns, own.Name, "exec", exec("app"))
+		if err == nil || strings.Contains(err.Error(), connectGuard) || !strings.Contains(err.Error(), "host") {
+			t.Errorf("want the exec admitted (and then failing for want of a node): %v", err)
+		}
+	})
+	t.Run("an unguarded namespace", func(t *testing.T) {
+		open := buildNamespace(t, false)
+		p := buildPod(t, open, "app")
+		if err := as(t, kilnSA).Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		err := connect(open, p.Name, "exec", exec("buildkitd"))
+		if err == nil || strings.Contains(err.Error(), connectGuard) || !strings.Contains(err.Error(), "host") {
+			t.Errorf("want the exec admitted (and then failing for want of a node): %v", err)
+		}
+	})
 }
