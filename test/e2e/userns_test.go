@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 )
@@ -92,6 +94,30 @@ func TestUserNSProfileBuildsInAGuardedNamespace(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "privileged is not allowed") {
 		t.Errorf("refusal of the tenant's privileged pod: %v", err)
+	}
+
+	// Nor may anyone reach the build's state: a restricted pod that mounts the cache claim, and
+	// kubectl exec into buildkitd, are refused.
+	claim := warm.Status.Cache.ClaimName
+	mounter := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-mounts-cache"},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "sh", Image: env["BASE_BUSYBOX"], SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+			Volumes: []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
+		},
+	}
+	err = k8s.Create(ctx, mounter, client.DryRunAll)
+	if err == nil || !strings.Contains(err.Error(), "persistentVolumeClaim "+claim+" is not allowed") {
+		t.Errorf("a tenant's pod that mounts the cache claim %s: %v", claim, err)
+	}
+	cmd := exec.Command(kubectl, "-n", ns, "exec", "hello-build-2", "-c", "buildkitd", "--", "true")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env["KUBECONFIG"])
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "exec into container buildkitd is not allowed") {
+		t.Errorf("kubectl exec into buildkitd: %v\n%s", err, out)
 	}
 }
 
