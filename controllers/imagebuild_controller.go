@@ -360,6 +360,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 		return r.refused(ib, podName, n, attempt, err, st)
 	}
 	created = true
+	r.slots.recordMade(pod.UID)
 	if err := r.confirmCacheLease(ctx, lease, podName); err != nil {
 		return err
 	}

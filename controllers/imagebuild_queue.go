@@ -24,6 +24,42 @@ import (
 type buildSlots struct {
 	mu     sync.Mutex
 	recent map[types.NamespacedName]slot
+	// made is the UIDs of the build pods this manager created, with when: with the UID in
+	// status.lastBuild.podUID (which outlives a restart), kiln's own record of its pods.
+	made map[types.UID]time.Time
+}
+
+// madeForget is how long kiln remembers a pod it created whose end the census has not seen (a
+// pod deleted while running). The status keeps the UID of each ImageBuild's current pod.
+const madeForget = 24 * time.Hour
+
+// recordMade remembers that kiln created the pod with uid.
+func (s *buildSlots) recordMade(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.made == nil {
+		s.made = map[types.UID]time.Time{}
+	}
+	for u, at := range s.made {
+		if time.Since(at) > madeForget {
+			delete(s.made, u)
+		}
+	}
+	s.made[uid] = time.Now()
+}
+
+// madeByKiln reports whether this manager created pod key with uid, or holds a slot for it
+// (created a moment ago, its UID not recorded yet); finished is the census seeing it finished,
+// which ends the record.
+func (s *buildSlots) madeByKiln(key types.NamespacedName, uid types.UID, finished bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.made[uid]
+	if finished {
+		delete(s.made, uid)
+	}
+	_, reserved := s.recent[key]
+	return ok || reserved
 }
 
 // slot is a build pod that holds a slot before the cache shows it: reserved, then created.
@@ -145,9 +181,10 @@ type census struct {
 }
 
 // buildPodCensus counts kiln's build pods from the cache. A running pod holds a slot only when
-// an existing ImageBuild controls it, and one per ImageBuild: a pod that merely carries kiln's
-// labels (anyone who may create pods can add them) or claims an ImageBuild as its owner takes
-// no slot beyond the one that ImageBuild's own build would.
+// kiln made it (its UID is one this manager created, or the one its ImageBuild's status
+// records), an existing ImageBuild controls it, and one per ImageBuild: a pod that merely
+// carries kiln's labels, or claims an ImageBuild as its owner (anyone who may create pods can
+// do both), takes no slot.
 func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, error) {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}, client.UnsafeDisableDeepCopy); err != nil {
@@ -160,12 +197,16 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 		p := &list.Items[i]
 		c.seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
 		ref := metav1.GetControllerOf(p)
+		made := r.slots.madeByKiln(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID, podFinished(p))
 		if podFinished(p) || ref == nil || ref.Kind != "ImageBuild" || owners[ref.UID] {
 			continue
 		}
 		owner := &kilnv1.ImageBuild{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, owner); err != nil || owner.UID != ref.UID {
 			continue // no such ImageBuild (any more): its pods are going, or were never kiln's
+		}
+		if !made && !recorded(owner.Status.LastBuild, p) {
+			continue // not a pod kiln created
 		}
 		owners[ref.UID] = true
 		c.running++

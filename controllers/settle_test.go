@@ -275,8 +275,9 @@ func TestOOMKilledBuildKitIsNotRetried(t *testing.T) {
 	g.Consistently(podExists(ns, "oom-build-2")).Should(BeFalse())
 }
 
-// TestPodsWithKilnsLabelsTakeNoSlot: anyone who may create pods can put kiln's labels on them;
-// such pods take no build slot unless an existing ImageBuild controls them.
+// TestPodsWithKilnsLabelsTakeNoSlot: anyone who may create pods can put kiln's labels on them,
+// and name an ImageBuild of the namespace as their controller; such pods take no build slot:
+// only pods kiln created (by UID) do.
 func TestPodsWithKilnsLabelsTakeNoSlot(t *testing.T) {
 	g := eventually(t)
 	ctx := context.Background()
@@ -284,7 +285,10 @@ func TestPodsWithKilnsLabelsTakeNoSlot(t *testing.T) {
 	testReconciler.SetMaxConcurrentBuilds(1)
 	t.Cleanup(func() { testReconciler.SetMaxConcurrentBuilds(0) })
 	ghost := metav1.OwnerReference{APIVersion: kilnv1.GroupVersion.String(), Kind: "ImageBuild", Name: "gone", UID: "00000000-0000-0000-0000-000000000000", Controller: ptr.To(true)}
-	for i, refs := range [][]metav1.OwnerReference{nil, nil, {ghost}} {
+	held := newImageBuild(ns, "held", func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = true })
+	g.Expect(k8sClient.Create(ctx, held)).To(Succeed())
+	forged := metav1.OwnerReference{APIVersion: kilnv1.GroupVersion.String(), Kind: "ImageBuild", Name: held.Name, UID: held.UID, Controller: ptr.To(true)}
+	for i, refs := range [][]metav1.OwnerReference{nil, nil, {ghost}, {forged}} {
 		fake := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("fake-%d", i), OwnerReferences: refs,
 			Labels: map[string]string{LabelManagedBy: "kiln", LabelImageBuild: "gone"}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.test/other:1"}}}}
@@ -293,7 +297,7 @@ func TestPodsWithKilnsLabelsTakeNoSlot(t *testing.T) {
 	time.Sleep(2 * time.Second) // the manager's cache has the fakes: counted, they would fill the one slot
 	other := newImageBuild(ns, "other")
 	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
-	g.Eventually(podExists(ns, "other-build-1")).Should(BeTrue(), "labelled pods that no existing ImageBuild controls take no slot")
+	g.Eventually(podExists(ns, "other-build-1")).Should(BeTrue(), "labelled pods that kiln did not create take no slot")
 }
 
 // TestUserNSPodOnANodeWithoutSupportStalls (issue 14): a userns build pod bound to a node whose
