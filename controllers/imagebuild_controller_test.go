@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,6 +89,7 @@ var okResult = contract.Result{
 	Budget: &contract.Budget{Enforcement: kilnv1.EnforcementEnforce,
 		Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 	CachedSteps: 3, TotalSteps: 7,
+	Attestations: []contract.Attestation{{Platform: "linux/amd64", Manifest: "sha256:" + strings.Repeat("1a", 32), Provenance: "sha256:" + strings.Repeat("2b", 32)}},
 }
 
 func TestCreatesClaimAndBuildPod(t *testing.T) {
@@ -157,6 +159,8 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	req := requestOf(g, pod)
 	g.Expect(req.Spec.Output.Image).To(Equal("registry.example.com/team/hello"))
 	g.Expect(req.Build).To(Equal(int64(1)))
+	g.Expect(req.Generation).To(Equal(ib.Generation))
+	g.Expect(req.Spec.Output.Provenance).To(Equal(kilnv1.ProvenanceMax), "provenance max by default")
 
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
@@ -190,6 +194,7 @@ func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {
 	g.Expect(cur.Status.Digest).To(Equal(okResult.Digest))
 	g.Expect(cur.Status.Image).To(Equal(okResult.Image))
 	g.Expect(cur.Status.Tags).To(Equal([]string{"v1"}))
+	g.Expect(cur.Status.Attestations).To(Equal([]kilnv1.AttestationStatus{{Platform: "linux/amd64", Manifest: okResult.Attestations[0].Manifest, Provenance: okResult.Attestations[0].Provenance}}))
 	g.Expect(cur.Status.Size.Compressed).To(Equal("1.2MiB"))
 	g.Expect(cur.Status.Size.Platforms[0].CompressedBytes).To(Equal(int64(1_234_567)))
 	g.Expect(cur.Status.Cache).To(Equal(&kilnv1.CacheStatus{ClaimName: "hello-cache", CachedSteps: 3, TotalSteps: 7}))

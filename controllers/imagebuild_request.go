@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -15,13 +16,14 @@ import (
 func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract.Request {
 	s := &ib.Spec
 	return contract.Request{
-		Namespace: ib.Namespace, Name: ib.Name, Build: build, ResetCache: resetCache,
+		Namespace: ib.Namespace, Name: ib.Name, Build: build, Generation: ib.Generation, ResetCache: resetCache,
 		Spec: contract.BuildSpec{
 			Source:     requestSource(s.Source),
 			Dockerfile: requestDockerfile(s.Dockerfile),
 			Output: contract.Output{
 				Image: s.Output.Image, Tags: slices.Clone(s.Output.Tags), PushSecretRef: secretRef(s.Output.PushSecretRef),
 				Compression: s.Output.Compression, Reproducible: s.Output.Reproducible, Insecure: s.Output.Insecure,
+				Provenance: cmp.Or(s.Output.Provenance, kilnv1.ProvenanceMax),
 			},
 			Budget: requestBudget(s.Budget),
 			Advice: requestAdvice(s.Advice),

@@ -32,8 +32,9 @@ func TestRunnerRequest(t *testing.T) {
 		}
 		ib.Spec.Output = kilnv1.Output{
 			Image: "registry.example.com/team/app", Tags: []string{"v1", "latest"}, PushSecretRef: &kilnv1.LocalObjectReference{Name: "regcred"},
-			Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true,
+			Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true, Provenance: kilnv1.ProvenanceMin,
 		}
+		ib.Generation = 4
 		ib.Spec.Budget = &kilnv1.Budget{
 			MaxImageSize: quantity("50Mi"), MaxLayerSize: quantity("100M"), MaxLayers: ptr.To[int32](12),
 			MaxWastedSize: quantity("1500m"), MaxGrowth: quantity("0"), Enforcement: kilnv1.EnforcementWarn,
@@ -45,7 +46,7 @@ func TestRunnerRequest(t *testing.T) {
 	})
 	got := runnerRequest(ib, 7, true)
 	want := contract.Request{
-		Namespace: "team", Name: "app", Build: 7, ResetCache: true,
+		Namespace: "team", Name: "app", Build: 7, Generation: 4, ResetCache: true,
 		Spec: contract.BuildSpec{
 			Source: contract.Source{Git: &contract.GitSource{
 				URL: "http://git.example.com/app.git", Revision: "main", ContextDir: "svc", SecretRef: &contract.SecretRef{Name: "git-creds"}, Insecure: true,
@@ -57,7 +58,7 @@ func TestRunnerRequest(t *testing.T) {
 			},
 			Output: contract.Output{
 				Image: "registry.example.com/team/app", Tags: []string{"v1", "latest"}, PushSecretRef: &contract.SecretRef{Name: "regcred"},
-				Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true,
+				Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true, Provenance: kilnv1.ProvenanceMin,
 			},
 			Budget: &contract.BudgetSpec{
 				MaxImageSize: ptr.To[int64](50 << 20), MaxLayerSize: ptr.To[int64](100_000_000), MaxLayers: ptr.To[int32](12),
@@ -107,5 +108,8 @@ func TestRunnerRequestOfAMinimalSpec(t *testing.T) {
 	}
 	if got.Source.Git != nil || got.Source.ConfigMap == nil || got.Source.ConfigMap.Name != "hello-src" {
 		t.Errorf("source %+v", got.Source)
+	}
+	if got.Output.Provenance != kilnv1.ProvenanceMax {
+		t.Errorf("provenance %q for a spec without it (stored before the CRD defaulted it): want max", got.Output.Provenance)
 	}
 }

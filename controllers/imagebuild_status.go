@@ -241,6 +241,10 @@ func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
 		ib.Status.Digest = res.Digest
 		ib.Status.Image = res.Image
 		ib.Status.Tags = res.Tags
+		ib.Status.Attestations = nil
+		for _, a := range res.Attestations {
+			ib.Status.Attestations = append(ib.Status.Attestations, kilnv1.AttestationStatus{Platform: a.Platform, Manifest: a.Manifest, Provenance: a.Provenance, SBOM: a.SBOM})
+		}
 	}
 }
 

@@ -371,7 +371,28 @@ type Output struct {
 	// Insecure pushes over plain HTTP, for registries inside a local cluster.
 	// +optional
 	Insecure bool `json:"insecure,omitempty"`
+
+	// Provenance is the SLSA provenance (v1) BuildKit records and kiln pushes with the image,
+	// as an attestation manifest in its index: max (default) names every step, base image and
+	// source, and the build arguments with their values; min names the sources and base images
+	// only, without build arguments; none attaches none (the image is then pushed as a single
+	// manifest, unless it has several platforms). Build secrets appear by id only, never by
+	// value. docs/supply-chain.md says what is recorded and how to verify it.
+	// +kubebuilder:default=max
+	// +optional
+	Provenance ProvenanceMode `json:"provenance,omitempty"`
 }
+
+// ProvenanceMode is how much SLSA provenance BuildKit records (its attest:provenance mode).
+// +kubebuilder:validation:Enum=max;min;none
+type ProvenanceMode string
+
+// The provenance modes.
+const (
+	ProvenanceMax  ProvenanceMode = "max"
+	ProvenanceMin  ProvenanceMode = "min"
+	ProvenanceNone ProvenanceMode = "none"
+)
 
 // Cache is the persistent volume that holds BuildKit's state.
 // +kubebuilder:validation:XValidation:rule="!(has(self.claimName) && (has(self.size) || has(self.storageClassName)))",message="cache.claimName shares an existing claim: do not set cache.size or cache.storageClassName with it"
@@ -503,6 +524,12 @@ type ImageBuildStatus struct {
 	// +optional
 	Size *ImageSize `json:"size,omitempty"`
 
+	// Attestations are the attestation manifests of the image in Image, one per platform image
+	// (spec.output.provenance). Empty when it has none; an entry without statement digests when
+	// the runner's result had no room for them (the manifest holds them).
+	// +optional
+	Attestations []AttestationStatus `json:"attestations,omitempty"`
+
 	// Budget is the last build's verdict against spec.budget.
 	// +optional
 	Budget *BudgetStatus `json:"budget,omitempty"`
@@ -566,6 +593,22 @@ type ImageSize struct {
 	// AttestationBytes is the size of attestation manifests (provenance, SBOM), reported apart.
 	// +optional
 	AttestationBytes int64 `json:"attestationBytes,omitempty"`
+}
+
+// AttestationStatus names the attestations of one platform image of the pushed index.
+type AttestationStatus struct {
+	// Platform of the image, as os/arch[/variant].
+	// +optional
+	Platform string `json:"platform,omitempty"`
+	// Manifest is the digest of the attestation manifest in the index (BuildKit's
+	// vnd.docker.reference.type: attestation-manifest), which holds the statements.
+	Manifest string `json:"manifest"`
+	// Provenance is the digest of the in-toto statement with the SLSA provenance.
+	// +optional
+	Provenance string `json:"provenance,omitempty"`
+	// SBOM is the digest of the in-toto statement with the SPDX SBOM.
+	// +optional
+	SBOM string `json:"sbom,omitempty"`
 }
 
 // PlatformSize is the measured size of one platform's image.

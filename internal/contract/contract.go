@@ -101,6 +101,9 @@ type Result struct {
 	Platforms []Platform `json:"platforms,omitempty"`
 	// AttestationBytes is the size of attestation manifests, counted apart.
 	AttestationBytes int64 `json:"attBytes,omitempty"`
+	// Attestations are the built index's attestation manifests, one per platform image that
+	// has some (BuildKit's provenance and SBOM). Since contract 1.3; Fit may drop them.
+	Attestations []Attestation `json:"attestations,omitempty"`
 	// Budget is the judgement of Platforms against spec.budget; nil when there is no budget.
 	Budget *Budget `json:"budget,omitempty"`
 	// CachedSteps and TotalSteps count the build's vertices.
@@ -108,6 +111,19 @@ type Result struct {
 	TotalSteps  int32 `json:"total,omitempty"`
 	// Advice is the runner's most valuable findings, best first.
 	Advice []Advice `json:"advice,omitempty"`
+}
+
+// Attestation is the attestation manifest of one platform image, and the digests of the
+// in-toto statements in it.
+type Attestation struct {
+	// Platform of the image the statements are about (os/arch[/variant]).
+	Platform string `json:"platform,omitempty"`
+	// Manifest is the attestation manifest's digest in the index.
+	Manifest string `json:"manifest"`
+	// Provenance and SBOM are the digests of the SLSA provenance and SPDX statements; empty
+	// when there is none, or when Fit dropped them to fit.
+	Provenance string `json:"provenance,omitempty"`
+	SBOM       string `json:"sbom,omitempty"`
 }
 
 // Platform is one platform image as measured.

@@ -32,6 +32,8 @@ func worstCase() Result {
 			ps.LargestLayers = append(ps.LargestLayers, Layer{Index: int32(i), CompressedBytes: int64(40-i) << 20, CreatedBy: long, Line: int32(10 + i)})
 		}
 		r.Platforms = append(r.Platforms, ps)
+		r.Attestations = append(r.Attestations, Attestation{Platform: p, Manifest: "sha256:" + strings.Repeat("1a", 32),
+			Provenance: "sha256:" + strings.Repeat("2b", 32), SBOM: "sha256:" + strings.Repeat("3c", 32)})
 		for _, l := range []string{"maxImageSize", "maxLayerSize", "maxLayers", "maxWastedSize", "maxGrowth"} {
 			r.Budget.Checks = append(r.Budget.Checks, Check{Limit: l, Platform: p, LimitValue: 52_428_800, Actual: 64_172_851})
 		}
@@ -123,4 +125,44 @@ func TestExitCodes(t *testing.T) {
 		}
 		seen[code] = c
 	}
+}
+
+// TestFitKeepsAttestationManifests: eight platforms, each with its attestation manifest, its
+// provenance and SBOM statements and its largest layers, and ten long tags, do not fit whole;
+// the layers go, then the statements' digests, and the attestation manifests and the tags stay.
+func TestFitKeepsAttestationManifests(t *testing.T) {
+	r := Result{Digest: "sha256:" + strings.Repeat("ab", 32), Image: "registry.example.com/team/app@sha256:" + strings.Repeat("ab", 32), Pushed: true}
+	for i := range 10 {
+		r.Tags = append(r.Tags, fmt.Sprintf("release-%02d-%s", i, strings.Repeat("x", 80)))
+	}
+	for i := range 8 {
+		p := fmt.Sprintf("linux/arch%d", i)
+		ps := Platform{Platform: p, CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 40}
+		for j := range 5 {
+			ps.LargestLayers = append(ps.LargestLayers, Layer{Index: int32(j), CompressedBytes: 1 << 20, CreatedBy: strings.Repeat("RUN x ", 20), Line: int32(j)})
+		}
+		r.Platforms = append(r.Platforms, ps)
+		r.Attestations = append(r.Attestations, Attestation{Platform: p, Manifest: fmt.Sprintf("sha256:%064d", i),
+			Provenance: "sha256:" + strings.Repeat("2b", 32), SBOM: "sha256:" + strings.Repeat("3c", 32)})
+	}
+	b, err := r.Encode()
+	if err != nil || len(b) > MaxResultBytes {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+	got, err := Decode(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Tags) != 10 || len(got.Platforms[0].LargestLayers) != 0 {
+		t.Errorf("%d tags and %d layers kept, want 10 and 0", len(got.Tags), len(got.Platforms[0].LargestLayers))
+	}
+	if len(got.Attestations) != 8 {
+		t.Fatalf("%d attestations kept, want 8", len(got.Attestations))
+	}
+	for i, a := range got.Attestations {
+		if a.Manifest != r.Attestations[i].Manifest || a.Platform != r.Attestations[i].Platform || a.Provenance != "" || a.SBOM != "" {
+			t.Errorf("attestation %d: %+v, want the manifest and platform without statement digests", i, a)
+		}
+	}
+	t.Logf("encodes in %d bytes", len(b))
 }

@@ -10,7 +10,8 @@ import (
 // limits of limits.go; then, while the encoding is too long, it drops the least valuable parts
 // step by step: findings beyond the first three, layers beyond each platform's three largest,
 // checks beyond the four worst, then the same down to one each, then every finding and layer;
-// then it shortens the log tail and the message, drops the log tail, and keeps one tag. The
+// then it keeps only each attestation manifest's digest (not its statements'), shortens the log
+// tail and the message, drops the log tail, keeps one tag, and drops the attestations. The
 // version, failure class, digest, image, revision, every platform's sizes, the enforcement and
 // the worst check always stay; an error says when even they do not fit.
 func (r Result) Fit(limit int) ([]byte, error) {
@@ -40,10 +41,16 @@ func (r Result) Fit(limit int) ([]byte, error) {
 		func() { trimChecks(&r, 1) },
 		func() { trimSlice(&r.Advice, 0) },
 		func() { trimLayers(&r, 0) },
+		func() {
+			for i := range r.Attestations {
+				r.Attestations[i].Provenance, r.Attestations[i].SBOM = "", ""
+			}
+		},
 		func() { r.LogTail = TruncateStart(r.LogTail, fitLogTail) },
 		func() { r.Message = Truncate(r.Message, fitMessage) },
 		func() { r.LogTail = "" },
 		func() { trimSlice(&r.Tags, 1) },
+		func() { r.Attestations = nil },
 	}
 	for _, step := range steps {
 		b, err := json.Marshal(r)
@@ -96,6 +103,7 @@ func (r Result) clone() Result {
 	c := r
 	c.Tags = append([]string(nil), r.Tags...)
 	c.Advice = append([]Advice(nil), r.Advice...)
+	c.Attestations = append([]Attestation(nil), r.Attestations...)
 	c.Platforms = make([]Platform, len(r.Platforms))
 	for i, p := range r.Platforms {
 		p.LargestLayers = append([]Layer(nil), p.LargestLayers...)

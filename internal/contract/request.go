@@ -45,6 +45,8 @@ type Request struct {
 	Name      string `json:"name"`
 	// Build is the build number (the pod is <name>-build-<n>).
 	Build int64 `json:"build"`
+	// Generation of the ImageBuild being built (metadata.generation). Since contract 1.3.
+	Generation int64 `json:"generation,omitempty"`
 	// Spec is what the runner needs of the ImageBuild's spec at the generation being built.
 	Spec BuildSpec `json:"spec"`
 	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
@@ -166,6 +168,9 @@ type Output struct {
 	Reproducible bool `json:"reproducible,omitempty"`
 	// Insecure talks to the registry over plain HTTP.
 	Insecure bool `json:"insecure,omitempty"`
+	// Provenance is the SLSA provenance BuildKit attaches: max, min, or empty (or none) for
+	// none. Since contract 1.3: a runner of 1.2 builds without provenance.
+	Provenance kilnv1.ProvenanceMode `json:"provenance,omitempty"`
 }
 
 // BudgetSpec is spec.budget in numbers: sizes in bytes, the way budget.Judge compares them. A nil

@@ -35,6 +35,9 @@ import (
 //	     carry the failure class SourceUnavailable (an older manager takes an unknown class as
 //	     InternalError). Added later within 1.2, optional for both sides: the request's
 //	     spec.source.git.insecure (a runner may log it, never require it).
+//	1.3  the request's spec.output.provenance (a 1.2 runner builds without provenance) and the
+//	     ImageBuild's generation; the result's attestations (a 1.2 manager records none in
+//	     status).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.
@@ -47,7 +50,7 @@ import (
 // requests, their quantity strings included (BudgetSpec.UnmarshalJSON; TestReadOlderMinorRequest).
 // From 1.2 the request's names are the contract's own: renaming a CRD field renames nothing
 // here, and renaming one here, or dropping the quantity strings, is a new major version.
-const Version = "1.2"
+const Version = "1.3"
 
 // Major is the major version of Version: a reader takes documents of this major version only.
 const Major = 1

@@ -75,7 +75,38 @@ type Index struct {
 	// AttestationBytes is the size of attestation manifests and their blobs, not counted in
 	// any platform's size.
 	AttestationBytes int64
+	// Attestations are the index's attestation manifests, in its order.
+	Attestations []Attestation
 }
+
+// Attestation is one attestation manifest of an index, as BuildKit attaches them: an image
+// manifest (platform unknown/unknown) whose layers are in-toto statements about one platform
+// image, which the annotation vnd.docker.reference.digest names.
+type Attestation struct {
+	// Manifest is the attestation manifest's digest, and Subject the platform image's.
+	Manifest, Subject string
+	// Platform is the subject's platform (os/arch[/variant]), when the index says it.
+	Platform string
+	// Statements are its layers: each an in-toto statement of one predicate type.
+	Statements []Statement
+}
+
+// Statement is one in-toto statement blob of an attestation manifest.
+type Statement struct {
+	// PredicateType is the layer's annotation in-toto.io/predicate-type, such as
+	// https://slsa.dev/provenance/v1 or https://spdx.dev/Document.
+	PredicateType string
+	// Digest and Size of the statement blob.
+	Digest string
+	Size   int64
+}
+
+// Predicate types of the statements BuildKit attaches.
+const (
+	PredicateSLSAProvenance02 = "https://slsa.dev/provenance/v0.2"
+	PredicateSLSAProvenance1  = "https://slsa.dev/provenance/v1"
+	PredicateSPDX             = "https://spdx.dev/Document"
+)
 
 // MeasureImage measures one platform image. It reads every layer once, decompressing it.
 func MeasureImage(img v1.Image, platform string) (Image, error) {
@@ -146,20 +177,20 @@ func MeasureIndex(idx v1.ImageIndex) (Index, error) {
 	if err != nil {
 		return out, err
 	}
+	platforms := map[string]string{}
+	for _, desc := range im.Manifests {
+		if !isAttestation(desc) && desc.Platform != nil {
+			platforms[desc.Digest.String()] = PlatformString(*desc.Platform)
+		}
+	}
 	for _, desc := range im.Manifests {
 		if isAttestation(desc) {
-			img, err := idx.Image(desc.Digest)
+			a, err := measureAttestation(idx, desc, platforms)
 			if err != nil {
 				return out, err
 			}
-			m, err := img.Manifest()
-			if err != nil {
-				return out, err
-			}
-			out.AttestationBytes += desc.Size + m.Config.Size
-			for _, l := range m.Layers {
-				out.AttestationBytes += l.Size
-			}
+			out.Attestations = append(out.Attestations, a.Attestation)
+			out.AttestationBytes += a.bytes
 			continue
 		}
 		if !desc.MediaType.IsImage() {
@@ -188,6 +219,35 @@ func MeasureIndex(idx v1.ImageIndex) (Index, error) {
 		return out, errors.New("the index holds no platform image")
 	}
 	return out, nil
+}
+
+// measureAttestation reads attestation manifest desc of idx; platforms maps the index's image
+// digests to their platforms.
+func measureAttestation(idx v1.ImageIndex, desc v1.Descriptor, platforms map[string]string) (attestation, error) {
+	img, err := idx.Image(desc.Digest)
+	if err != nil {
+		return attestation{}, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return attestation{}, err
+	}
+	subject := desc.Annotations["vnd.docker.reference.digest"]
+	a := attestation{
+		Attestation: Attestation{Manifest: desc.Digest.String(), Subject: subject, Platform: platforms[subject]},
+		bytes:       desc.Size + m.Config.Size,
+	}
+	for _, l := range m.Layers {
+		a.bytes += l.Size
+		a.Statements = append(a.Statements, Statement{PredicateType: l.Annotations["in-toto.io/predicate-type"], Digest: l.Digest.String(), Size: l.Size})
+	}
+	return a, nil
+}
+
+// attestation is an Attestation and the bytes of its manifest, config and statements.
+type attestation struct {
+	Attestation
+	bytes int64
 }
 
 func isAttestation(d v1.Descriptor) bool {

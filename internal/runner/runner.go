@@ -4,6 +4,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -174,6 +175,7 @@ func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, 
 		return nil, fmt.Errorf("measuring the image: %w", err)
 	}
 	res.AttestationBytes = measured.AttestationBytes
+	res.Attestations = attestations(measured.Attestations)
 	res.Platforms = r.platformSizes(measured, in)
 	if im, err := idx.IndexManifest(); err == nil && len(im.Manifests) > 0 {
 		// What the push would write: the status names the image even when it is refused.
@@ -232,6 +234,25 @@ func blameGrowth(b *contract.Budget, m measure.Index, sizes []contract.Platform,
 			}
 		}
 	}
+}
+
+// attestations names the measured attestation manifests and their provenance and SBOM
+// statements for the result.
+func attestations(in []measure.Attestation) []contract.Attestation {
+	var out []contract.Attestation
+	for _, a := range in {
+		c := contract.Attestation{Platform: a.Platform, Manifest: a.Manifest}
+		for _, s := range a.Statements {
+			switch s.PredicateType {
+			case measure.PredicateSLSAProvenance1, measure.PredicateSLSAProvenance02:
+				c.Provenance = s.Digest
+			case measure.PredicateSPDX:
+				c.SBOM = s.Digest
+			}
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // measureLayout measures the one image or index BuildKit exported into the layout.
@@ -329,6 +350,11 @@ func (r *run) report(m measure.Index, sizes []contract.Platform, verdict kilnv1.
 	}
 	if m.AttestationBytes > 0 {
 		fmt.Fprintf(r.out, "Attestations: %s (not counted in the image size)\n", units.Bytes(m.AttestationBytes))
+		for _, a := range m.Attestations {
+			for _, s := range a.Statements {
+				fmt.Fprintf(r.out, "  %s: %s %s (%s)\n", cmp.Or(a.Platform, a.Subject), s.PredicateType, s.Digest, units.Bytes(s.Size))
+			}
+		}
 	}
 	switch verdict.Verdict {
 	case kilnv1.VerdictOverBudget:

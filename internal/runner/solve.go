@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/dockerfile"
 	"github.com/kiln-dev/kiln/internal/units"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 // connect opens the BuildKit client and waits until buildkitd has a worker, or the wait ends.
@@ -112,8 +113,9 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 		return solveOutput{}, err
 	}
 	opt := client.SolveOpt{
-		LocalMounts: mounts,
-		Session:     attachables,
+		FrontendAttrs: r.provenanceAttrs(in),
+		LocalMounts:   mounts,
+		Session:       attachables,
 		Exports: []client.ExportEntry{{
 			Type: client.ExporterOCI, OutputDir: layoutDir, Attrs: r.exportAttrs(),
 		}},
@@ -152,6 +154,38 @@ func (r *run) frontendAttrs(in *inputs) map[string]string {
 	// is resolved); a local context has no history, so it gets the Unix epoch.
 	if spec.Output.Reproducible && in.gitURL == "" {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = "0"
+	}
+	return attrs
+}
+
+// builderID is the SLSA builder.id of kiln's provenance: kiln's runner driving BuildKit.
+const builderID = "https://kiln.dev/runner"
+
+// provenanceAttrs are the build request's own options (BuildKit's root request): SLSA
+// provenance as spec.output.provenance asks (BuildKit's attest:provenance), and what kiln
+// records in it as the request's arguments, which BuildKit copies into the predicate
+// (buildDefinition.externalParameters.request.root.args, in min mode too): the ImageBuild
+// (namespace/name, generation, build number), the runner's version and, for a ConfigMap
+// source, its name and content digest (a git source's URL and commit are the predicate's
+// resolved dependency and its VCS metadata, set in buildFunc). Nothing secret is among them.
+// None for provenance none: BuildKit then exports the image without an attestation.
+func (r *run) provenanceAttrs(in *inputs) map[string]string {
+	mode := r.req.Spec.Output.Provenance
+	if mode != kilnv1.ProvenanceMax && mode != kilnv1.ProvenanceMin {
+		return nil
+	}
+	attrs := map[string]string{
+		"attest:provenance": "mode=" + string(mode) + ",builder-id=" + builderID,
+		"kiln:imagebuild":   r.req.Namespace + "/" + r.req.Name,
+		"kiln:build":        strconv.FormatInt(r.req.Build, 10),
+		"kiln:runner":       version.Version,
+	}
+	if r.req.Generation != 0 {
+		attrs["kiln:generation"] = strconv.FormatInt(r.req.Generation, 10)
+	}
+	if cm := r.req.Spec.Source.ConfigMap; cm != nil {
+		attrs["kiln:source"] = "configmap:" + cm.Name
+		attrs["kiln:source-digest"] = in.contextDigest
 	}
 	return attrs
 }
@@ -278,6 +312,11 @@ func (r *run) buildFunc(in *inputs, attrs map[string]string, out *solveOutput) g
 			}
 			out.revision = rev
 			fmt.Fprintf(r.out, "Resolved %s %s to commit %s\n", redactURL(in.gitURL), orHEAD(in.gitRevision), rev)
+			if p := spec.Output.Provenance; p == kilnv1.ProvenanceMax || p == kilnv1.ProvenanceMin {
+				// The keys buildx sets for a git context: BuildKit moves them from the
+				// Dockerfile frontend's arguments into the provenance's VCS metadata.
+				attrs["vcs:source"], attrs["vcs:revision"] = redactURL(in.gitURL), rev
+			}
 			if spec.Output.Reproducible && !commitTime.IsZero() {
 				// dockerui changes nothing in a context given as an input (it would add
 				// GitMTimeCommit to a url#ref one, which fails for a sub-directory), so RUN
