@@ -181,10 +181,11 @@ type census struct {
 }
 
 // buildPodCensus counts kiln's build pods from the cache. A running pod holds a slot only when
-// kiln made it (its UID is one this manager created, or the one its ImageBuild's status
-// records), an existing ImageBuild controls it, and one per ImageBuild: a pod that merely
-// carries kiln's labels, or claims an ImageBuild as its owner (anyone who may create pods can
-// do both), takes no slot.
+// kiln made it, one per controlling ImageBuild: its UID is one this manager created (or it has a
+// slot reserved), or else its ImageBuild exists and its status records that UID. A pod that
+// merely carries kiln's labels, or claims an ImageBuild as its owner (anyone who may create
+// pods can do both), takes no slot. The ImageBuilds are read only for pods of the second kind
+// (after a manager restart), listed once per census.
 func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, error) {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.MatchingLabels{LabelManagedBy: "kiln"}, client.HasLabels{LabelImageBuild}, client.UnsafeDisableDeepCopy); err != nil {
@@ -193,6 +194,22 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 	c := census{seen: make(map[types.NamespacedName]bool, len(list.Items)), byNamespace: map[string]int{}}
 	owners := map[types.UID]bool{}
 	c.holders = owners
+	// The ImageBuilds, listed once and read in place (not one copying Get per pod: over a
+	// burst of starts that was most of the manager's CPU, hack/bench/manager).
+	var builds map[types.NamespacedName]*kilnv1.ImageBuild
+	ownerOf := func(ns, name string) (*kilnv1.ImageBuild, error) {
+		if builds == nil {
+			all := &kilnv1.ImageBuildList{}
+			if err := r.List(ctx, all, client.UnsafeDisableDeepCopy); err != nil {
+				return nil, fmt.Errorf("counting running builds: %w", err)
+			}
+			builds = make(map[types.NamespacedName]*kilnv1.ImageBuild, len(all.Items))
+			for i := range all.Items {
+				builds[types.NamespacedName{Namespace: all.Items[i].Namespace, Name: all.Items[i].Name}] = &all.Items[i]
+			}
+		}
+		return builds[types.NamespacedName{Namespace: ns, Name: name}], nil
+	}
 	for i := range list.Items {
 		p := &list.Items[i]
 		c.seen[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
@@ -201,12 +218,16 @@ func (r *ImageBuildReconciler) buildPodCensus(ctx context.Context) (census, erro
 		if podFinished(p) || ref == nil || ref.Kind != "ImageBuild" || owners[ref.UID] {
 			continue
 		}
-		owner := &kilnv1.ImageBuild{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, owner); err != nil || owner.UID != ref.UID {
-			continue // no such ImageBuild (any more): its pods are going, or were never kiln's
-		}
-		if !made && !recorded(owner.Status.LastBuild, p) {
-			continue // not a pod kiln created
+		if !made {
+			// Not one this manager created (it started since): the pod is kiln's when its
+			// ImageBuild exists and records it.
+			owner, err := ownerOf(p.Namespace, ref.Name)
+			if err != nil {
+				return census{}, err
+			}
+			if owner == nil || owner.UID != ref.UID || !recorded(owner.Status.LastBuild, p) {
+				continue
+			}
 		}
 		owners[ref.UID] = true
 		c.running++
