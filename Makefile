@@ -9,13 +9,16 @@ CONTROLLER_TOOLS   ?= v0.21.0
 HELM_VERSION       ?= v3.22.0
 GOLANGCI_LINT      ?= v2.15.0
 BUILDKIT_VERSION   ?= $(shell sed -n 's/^const BuildKitVersion = "\(.*\)"/\1/p' internal/version/version.go)
+# The cosign CLI that checks kiln's signatures in the tests: the version of the library kiln signs with.
+COSIGN_VERSION     ?= $(shell sed -n 's/^\tgithub.com\/sigstore\/cosign\/v2 \(v[^ ]*\).*/\1/p' go.mod)
 
 BIN        := $(CURDIR)/bin
 K8S_BIN    := $(BIN)/k8s-$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS)
 HELM           := $(BIN)/helm-$(HELM_VERSION)
 GOLANGCI       := $(BIN)/golangci-lint-$(GOLANGCI_LINT)
-export HELM
+COSIGN         := $(BIN)/cosign-$(COSIGN_VERSION)
+export HELM COSIGN
 K8S_LDFLAGS := -s -w \
   -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
   -X k8s.io/component-base/version.gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(K8S_VERSION)))) \
@@ -81,7 +84,7 @@ verify: generate manifests ## Regenerate and fail if generated files differ from
 test: lint verify helm-lint test-unit fuzz ## Run every test: lint, generated files, helm lint, unit, envtest, chart and real-parts suites.
 
 .PHONY: test-unit
-test-unit: envtest-bins test-deps $(HELM) ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
+test-unit: envtest-bins test-deps $(HELM) $(COSIGN) ## Unit, envtest (real kube-apiserver) and runner tests (real rootless buildkitd and registry).
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
@@ -162,6 +165,14 @@ $(HELM):
 	@mkdir -p $(BIN)/tmp-helm
 	cd /tmp && GOBIN=$(BIN)/tmp-helm CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(BIN)/tmp-helm/helm $@ && rmdir $(BIN)/tmp-helm
+
+.PHONY: cosign
+cosign: $(COSIGN) ## Build the cosign CLI from the module proxy into bin/ (the tests verify kiln's signatures with it).
+
+$(COSIGN):
+	@mkdir -p $(BIN)/tmp-cosign
+	cd /tmp && GOBIN=$(BIN)/tmp-cosign CGO_ENABLED=0 go install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	mv $(BIN)/tmp-cosign/cosign $@ && rmdir $(BIN)/tmp-cosign
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI) ## Build golangci-lint from the module proxy into bin/.

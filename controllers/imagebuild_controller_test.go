@@ -90,6 +90,7 @@ var okResult = contract.Result{
 		Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 	CachedSteps: 3, TotalSteps: 7,
 	Attestations: []contract.Attestation{{Platform: "linux/amd64", Manifest: "sha256:" + strings.Repeat("1a", 32), Provenance: "sha256:" + strings.Repeat("2b", 32)}},
+	Signature: &contract.Signature{Signature: "registry.example.com/team/hello:sha256-4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b.sig", KeyID: strings.Repeat("0f", 32)},
 }
 
 func TestCreatesClaimAndBuildPod(t *testing.T) {
@@ -100,6 +101,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 		ib.Spec.Cache.Size = ptr.To(resource.MustParse("2Gi"))
 		ib.Spec.Output.PushSecretRef = &kilnv1.LocalObjectReference{Name: "regcred"}
 		ib.Spec.Dockerfile.Secrets = []kilnv1.BuildSecret{{ID: "npmrc", SecretRef: kilnv1.SecretKeyReference{Name: "npm", Key: ".npmrc"}}}
+		ib.Spec.Output.Signing = &kilnv1.Signing{SecretRef: kilnv1.LocalObjectReference{Name: "cosign"}}
 	})
 	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
 
@@ -142,6 +144,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 		mounts[m.Name] = m.MountPath
 	}
 	g.Expect(mounts).To(HaveKeyWithValue("push-secret", contract.PushSecretDir))
+	g.Expect(mounts).To(HaveKeyWithValue("signing-secret", contract.SigningSecretDir))
 	g.Expect(mounts).To(HaveKeyWithValue("build-secret-0", contract.BuildSecretsDir+"/npmrc"))
 	g.Expect(mounts).To(HaveKeyWithValue("context", contract.ContextDir))
 	for _, m := range bk.VolumeMounts {
@@ -154,6 +157,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	g.Expect(vols["cache"].PersistentVolumeClaim.ClaimName).To(Equal("hello-cache"))
 	g.Expect(vols["buildkit-run"].EmptyDir).NotTo(BeNil())
 	g.Expect(vols["build-secret-0"].Secret.Items).To(Equal([]corev1.KeyToPath{{Key: ".npmrc", Path: "value"}}))
+	g.Expect(vols["signing-secret"].Secret.SecretName).To(Equal("cosign"), "a Secret volume: memory-backed")
 
 	// The runner's request carries the spec, not Secret values.
 	req := requestOf(g, pod)
@@ -161,6 +165,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	g.Expect(req.Build).To(Equal(int64(1)))
 	g.Expect(req.Generation).To(Equal(ib.Generation))
 	g.Expect(req.Spec.Output.Provenance).To(Equal(kilnv1.ProvenanceMax), "provenance max by default")
+	g.Expect(req.Spec.Output.Signing).To(Equal(&contract.Signing{SecretRef: contract.SecretRef{Name: "cosign"}}))
 
 	g.Eventually(func(g Gomega) {
 		cur := getIB(g, ib)
@@ -195,6 +200,7 @@ func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {
 	g.Expect(cur.Status.Image).To(Equal(okResult.Image))
 	g.Expect(cur.Status.Tags).To(Equal([]string{"v1"}))
 	g.Expect(cur.Status.Attestations).To(Equal([]kilnv1.AttestationStatus{{Platform: "linux/amd64", Manifest: okResult.Attestations[0].Manifest, Provenance: okResult.Attestations[0].Provenance}}))
+	g.Expect(cur.Status.Signature).To(Equal(&kilnv1.SignatureStatus{Signature: okResult.Signature.Signature, KeyID: okResult.Signature.KeyID}))
 	g.Expect(cur.Status.Size.Compressed).To(Equal("1.2MiB"))
 	g.Expect(cur.Status.Size.Platforms[0].CompressedBytes).To(Equal(int64(1_234_567)))
 	g.Expect(cur.Status.Cache).To(Equal(&kilnv1.CacheStatus{ClaimName: "hello-cache", CachedSteps: 3, TotalSteps: 7}))

@@ -230,6 +230,10 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 	if ps := ib.Spec.Output.PushSecretRef; ps != nil {
 		addSecret("push-secret", ps.Name, contract.PushSecretDir, nil)
 	}
+	if s := ib.Spec.Output.Signing; s != nil {
+		// A Secret volume is memory-backed (tmpfs): the signing key never reaches a disk.
+		addSecret("signing-secret", s.SecretRef.Name, contract.SigningSecretDir, nil)
+	}
 	for i, s := range ib.Spec.Dockerfile.Secrets {
 		addSecret(fmt.Sprintf("build-secret-%d", i), s.SecretRef.Name, contract.BuildSecretsDir+"/"+s.ID,
 			[]corev1.KeyToPath{{Key: s.SecretRef.Key, Path: contract.BuildSecretFile}})

@@ -23,7 +23,7 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 			Output: contract.Output{
 				Image: s.Output.Image, Tags: slices.Clone(s.Output.Tags), PushSecretRef: secretRef(s.Output.PushSecretRef),
 				Compression: s.Output.Compression, Reproducible: s.Output.Reproducible, Insecure: s.Output.Insecure,
-				Provenance: cmp.Or(s.Output.Provenance, kilnv1.ProvenanceMax),
+				Provenance: cmp.Or(s.Output.Provenance, kilnv1.ProvenanceMax), Signing: requestSigning(s.Output.Signing),
 			},
 			Budget: requestBudget(s.Budget),
 			Advice: requestAdvice(s.Advice),
@@ -88,4 +88,12 @@ func secretRef(ref *kilnv1.LocalObjectReference) *contract.SecretRef {
 		return nil
 	}
 	return &contract.SecretRef{Name: ref.Name}
+}
+
+// requestSigning is spec.output.signing for the runner.
+func requestSigning(s *kilnv1.Signing) *contract.Signing {
+	if s == nil {
+		return nil
+	}
+	return &contract.Signing{SecretRef: contract.SecretRef{Name: s.SecretRef.Name}}
 }

@@ -123,6 +123,11 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 			return outcome{class: kilnv1.FailureInternal, msg: err.Error()}
 		}
 		if err == nil {
+			if ib.Spec.Output.Signing != nil && res.FailureClass == "" && res.Pushed && res.Signature == nil {
+				// A runner of contract 1.2 ignores spec.output.signing (version.go).
+				res.FailureClass = kilnv1.FailureInternal
+				res.Message = "the runner pushed the image without signing it: its image predates spec.output.signing (contract 1.3); run build pods with kiln's own runner image (the manager's --runner-image)"
+			}
 			return resultOutcome(pod, runner, res)
 		}
 		if runner.Reason == "StartError" {
@@ -241,7 +246,10 @@ func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
 		ib.Status.Digest = res.Digest
 		ib.Status.Image = res.Image
 		ib.Status.Tags = res.Tags
-		ib.Status.Attestations = nil
+		ib.Status.Attestations, ib.Status.Signature = nil, nil
+		if s := res.Signature; s != nil {
+			ib.Status.Signature = &kilnv1.SignatureStatus{Signature: s.Signature, Attestations: s.Attestations, KeyID: s.KeyID}
+		}
 		for _, a := range res.Attestations {
 			ib.Status.Attestations = append(ib.Status.Attestations, kilnv1.AttestationStatus{Platform: a.Platform, Manifest: a.Manifest, Provenance: a.Provenance, SBOM: a.SBOM})
 		}

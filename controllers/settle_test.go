@@ -341,3 +341,22 @@ func TestUserNSPodOnANodeWithoutSupportStalls(t *testing.T) {
 		g.Expect(cur.Status.LastBuild.SecurityProfile).To(Equal(kilnv1.SecurityProfileUserNS), "status names the pod's profile")
 	}).Should(Succeed())
 }
+
+// TestUnsignedResultOfASignedBuildFails (issue 15): a runner of contract 1.2 ignores
+// spec.output.signing and pushes the image unsigned; kiln does not call that a success.
+func TestUnsignedResultOfASignedBuildFails(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "signed", func(ib *kilnv1.ImageBuild) {
+		ib.Spec.Output.Signing = &kilnv1.Signing{SecretRef: kilnv1.LocalObjectReference{Name: "cosign"}}
+	})
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "signed-build-1") }).Should(Succeed())
+	runPod(t, pod)
+	unsigned := okResult
+	unsigned.Signature = nil
+	finishPod(t, getPod(g, ns, pod.Name), 0, resultJSON(t, unsigned))
+	stalledWith(g, ib, string(kilnv1.FailureInternal), "the runner pushed the image without signing it", "--runner-image")
+}

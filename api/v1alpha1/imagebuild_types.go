@@ -381,6 +381,23 @@ type Output struct {
 	// +kubebuilder:default=max
 	// +optional
 	Provenance ProvenanceMode `json:"provenance,omitempty"`
+
+	// Signing signs the pushed image, and its provenance, with a cosign key pair, in cosign's
+	// format (no transparency log): `cosign verify --key cosign.pub` and `cosign
+	// verify-attestation --key cosign.pub --type slsaprovenance1` check them offline. A key that
+	// cannot be loaded fails the build before anything is pushed.
+	// +optional
+	Signing *Signing `json:"signing,omitempty"`
+}
+
+// Signing names the cosign key pair that signs the pushed image.
+type Signing struct {
+	// SecretRef names a Secret in the ImageBuild's namespace with the keys cosign.key (the
+	// private key as `cosign generate-key-pair` writes it, encrypted), cosign.password (its
+	// password; empty for a key without one) and, optionally, cosign.pub (checked against the
+	// private key). It reaches only the runner, in a memory-backed volume.
+	// +required
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // ProvenanceMode is how much SLSA provenance BuildKit records (its attest:provenance mode).
@@ -530,6 +547,10 @@ type ImageBuildStatus struct {
 	// +optional
 	Attestations []AttestationStatus `json:"attestations,omitempty"`
 
+	// Signature says where the cosign signature of the image in Image is (spec.output.signing).
+	// +optional
+	Signature *SignatureStatus `json:"signature,omitempty"`
+
 	// Budget is the last build's verdict against spec.budget.
 	// +optional
 	Budget *BudgetStatus `json:"budget,omitempty"`
@@ -593,6 +614,20 @@ type ImageSize struct {
 	// AttestationBytes is the size of attestation manifests (provenance, SBOM), reported apart.
 	// +optional
 	AttestationBytes int64 `json:"attestationBytes,omitempty"`
+}
+
+// SignatureStatus locates the cosign signature and signed attestations of the pushed image.
+type SignatureStatus struct {
+	// Signature is the tag that holds the image's signature, <repository>:sha256-<hex>.sig, as
+	// cosign stores it.
+	Signature string `json:"signature"`
+	// Attestations is the tag that holds the signed provenance, <repository>:sha256-<hex>.att;
+	// empty without provenance.
+	// +optional
+	Attestations string `json:"attestations,omitempty"`
+	// KeyID is the SHA-256 of the public key's DER form, hex: which key signed.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
 }
 
 // AttestationStatus names the attestations of one platform image of the pushed index.

@@ -34,6 +34,8 @@ const (
 	PushSecretDir = "/var/kiln/secrets/push"
 	// GitSecretDir holds the git Secret's keys (token, ssh-privatekey, known_hosts).
 	GitSecretDir = "/var/kiln/secrets/git"
+	// SigningSecretDir holds the signing Secret's keys (SigningKey, SigningPassword, SigningPub).
+	SigningSecretDir = "/var/kiln/secrets/signing"
 	// BuildSecretsDir holds one directory per build secret id, with the value in BuildSecretFile.
 	BuildSecretsDir = "/var/kiln/secrets/build"
 	// BuildSecretFile is the file name of a build secret's value inside its directory.
@@ -104,6 +106,8 @@ type Result struct {
 	// Attestations are the built index's attestation manifests, one per platform image that
 	// has some (BuildKit's provenance and SBOM). Since contract 1.3; Fit may drop them.
 	Attestations []Attestation `json:"attestations,omitempty"`
+	// Signature locates the cosign signature written for a pushed, signed image. Since 1.3.
+	Signature *Signature `json:"signature,omitempty"`
 	// Budget is the judgement of Platforms against spec.budget; nil when there is no budget.
 	Budget *Budget `json:"budget,omitempty"`
 	// CachedSteps and TotalSteps count the build's vertices.
@@ -112,6 +116,21 @@ type Result struct {
 	// Advice is the runner's most valuable findings, best first.
 	Advice []Advice `json:"advice,omitempty"`
 }
+
+// Signature locates a cosign signature: the tags that hold the signature and the signed
+// attestations, and the key's id.
+type Signature struct {
+	Signature    string `json:"sig"`
+	Attestations string `json:"att,omitempty"`
+	KeyID        string `json:"keyID,omitempty"`
+}
+
+// The keys of the signing Secret (spec.output.signing.secretRef), as cosign names the files.
+const (
+	SigningKey      = "cosign.key"
+	SigningPassword = "cosign.password"
+	SigningPub      = "cosign.pub"
+)
 
 // Attestation is the attestation manifest of one platform image, and the digests of the
 // in-toto statements in it.

@@ -171,6 +171,14 @@ type Output struct {
 	// Provenance is the SLSA provenance BuildKit attaches: max, min, or empty (or none) for
 	// none. Since contract 1.3: a runner of 1.2 builds without provenance.
 	Provenance kilnv1.ProvenanceMode `json:"provenance,omitempty"`
+	// Signing, when set, is the Secret with the cosign key pair, mounted at SigningSecretDir.
+	// Since contract 1.3.
+	Signing *Signing `json:"signing,omitempty"`
+}
+
+// Signing is spec.output.signing.
+type Signing struct {
+	SecretRef SecretRef `json:"secretRef"`
 }
 
 // BudgetSpec is spec.budget in numbers: sizes in bytes, the way budget.Judge compares them. A nil

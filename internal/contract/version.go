@@ -35,9 +35,10 @@ import (
 //	     carry the failure class SourceUnavailable (an older manager takes an unknown class as
 //	     InternalError). Added later within 1.2, optional for both sides: the request's
 //	     spec.source.git.insecure (a runner may log it, never require it).
-//	1.3  the request's spec.output.provenance (a 1.2 runner builds without provenance) and the
-//	     ImageBuild's generation; the result's attestations (a 1.2 manager records none in
-//	     status).
+//	1.3  the request's spec.output.provenance (a 1.2 runner builds without provenance),
+//	     spec.output.signing (a 1.2 runner would push unsigned: the manager must not start
+//	     signed builds on 1.2 runners) and the ImageBuild's generation; the result's
+//	     attestations and signature (a 1.2 manager records none in status).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.

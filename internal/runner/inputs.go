@@ -23,18 +23,19 @@ import (
 
 // Paths are where the runner finds its inputs; the defaults are the build pod's mounts.
 type Paths struct {
-	Context      string
-	Work         string
-	PushSecret   string
-	GitSecret    string
-	BuildSecrets string
+	Context       string
+	Work          string
+	PushSecret    string
+	GitSecret     string
+	BuildSecrets  string
+	SigningSecret string
 }
 
 // DefaultPaths are the build pod's mount points.
 func DefaultPaths() Paths {
 	return Paths{
 		Context: contract.ContextDir, Work: contract.WorkDir, PushSecret: contract.PushSecretDir,
-		GitSecret: contract.GitSecretDir, BuildSecrets: contract.BuildSecretsDir,
+		GitSecret: contract.GitSecretDir, BuildSecrets: contract.BuildSecretsDir, SigningSecret: contract.SigningSecretDir,
 	}
 }
 
@@ -93,6 +94,10 @@ type inputs struct {
 	sshKey string
 	// dockerConfig holds registry credentials, for pulls (BuildKit) and the push.
 	dockerConfig *configfile.ConfigFile
+	// signer is spec.output.signing's key; nil when the image is not signed. hide is what of
+	// it the log must not show.
+	signer *signer
+	hide   []string
 }
 
 // prepare reads and checks everything the spec refers to. Every error it returns is BadInput,
@@ -173,6 +178,12 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 		in.dockerConfig = cf
 	} else {
 		in.dockerConfig = configfile.New("")
+	}
+	if s := spec.Output.Signing; s != nil {
+		var err error
+		if in.signer, in.hide, err = loadSigner(s, p.SigningSecret, req.Namespace); err != nil {
+			return nil, err
+		}
 	}
 	return in, nil
 }
@@ -417,6 +428,7 @@ func (in *inputs) secretValues() []string {
 			out = append(out, ac.Password, ac.Auth, ac.IdentityToken, ac.RegistryToken)
 		}
 	}
+	out = append(out, in.hide...)
 	if in.sshKey != "" {
 		// No step is offered the key, but should its text turn up anyway, it is hidden too.
 		if key, err := os.ReadFile(in.sshKey); err == nil {

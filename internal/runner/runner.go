@@ -143,6 +143,11 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if in.signer != nil {
+		if res.Signature, err = r.sign(ctx, in.signer, idx, kc); err != nil {
+			return res, err
+		}
+	}
 	digest, err := r.push(ctx, idx, kc)
 	if err != nil {
 		return res, err
