@@ -120,7 +120,7 @@ demo: ## kiln's main job end to end: cluster, Helm install, a budgeted Go build,
 	bash hack/demo.sh
 
 .PHONY: e2e
-e2e: $(HELM) ## End-to-end tests against the local cluster (brings it up and installs kiln first).
+e2e: $(HELM) $(COSIGN) ## End-to-end tests against the local cluster (brings it up and installs kiln first).
 	bash hack/e2e.sh
 
 ##@ Build
