@@ -410,6 +410,9 @@ func runnerContainer(image, requestDigest string, mounts []corev1.VolumeMount) c
 		Env: []corev1.EnvVar{
 			{Name: "BUILDKIT_HOST", Value: contract.Socket},
 			{Name: "HOME", Value: contract.WorkDir},
+			// syft unpacks the layers it scans for the SBOM under TMPDIR: the work directory is
+			// sized for images, /tmp is small.
+			{Name: "TMPDIR", Value: contract.WorkDir + "/tmp"},
 			{Name: contract.RequestDigestEnv, Value: requestDigest},
 		},
 		Resources: corev1.ResourceRequirements{

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
@@ -24,6 +25,7 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 				Image: s.Output.Image, Tags: slices.Clone(s.Output.Tags), PushSecretRef: secretRef(s.Output.PushSecretRef),
 				Compression: s.Output.Compression, Reproducible: s.Output.Reproducible, Insecure: s.Output.Insecure,
 				Provenance: cmp.Or(s.Output.Provenance, kilnv1.ProvenanceMax), Signing: requestSigning(s.Output.Signing),
+				SBOM: ptr.Deref(s.Output.SBOM, true),
 			},
 			Budget: requestBudget(s.Budget),
 			Advice: requestAdvice(s.Advice),

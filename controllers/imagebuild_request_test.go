@@ -58,7 +58,7 @@ func TestRunnerRequest(t *testing.T) {
 			},
 			Output: contract.Output{
 				Image: "registry.example.com/team/app", Tags: []string{"v1", "latest"}, PushSecretRef: &contract.SecretRef{Name: "regcred"},
-				Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true, Provenance: kilnv1.ProvenanceMin,
+				Compression: kilnv1.CompressionZstd, Reproducible: true, Insecure: true, Provenance: kilnv1.ProvenanceMin, SBOM: true,
 			},
 			Budget: &contract.BudgetSpec{
 				MaxImageSize: ptr.To[int64](50 << 20), MaxLayerSize: ptr.To[int64](100_000_000), MaxLayers: ptr.To[int32](12),
@@ -109,7 +109,7 @@ func TestRunnerRequestOfAMinimalSpec(t *testing.T) {
 	if got.Source.Git != nil || got.Source.ConfigMap == nil || got.Source.ConfigMap.Name != "hello-src" {
 		t.Errorf("source %+v", got.Source)
 	}
-	if got.Output.Provenance != kilnv1.ProvenanceMax {
-		t.Errorf("provenance %q for a spec without it (stored before the CRD defaulted it): want max", got.Output.Provenance)
+	if got.Output.Provenance != kilnv1.ProvenanceMax || !got.Output.SBOM {
+		t.Errorf("provenance %q, SBOM %v for a spec without them (stored before the CRD defaulted them): want max and true", got.Output.Provenance, got.Output.SBOM)
 	}
 }

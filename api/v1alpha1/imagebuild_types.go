@@ -382,6 +382,13 @@ type Output struct {
 	// +optional
 	Provenance ProvenanceMode `json:"provenance,omitempty"`
 
+	// SBOM attaches an SPDX SBOM of each platform image, made by kiln's runner with syft (no
+	// scanner image is pulled), to the image's attestation manifest beside the provenance.
+	// Default true.
+	// +kubebuilder:default=true
+	// +optional
+	SBOM *bool `json:"sbom,omitempty"`
+
 	// Signing signs the pushed image, and its provenance, with a cosign key pair, in cosign's
 	// format (no transparency log): `cosign verify --key cosign.pub` and `cosign
 	// verify-attestation --key cosign.pub --type slsaprovenance1` check them offline. A key that

@@ -605,6 +605,11 @@ func (in *Output) DeepCopyInto(out *Output) {
 		*out = new(LocalObjectReference)
 		**out = **in
 	}
+	if in.SBOM != nil {
+		in, out := &in.SBOM, &out.SBOM
+		*out = new(bool)
+		**out = **in
+	}
 	if in.Signing != nil {
 		in, out := &in.Signing, &out.Signing
 		*out = new(Signing)

@@ -171,6 +171,8 @@ type Output struct {
 	// Provenance is the SLSA provenance BuildKit attaches: max, min, or empty (or none) for
 	// none. Since contract 1.3: a runner of 1.2 builds without provenance.
 	Provenance kilnv1.ProvenanceMode `json:"provenance,omitempty"`
+	// SBOM attaches an SPDX SBOM per platform image. Since contract 1.3: a 1.2 runner attaches none.
+	SBOM bool `json:"sbom,omitempty"`
 	// Signing, when set, is the Secret with the cosign key pair, mounted at SigningSecretDir.
 	// Since contract 1.3.
 	Signing *Signing `json:"signing,omitempty"`

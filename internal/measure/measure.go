@@ -177,20 +177,11 @@ func MeasureIndex(idx v1.ImageIndex) (Index, error) {
 	if err != nil {
 		return out, err
 	}
-	platforms := map[string]string{}
-	for _, desc := range im.Manifests {
-		if !isAttestation(desc) && desc.Platform != nil {
-			platforms[desc.Digest.String()] = PlatformString(*desc.Platform)
-		}
+	if out.Attestations, out.AttestationBytes, err = IndexAttestations(idx); err != nil {
+		return out, err
 	}
 	for _, desc := range im.Manifests {
 		if isAttestation(desc) {
-			a, err := measureAttestation(idx, desc, platforms)
-			if err != nil {
-				return out, err
-			}
-			out.Attestations = append(out.Attestations, a.Attestation)
-			out.AttestationBytes += a.bytes
 			continue
 		}
 		if !desc.MediaType.IsImage() {
@@ -219,6 +210,35 @@ func MeasureIndex(idx v1.ImageIndex) (Index, error) {
 		return out, errors.New("the index holds no platform image")
 	}
 	return out, nil
+}
+
+// IndexAttestations reads the attestation manifests of idx, not its images: what MeasureIndex
+// reports of them, and their size in bytes (manifests, configs and statements).
+func IndexAttestations(idx v1.ImageIndex) ([]Attestation, int64, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, 0, err
+	}
+	platforms := map[string]string{}
+	for _, desc := range im.Manifests {
+		if !isAttestation(desc) && desc.Platform != nil {
+			platforms[desc.Digest.String()] = PlatformString(*desc.Platform)
+		}
+	}
+	var out []Attestation
+	var bytes int64
+	for _, desc := range im.Manifests {
+		if !isAttestation(desc) {
+			continue
+		}
+		a, err := measureAttestation(idx, desc, platforms)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, a.Attestation)
+		bytes += a.bytes
+	}
+	return out, bytes, nil
 }
 
 // measureAttestation reads attestation manifest desc of idx; platforms maps the index's image

@@ -143,6 +143,14 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if spec.Output.SBOM {
+		if err := os.MkdirAll(os.TempDir(), 0o700); err != nil {
+			return res, err
+		}
+		if idx, err = r.attachSBOMs(ctx, idx, &res); err != nil {
+			return res, fmt.Errorf("making the SBOM: %w", err)
+		}
+	}
 	if in.signer != nil {
 		if res.Signature, err = r.sign(ctx, in.signer, idx, kc); err != nil {
 			return res, err

@@ -197,7 +197,7 @@ func signedParts(idx v1.ImageIndex, repo name.Repository, self v1.Hash) ([]v1.Ha
 		}
 		for _, l := range m.Layers {
 			pt := l.Annotations["in-toto.io/predicate-type"]
-			if pt != measure.PredicateSLSAProvenance1 && pt != measure.PredicateSLSAProvenance02 {
+			if pt != measure.PredicateSLSAProvenance1 && pt != measure.PredicateSLSAProvenance02 && pt != measure.PredicateSPDX {
 				continue
 			}
 			layer, err := img.LayerByDigest(l.Digest)

@@ -76,7 +76,7 @@ func TestSigningWithRealBuildKit(t *testing.T) {
 	}
 
 	t.Run("signed and attested; cosign verifies offline", func(t *testing.T) {
-		res, log, encoded := build(t, "signed", pair.secretDir(t), nil)
+		res, log, encoded := build(t, "signed", pair.secretDir(t), func(s *contract.BuildSpec) { s.Output.SBOM = true })
 		if res.FailureClass != "" {
 			t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
 		}
@@ -107,8 +107,8 @@ func TestSigningWithRealBuildKit(t *testing.T) {
 			}
 			co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
 			atts, _, err := cosign.VerifyImageAttestations(context.Background(), ref, co)
-			if err == nil && len(atts) != 1 {
-				t.Errorf("%d verified attestations, want the one provenance statement", len(atts))
+			if err == nil && len(atts) != 2 {
+				t.Errorf("%d verified attestations, want the provenance and the SBOM", len(atts))
 			}
 			return err
 		}
@@ -126,6 +126,7 @@ func TestSigningWithRealBuildKit(t *testing.T) {
 			for _, args := range [][]string{
 				{"verify", "--key", pub, "--insecure-ignore-tlog", "--allow-insecure-registry", "--allow-http-registry", "--output", "text", res.Image},
 				{"verify-attestation", "--key", pub, "--insecure-ignore-tlog", "--allow-insecure-registry", "--allow-http-registry", "--type", "slsaprovenance1", "--output", "text", res.Image},
+				{"verify-attestation", "--key", pub, "--insecure-ignore-tlog", "--allow-insecure-registry", "--allow-http-registry", "--type", "spdxjson", "--output", "text", res.Image},
 			} {
 				out, err := exec.Command(cli, args...).CombinedOutput()
 				if err != nil {

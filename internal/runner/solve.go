@@ -164,7 +164,7 @@ const builderID = "https://kiln.dev/runner"
 // provenanceAttrs are the build request's own options (BuildKit's root request): SLSA
 // provenance as spec.output.provenance asks (BuildKit's attest:provenance), and what kiln
 // records in it as the request's arguments, which BuildKit copies into the predicate
-// (buildDefinition.externalParameters.request.root.args, in min mode too): the ImageBuild
+// (buildDefinition.externalParameters.request.root.request.args, in min mode too): the ImageBuild
 // (namespace/name, generation, build number), the runner's version and, for a ConfigMap
 // source, its name and content digest (a git source's URL and commit are the predicate's
 // resolved dependency and its VCS metadata, set in buildFunc). Nothing secret is among them.

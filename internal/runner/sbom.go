@@ -1,0 +1,128 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/sbom"
+	"github.com/kiln-dev/kiln/internal/units"
+	"github.com/kiln-dev/kiln/internal/version"
+)
+
+// BuildKit's annotations on an attestation manifest in an index, and on its statements.
+const (
+	annotationReferenceType   = "vnd.docker.reference.type"
+	annotationReferenceDigest = "vnd.docker.reference.digest"
+	attestationManifest       = "attestation-manifest"
+	annotationPredicateType   = "in-toto.io/predicate-type"
+	mediaTypeInToto           = types.MediaType("application/vnd.in-toto+json")
+)
+
+// attachSBOMs scans each platform image of the exported layout with syft and adds its SPDX
+// statement to the image's attestation manifest, where BuildKit put the provenance (or to a
+// new attestation manifest, when there is none: a single image becomes an index of the image
+// and its attestation). It returns a layout-like index whose one manifest is what to push, and
+// records the attestations in res.
+func (r *run) attachSBOMs(ctx context.Context, lay v1.ImageIndex, res *contract.Result) (v1.ImageIndex, error) {
+	start := time.Now()
+	im, err := lay.IndexManifest()
+	if err != nil || len(im.Manifests) == 0 {
+		return nil, fmt.Errorf("reading the exported OCI layout: %v", err)
+	}
+	top := im.Manifests[0]
+	var idx v1.ImageIndex
+	if top.MediaType.IsIndex() {
+		if idx, err = lay.ImageIndex(top.Digest); err != nil {
+			return nil, err
+		}
+	} else {
+		img, err := lay.Image(top.Digest)
+		if err != nil {
+			return nil, err
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			MediaType: top.MediaType, Platform: &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}}})
+	}
+	inner, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	attOf := map[string]v1.Descriptor{}
+	for _, d := range inner.Manifests {
+		if d.Annotations[annotationReferenceType] == attestationManifest {
+			attOf[d.Annotations[annotationReferenceDigest]] = d
+		}
+	}
+	out := idx
+	for _, d := range inner.Manifests {
+		if d.Annotations[annotationReferenceType] == attestationManifest || !d.MediaType.IsImage() {
+			continue
+		}
+		if out, err = r.addSBOM(ctx, out, idx, d, attOf); err != nil {
+			return nil, err
+		}
+	}
+	atts, bytes, err := measure.IndexAttestations(out)
+	if err != nil {
+		return nil, err
+	}
+	res.Attestations, res.AttestationBytes = attestations(atts), bytes
+	fmt.Fprintf(r.out, "SBOMs (SPDX, syft) of %d platform images in %s\n", len(inner.Manifests)-len(attOf), time.Since(start).Round(time.Millisecond))
+	return mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: out}), nil
+}
+
+// addSBOM adds the SBOM of platform image d of idx to its attestation manifest in out.
+func (r *run) addSBOM(ctx context.Context, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor) (v1.ImageIndex, error) {
+	img, err := idx.Image(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	platform := ""
+	if d.Platform != nil {
+		platform = measure.PlatformString(*d.Platform)
+	}
+	doc, pkgs, err := sbom.Generate(ctx, img, r.imageName(), sbom.Options{Tool: "kiln", Version: version.Version})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", platform, err)
+	}
+	st, err := sbom.Statement(doc, r.req.Spec.Output.Image, d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	layer := static.NewLayer(st, mediaTypeInToto)
+	add := mutate.Addendum{Layer: layer, Annotations: map[string]string{annotationPredicateType: sbom.PredicateType}}
+	old, had := attOf[d.Digest.String()]
+	var att v1.Image
+	if had {
+		if att, err = idx.Image(old.Digest); err != nil {
+			return nil, err
+		}
+		out = mutate.RemoveManifests(out, match.Digests(old.Digest))
+	} else {
+		att = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		if att, err = mutate.ConfigFile(att, &v1.ConfigFile{OS: "unknown", Architecture: "unknown"}); err != nil {
+			return nil, err
+		}
+		old = v1.Descriptor{Annotations: map[string]string{annotationReferenceType: attestationManifest, annotationReferenceDigest: d.Digest.String()}}
+	}
+	if att, err = mutate.Append(att, add); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.out, "SBOM %s: %d packages, %s\n", platform, len(pkgs), units.Bytes(int64(len(st))))
+	return mutate.AppendManifests(out, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
+		MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}, Annotations: old.Annotations}}), nil
+}

@@ -1,0 +1,113 @@
+package runner
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/testenv"
+)
+
+// TestSBOMWithRealBuildKit (issue 15): the runner attaches an SPDX SBOM per platform image,
+// made with syft from the exported image (no scanner image), in the image's attestation
+// manifest beside BuildKit's provenance, or in one of its own without provenance. The SBOM of
+// the busybox-based image lists busybox, that of the Go hello build its Go module.
+func TestSBOMWithRealBuildKit(t *testing.T) {
+	e := newEnv(t)
+	e.golang = testenv.GoImage(t, e.reg)
+	build := func(t *testing.T, img string, files map[string]string, mode kilnv1.ProvenanceMode) (contract.Result, map[string]any) {
+		t.Helper()
+		req := e.request(img, func(s *contract.BuildSpec) { s.Output.Provenance, s.Output.SBOM = mode, true })
+		res, log, _ := e.runLogged(t, req, e.paths(t, files), 10*time.Minute)
+		if res.FailureClass != "" {
+			t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
+		}
+		if !strings.Contains(log, "SBOM linux/amd64: ") {
+			t.Errorf("the log does not report the SBOM")
+		}
+		if len(res.Attestations) != 1 || res.Attestations[0].SBOM == "" || (res.Attestations[0].Provenance != "") != (mode != kilnv1.ProvenanceNone) {
+			t.Fatalf("result attestations %+v", res.Attestations)
+		}
+		idx, err := e.get(t, req.Spec.Output.Image+"@"+res.Digest).ImageIndex()
+		if err != nil {
+			t.Fatalf("the pushed image is no index: %v", err)
+		}
+		a := res.Attestations[0]
+		att, err := idx.Image(v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(a.Manifest, "sha256:")})
+		if err != nil {
+			t.Fatalf("attestation manifest %s: %v", a.Manifest, err)
+		}
+		layers, _ := att.Layers()
+		var st struct {
+			PredicateType string `json:"predicateType"`
+			Subject       []struct {
+				Digest map[string]string `json:"digest"`
+			} `json:"subject"`
+			Predicate map[string]any `json:"predicate"`
+		}
+		for _, l := range layers {
+			if dg, _ := l.Digest(); dg.String() == a.SBOM {
+				rc, err := l.Compressed()
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(rc)
+				_ = rc.Close()
+				if err := json.Unmarshal(raw, &st); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		im, _ := idx.IndexManifest()
+		var image string
+		for _, m := range im.Manifests {
+			if m.Annotations["vnd.docker.reference.type"] == "" {
+				image = m.Digest.Hex
+			}
+		}
+		if st.PredicateType != "https://spdx.dev/Document" || len(st.Subject) != 1 || st.Subject[0].Digest["sha256"] != image {
+			t.Errorf("SBOM statement %s about %+v: want SPDX about the image %s", st.PredicateType, st.Subject, image)
+		}
+		return res, st.Predicate
+	}
+	names := func(doc map[string]any) []string {
+		var out []string
+		pkgs, _ := doc["packages"].([]any)
+		for _, p := range pkgs {
+			if m, ok := p.(map[string]any); ok {
+				out = append(out, m["name"].(string))
+			}
+		}
+		return out
+	}
+	busybox := map[string]string{"Dockerfile": "FROM " + e.busybox + "\nCOPY hello.txt /\n", "hello.txt": "hi\n"}
+
+	t.Run("busybox, with provenance", func(t *testing.T) {
+		_, doc := build(t, "sbom-busybox", busybox, kilnv1.ProvenanceMax)
+		if n := names(doc); !containsFold(n, "busybox") {
+			t.Errorf("the SBOM's packages %v do not list busybox", n)
+		}
+	})
+	t.Run("busybox, without provenance", func(t *testing.T) { build(t, "sbom-alone", busybox, kilnv1.ProvenanceNone) })
+	t.Run("Go hello", func(t *testing.T) {
+		_, doc := build(t, "sbom-hello", helloFiles(e.golang, "hello, SBOM"), kilnv1.ProvenanceMax)
+		if n := names(doc); !containsFold(n, "example.com/hello") {
+			t.Errorf("the SBOM's packages %v do not list the Go module example.com/hello", n)
+		}
+	})
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
