@@ -90,7 +90,7 @@ var okResult = contract.Result{
 		Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 	CachedSteps: 3, TotalSteps: 7,
 	Attestations: []contract.Attestation{{Platform: "linux/amd64", Manifest: "sha256:" + strings.Repeat("1a", 32), Provenance: "sha256:" + strings.Repeat("2b", 32)}},
-	Signature: &contract.Signature{Signature: "registry.example.com/team/hello:sha256-4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b.sig", KeyID: strings.Repeat("0f", 32)},
+	Signature:    &contract.Signature{Signature: "registry.example.com/team/hello:sha256-4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b.sig", KeyID: strings.Repeat("0f", 32)},
 }
 
 func TestCreatesClaimAndBuildPod(t *testing.T) {
