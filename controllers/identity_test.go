@@ -174,3 +174,31 @@ func TestBuildPodWithoutItsLabelsIsStillFollowed(t *testing.T) {
 	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: leaseName("stripped-cache")}, lease)).To(Succeed())
 	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(BeEmpty(), "the claim's Lease is released")
 }
+
+// TestForgedBuildNumberIsNotTrusted: a tenant makes a pod with the ImageBuild as its controller
+// and a build annotation of the largest int64, so that the next build number would overflow
+// (a negative pod name, which the build namespace guard's exec rule did not know). kiln takes
+// build numbers only from its own records: the next build is number 2.
+func TestForgedBuildNumberIsNotTrusted(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "counted")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "counted-build-1") }).Should(Succeed())
+	runPod(t, pod)
+	finishPod(t, getPod(g, ns, pod.Name), 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
+
+	forged := forgedPod(g, ib, 9)
+	forged.Name = "zz-forged"
+	forged.Annotations[AnnotationBuild] = "9223372036854775807"
+	g.Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+	finishPod(t, forged, 0, resultJSON(t, forgedResult))
+	update(g, ib, func(ib *kilnv1.ImageBuild) {
+		ib.Annotations = map[string]string{kilnv1.AnnotationRebuildRequestedAt: time.Now().UTC().Format(time.RFC3339)}
+	})
+	g.Eventually(podExists(ns, "counted-build-2")).Should(BeTrue(), "the next build is number 2")
+	g.Consistently(func(g Gomega) { g.Expect(getIB(g, ib).Status.BuildCount).To(Equal(int64(2))) }).Should(Succeed())
+}

@@ -72,7 +72,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		reportSuspended(ib, pods, st)
 		return nil
 	}
-	current, highest := currentPod(ib, pods, key)
+	current, highest := currentPod(ib, pods, key, r.slots.createdPod)
 	if stale, err := r.unrecordedPods(ctx, ib, pods, key); err != nil || stale {
 		st.requeueAfter(time.Second) // the cache catches up within moments
 		return err
@@ -154,12 +154,20 @@ func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.Im
 
 // currentPod is the build pod the status records for key, when it is there (the pod kiln
 // created: same name and UID); and the highest build number seen in the pods and the status.
-func currentPod(ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey) (*corev1.Pod, int64) {
+//
+// highest is the highest build number taken: the status's count, a pod this manager created
+// (made, by UID: the status may not count it yet), or, for a pod kiln has no record of, at most
+// one more than the count (a manager that stopped between creating a pod and recording it). A
+// pod's build annotation is anyone's to write who may create pods: trusted without a bound, it
+// could push the next number past the largest int64.
+func currentPod(ib *kilnv1.ImageBuild, pods []*corev1.Pod, key kilnv1.BuildKey, made func(types.UID) bool) (*corev1.Pod, int64) {
 	highest := ib.Status.BuildCount
 	lb := ib.Status.LastBuild
 	var current *corev1.Pod
 	for _, pod := range pods {
-		highest = max(highest, podBuild(pod))
+		if n := podBuild(pod); made(pod.UID) || n == ib.Status.BuildCount+1 {
+			highest = max(highest, n)
+		}
 		if answers(lb, key) && recorded(lb, pod) {
 			current = pod
 		}

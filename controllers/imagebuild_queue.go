@@ -48,6 +48,15 @@ func (s *buildSlots) recordMade(uid types.UID) {
 	s.made[uid] = time.Now()
 }
 
+// createdPod reports whether this manager created the pod with uid (and the census has not yet seen
+// it finish).
+func (s *buildSlots) createdPod(uid types.UID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.made[uid]
+	return ok
+}
+
 // madeByKiln reports whether this manager created pod key with uid, or holds a slot for it
 // (created a moment ago, its UID not recorded yet); finished is the census seeing it finished,
 // which ends the record.

@@ -35,8 +35,9 @@ import (
 const (
 	guardOn   = "crds: {enabled: false}\npolicies: {buildNamespaceGuard: {enabled: true}}\n"
 	guardName = "kiln-build-namespace-guard"
-	// connectGuard is the guard's policy on exec and attach.
+	// connectGuard is the guard's policy on exec and attach, claimsGuard on kiln's claims.
 	connectGuard = guardName + "-connect"
+	claimsGuard  = guardName + "-claims"
 	// kilnSA is the chart's service account for release kiln in kiln-system.
 	kilnSA   = "system:serviceaccount:kiln-system:kiln"
 	tenant   = "alice"
@@ -51,7 +52,7 @@ const (
 	notBuildKit = "in kiln's build pods only the init container buildkitd running one of kiln's BuildKit images (" + rootless + ", " + rootful + ") is exempt"
 	usernsOnly  = "kiln's buildkitd is exempt only in a pod with hostUsers: false"
 	// claimRefused is the refusal of a claim in a pod that is not kiln's build pod.
-	claimRefused = "is not allowed: in a build namespace only kiln's build pods mount claims, so that no other pod can change a build cache; use an ephemeral volume, or another namespace"
+	claimRefused = "is not allowed: in a build namespace only kiln's build pods mount claims, so that no other pod can change a build cache; use an emptyDir, or another namespace"
 )
 
 var guardApplied atomic.Bool
@@ -73,8 +74,8 @@ func applyGuard(t *testing.T) {
 	for _, o := range vaps {
 		names[o.GetKind()+" "+o.GetName()]++
 	}
-	if len(vaps) != 4 || len(names) != 4 || names["ValidatingAdmissionPolicy "+guardName] != 1 || names["ValidatingAdmissionPolicy "+connectGuard] != 1 {
-		t.Fatalf("the guard renders %v, want %s and %s and their bindings", names, guardName, connectGuard)
+	if len(vaps) != 6 || len(names) != 6 || names["ValidatingAdmissionPolicy "+guardName] != 1 || names["ValidatingAdmissionPolicy "+connectGuard] != 1 || names["ValidatingAdmissionPolicy "+claimsGuard] != 1 {
+		t.Fatalf("the guard renders %v, want %s, %s and %s and their bindings", names, guardName, connectGuard, claimsGuard)
 	}
 	for _, o := range vaps {
 		if err := k8s.Create(ctx, o); err != nil {
@@ -82,7 +83,7 @@ func applyGuard(t *testing.T) {
 		}
 	}
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "guard-test-pod-writer"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods", "pods/ephemeralcontainers", "pods/exec", "pods/attach"}, Verbs: []string{"get", "create", "update", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "pods/ephemeralcontainers", "pods/exec", "pods/attach", "persistentvolumeclaims"}, Verbs: []string{"get", "create", "update", "patch", "delete"}},
 	}}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "guard-test-pod-writer"},
@@ -263,9 +264,7 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 			p.Spec.Containers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
 			p.Spec.Containers[0].SecurityContext.RunAsUser = ptr.To[int64](1000)
 			p.Spec.Volumes = []corev1.Volume{
-				{Name: "scratch", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
-					Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-						Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}}}},
+				{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Gi"))}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "c"}}}},
 				{Name: "info", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
@@ -362,6 +361,11 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 		tenantCase("a claim", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "app-cache"}}}}
 		}, "volume cache: persistentVolumeClaim app-cache "+claimRefused),
+		tenantCase("an ephemeral volume (it mounts an existing claim <pod>-<volume> the pod controls)", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
+				Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}}}}}
+		}, "volume cache: an ephemeral volume (a claim) "+claimRefused),
 		tenantCase("seccomp Unconfined", app(func(sc *corev1.SecurityContext) {
 			sc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
 		}), "container app: seccompProfile Unconfined is not allowed "+restricted+"); "+notKilns),
@@ -375,7 +379,7 @@ func TestBuildNamespaceGuardHoldsTenantsToRestricted(t *testing.T) {
 		// restricted controls
 		tenantCase("nfs volume", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "share", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs.example.com", Path: "/"}}}}
-		}, "volume share: nfs volumes are not allowed (Pod Security restricted allows configMap, csi, downwardAPI, emptyDir, ephemeral, image, persistentVolumeClaim, projected and secret)"),
+		}, "volume share: nfs volumes are not allowed (Pod Security restricted allows configMap, csi, downwardAPI, emptyDir, ephemeral, image, persistentVolumeClaim, projected and secret; in a build namespace, claims only in kiln's build pods)"),
 		tenantCase("privilege escalation", app(func(sc *corev1.SecurityContext) { sc.AllowPrivilegeEscalation = nil }),
 			"container app: securityContext.allowPrivilegeEscalation must be false "+restricted+"); "+notKilns),
 		tenantCase("runAsNonRoot unset", func(p *corev1.Pod) { p.Spec.SecurityContext.RunAsNonRoot = nil },
@@ -678,9 +682,14 @@ func TestBuildNamespaceGuardRefusesExecIntoBuildPods(t *testing.T) {
 		{"exec into the runner", "exec", exec("runner"), "pod app-build-1: exec into container runner is not allowed"},
 		{"exec into the default container", "exec", exec(""), "pod app-build-1: exec into its default container is not allowed"},
 		{"attach to buildkitd", "attach", &corev1.PodAttachOptions{Container: "buildkitd", Stdout: true}, "pod app-build-1: attach into container buildkitd is not allowed"},
+		{"exec into a build pod with a negative number", "exec", exec("buildkitd"), "pod app-build--9: exec into container buildkitd is not allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkRefusal(t, connect(ns, build.Name, tc.sub, tc.opts), connectGuard, tc.want,
+			pod := build.Name
+			if strings.Contains(tc.want, "app-build--9") {
+				pod = "app-build--9"
+			}
+			checkRefusal(t, connect(ns, pod, tc.sub, tc.opts), connectGuard, tc.want,
 				"nobody runs commands in kiln's build pods, which hold the build's cache, BuildKit's socket and its credentials")
 		})
 	}
@@ -701,4 +710,54 @@ func TestBuildNamespaceGuardRefusesExecIntoBuildPods(t *testing.T) {
 			t.Errorf("want the exec admitted (and then failing for want of a node): %v", err)
 		}
 	})
+}
+
+// TestBuildNamespaceGuardKeepsKilnsClaimsKilns: in a build namespace nobody but kiln changes the
+// owner references or kiln's labels of kiln's cache claims. Pointing a claim's controller at a
+// pod of one's own would let that pod's ephemeral volume mount the cache; dropping the
+// ImageBuild's ownership and adding kiln.dev/cache=true would let another ImageBuild share it.
+// Other labels, annotations and deleting the claim stay allowed.
+func TestBuildNamespaceGuardKeepsKilnsClaimsKilns(t *testing.T) {
+	applyGuard(t)
+	ctx := context.Background()
+	ns := buildNamespace(t, true)
+	alice, kiln := as(t, tenant), as(t, kilnSA)
+	owner := metav1.OwnerReference{APIVersion: kilnv1.GroupVersion.String(), Kind: "ImageBuild", Name: "app", UID: "5b1c2d3e-0000-4000-8000-000000000001", Controller: ptr.To(true)}
+	claim := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-cache", OwnerReferences: []metav1.OwnerReference{owner},
+			Labels: map[string]string{controllers.LabelManagedBy: "kiln", controllers.LabelImageBuild: "app"}},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}
+	if err := kiln.Create(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	change := func(c client.Client, mutate func(*corev1.PersistentVolumeClaim)) error {
+		cur := &corev1.PersistentVolumeClaim{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(claim), cur); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(cur.DeepCopy())
+		mutate(cur)
+		return c.Patch(ctx, cur, patch)
+	}
+	const words = "change only by kiln's ServiceAccount " + kilnSA + " (the request is from alice)"
+	checkRefusal(t, change(alice, func(c *corev1.PersistentVolumeClaim) {
+		c.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: "mine", UID: "5b1c2d3e-0000-4000-8000-000000000002", Controller: ptr.To(true)}}
+	}), claimsGuard, "persistentvolumeclaim app-cache: the owner references", words)
+	checkRefusal(t, change(alice, func(c *corev1.PersistentVolumeClaim) { c.OwnerReferences = nil }), claimsGuard, words)
+	checkRefusal(t, change(alice, func(c *corev1.PersistentVolumeClaim) { c.Labels["kiln.dev/cache"] = "true" }), claimsGuard, words)
+	checkRefusal(t, change(alice, func(c *corev1.PersistentVolumeClaim) { delete(c.Labels, controllers.LabelManagedBy) }), claimsGuard, words)
+	if err := change(alice, func(c *corev1.PersistentVolumeClaim) {
+		c.Labels["team"] = "a"
+		c.Annotations = map[string]string{"note": "ours"}
+	}); err != nil {
+		t.Errorf("another label and an annotation: %v", err)
+	}
+	if err := change(kiln, func(c *corev1.PersistentVolumeClaim) { c.Labels["kiln.dev/cache"] = "true" }); err != nil {
+		t.Errorf("kiln's own change: %v", err)
+	}
+	if err := alice.Delete(ctx, claim); err != nil {
+		t.Errorf("deleting the claim: %v", err)
+	}
 }
