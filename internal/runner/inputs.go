@@ -165,27 +165,35 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 	if err := in.readBuildSecrets(spec.Dockerfile.Secrets, p.BuildSecrets, req.Namespace); err != nil {
 		return nil, err
 	}
-	if ps := spec.Output.PushSecretRef; ps != nil {
+	if err := in.readOutputSecrets(spec.Output, p, req.Namespace); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// readOutputSecrets reads the push Secret's docker config and loads the signing key.
+func (in *inputs) readOutputSecrets(out contract.Output, p Paths, namespace string) error {
+	if ps := out.PushSecretRef; ps != nil {
 		f := filepath.Join(p.PushSecret, ".dockerconfigjson")
 		dt, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", ps.Name, req.Namespace)
+			return fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", ps.Name, namespace)
 		}
 		cf, err := config.LoadFromReader(bytes.NewReader(dt))
 		if err != nil {
-			return nil, fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef): .dockerconfigjson is not a docker config: %v", ps.Name, err)
+			return fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef): .dockerconfigjson is not a docker config: %v", ps.Name, err)
 		}
 		in.dockerConfig = cf
 	} else {
 		in.dockerConfig = configfile.New("")
 	}
-	if s := spec.Output.Signing; s != nil {
+	if s := out.Signing; s != nil {
 		var err error
-		if in.signer, in.hide, err = loadSigner(s, p.SigningSecret, req.Namespace); err != nil {
-			return nil, err
+		if in.signer, in.hide, err = loadSigner(s, p.SigningSecret, namespace); err != nil {
+			return err
 		}
 	}
-	return in, nil
+	return nil
 }
 
 // prepareGit takes spec.source.git, and reads its Secret (mounted at secretDir) when it names one.

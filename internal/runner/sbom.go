@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,8 +37,11 @@ const (
 func (r *run) attachSBOMs(ctx context.Context, lay v1.ImageIndex, res *contract.Result) (v1.ImageIndex, error) {
 	start := time.Now()
 	im, err := lay.IndexManifest()
-	if err != nil || len(im.Manifests) == 0 {
-		return nil, fmt.Errorf("reading the exported OCI layout: %v", err)
+	if err != nil {
+		return nil, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	if len(im.Manifests) == 0 {
+		return nil, errors.New("the exported OCI layout is empty")
 	}
 	top := im.Manifests[0]
 	var idx v1.ImageIndex

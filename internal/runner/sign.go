@@ -126,8 +126,11 @@ func readBounded(path string, limit int64) ([]byte, error) {
 // first means no tag ever points to an image without its signature.
 func (r *run) sign(ctx context.Context, s *signer, layout v1.ImageIndex, kc keychain) (*contract.Signature, error) {
 	im, err := layout.IndexManifest()
-	if err != nil || len(im.Manifests) == 0 {
-		return nil, fmt.Errorf("reading the exported OCI layout: %v", err)
+	if err != nil {
+		return nil, fmt.Errorf("reading the exported OCI layout: %w", err)
+	}
+	if len(im.Manifests) == 0 {
+		return nil, errors.New("the exported OCI layout is empty")
 	}
 	top := im.Manifests[0]
 	repo, err := name.NewRepository(r.req.Spec.Output.Image, r.nameOptions()...)
