@@ -141,7 +141,8 @@ func TestPollBuildsWhenTheBranchMoves(t *testing.T) {
 	var pod2 *corev1.Pod
 	g.Eventually(func(g Gomega) { pod2 = getPod(g, ns, "polled-build-2") }).Should(Succeed())
 	g.Expect(podKey(pod2).PolledRevision).To(Equal(second))
-	g.Expect(getIB(g, ib).Status.PolledRevision).To(Equal(second))
+	// The pod is created before the status patch that records it: look until the patch lands.
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.PolledRevision).To(Equal(second)) }).Should(Succeed())
 	built("polled-build-2", second)
 
 	clockOffset.Store(int64(4 * time.Minute))
