@@ -43,7 +43,7 @@ func TestBenchSupplyChain(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
 	golang := testenv.GoImage(t, reg)
-	pair := newKeyPair(t, "bench")
+	pair := newKeyPair(t, "supply-chain-bench-pw")
 	files := helloFiles(golang, "hello from kiln")
 
 	type variant struct {
@@ -63,7 +63,7 @@ func TestBenchSupplyChain(t *testing.T) {
 	}
 	build := func(v variant) sample {
 		req := request(func(s *contract.BuildSpec) {
-			s.Output.Image = reg.Addr + "/bench/" + strings.NewReplacer("+", "-").Replace(v.name)
+			s.Output.Image = reg.Addr + "/bench/" + strings.ToLower(strings.NewReplacer("+", "-").Replace(v.name))
 			s.Output.Tags = []string{"v1"}
 			s.Output.Insecure = true
 			v.mutate(s)

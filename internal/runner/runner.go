@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/budget"
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/sbom"
 	"github.com/kiln-dev/kiln/internal/units"
 	"github.com/kiln-dev/kiln/internal/version"
 )
@@ -112,6 +113,10 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 		return res, err
 	}
 	r.red.addSecrets(in.secretValues())
+	var scanner *sbom.Scanner
+	if spec.Output.SBOM {
+		scanner = sbom.Prepare(ctx) // overlaps waiting for buildkitd and the build
+	}
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
 	if err != nil {
 		return res, err
@@ -147,7 +152,7 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 		if err := os.MkdirAll(os.TempDir(), 0o700); err != nil {
 			return res, err
 		}
-		if idx, err = r.attachSBOMs(ctx, idx, &res); err != nil {
+		if idx, err = r.attachSBOMs(ctx, scanner, idx, &res); err != nil {
 			return res, fmt.Errorf("making the SBOM: %w", err)
 		}
 	}

@@ -34,7 +34,7 @@ const (
 // new attestation manifest, when there is none: a single image becomes an index of the image
 // and its attestation). It returns a layout-like index whose one manifest is what to push, and
 // records the attestations in res.
-func (r *run) attachSBOMs(ctx context.Context, lay v1.ImageIndex, res *contract.Result) (v1.ImageIndex, error) {
+func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageIndex, res *contract.Result) (v1.ImageIndex, error) {
 	start := time.Now()
 	im, err := lay.IndexManifest()
 	if err != nil {
@@ -76,7 +76,7 @@ func (r *run) attachSBOMs(ctx context.Context, lay v1.ImageIndex, res *contract.
 		if d.Annotations[annotationReferenceType] == attestationManifest || !d.MediaType.IsImage() {
 			continue
 		}
-		if out, err = r.addSBOM(ctx, out, idx, d, attOf); err != nil {
+		if out, err = r.addSBOM(ctx, sc, out, idx, d, attOf); err != nil {
 			return nil, err
 		}
 	}
@@ -90,7 +90,7 @@ func (r *run) attachSBOMs(ctx context.Context, lay v1.ImageIndex, res *contract.
 }
 
 // addSBOM adds the SBOM of platform image d of idx to its attestation manifest in out.
-func (r *run) addSBOM(ctx context.Context, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor) (v1.ImageIndex, error) {
+func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor) (v1.ImageIndex, error) {
 	img, err := idx.Image(d.Digest)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func (r *run) addSBOM(ctx context.Context, out, idx v1.ImageIndex, d v1.Descript
 	if d.Platform != nil {
 		platform = measure.PlatformString(*d.Platform)
 	}
-	doc, pkgs, err := sbom.Generate(ctx, img, r.imageName(), sbom.Options{Tool: "kiln", Version: version.Version})
+	doc, pkgs, err := sc.Generate(ctx, img, r.imageName(), sbom.Options{Tool: "kiln", Version: version.Version})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", platform, err)
 	}
