@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -32,14 +31,7 @@ import (
 
 func TestBenchSupplyChain(t *testing.T) {
 	testenv.SkipUnlessBuildKitPossible(t)
-	runs := 5
-	if v := os.Getenv("KILN_BENCH_RUNS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("KILN_BENCH_RUNS=%q: want a positive integer", v)
-		}
-		runs = n
-	}
+	runs := benchRuns(t)
 	reg := testenv.StartRegistry(t)
 	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
 	golang := testenv.GoImage(t, reg)

@@ -92,16 +92,23 @@ type benchScenario struct {
 	warmup bool
 }
 
+// benchRuns is KILN_BENCH_RUNS, the measured runs per scenario and tool (default 5).
+func benchRuns(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("KILN_BENCH_RUNS")
+	if v == "" {
+		return 5
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("KILN_BENCH_RUNS=%q: want a positive integer", v)
+	}
+	return n
+}
+
 func TestBenchRunnerVsBuildctl(t *testing.T) {
 	testenv.SkipUnlessBuildKitPossible(t)
-	runs := 5
-	if v := os.Getenv("KILN_BENCH_RUNS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("KILN_BENCH_RUNS=%q: want a positive integer", v)
-		}
-		runs = n
-	}
+	runs := benchRuns(t)
 	showLogs := os.Getenv("KILN_BENCH_SHOW_LOGS") != ""
 
 	reg := testenv.StartRegistry(t)
