@@ -85,7 +85,8 @@ var okResult = contract.Result{
 	Image:  "registry.example.com/team/hello@sha256:4a5b0e1b9d0f7c2e3a1d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b",
 	Tags:   []string{"v1"}, Pushed: true,
 	Platforms: []contract.Platform{{Platform: "linux/amd64", CompressedBytes: 1_234_567, UncompressedBytes: 2_500_000, Layers: 1,
-		LargestLayers: []contract.Layer{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY --from=build /out/hello /hello", Line: 9}}}},
+		LargestLayers:   []contract.Layer{{Index: 0, CompressedBytes: 1_234_000, CreatedBy: "COPY --from=build /out/hello /hello", Line: 9}},
+		LargestPackages: []contract.PackageSize{{Name: "example.com/hello, stdlib go1.26.8", Type: "go-module", Bytes: 2_499_000, Files: 1}}, UnpackagedBytes: 1000}},
 	Budget: &contract.Budget{Enforcement: kilnv1.EnforcementEnforce,
 		Checks: []contract.Check{{Limit: "maxImageSize", Platform: "linux/amd64", LimitValue: 5 << 20, Actual: 1_234_567}}},
 	CachedSteps: 3, TotalSteps: 7,
@@ -203,6 +204,8 @@ func TestSucceededBuildIsReadyAndCurrent(t *testing.T) {
 	g.Expect(cur.Status.Signature).To(Equal(&kilnv1.SignatureStatus{Signature: okResult.Signature.Signature, KeyID: okResult.Signature.KeyID}))
 	g.Expect(cur.Status.Size.Compressed).To(Equal("1.2MiB"))
 	g.Expect(cur.Status.Size.Platforms[0].CompressedBytes).To(Equal(int64(1_234_567)))
+	g.Expect(cur.Status.Size.Platforms[0].LargestPackages).To(Equal([]kilnv1.PackageSize{{Name: "example.com/hello, stdlib go1.26.8", Type: "go-module", Bytes: 2_499_000, Files: 1}}))
+	g.Expect(cur.Status.Size.Platforms[0].UnpackagedBytes).To(Equal(int64(1000)))
 	g.Expect(cur.Status.Cache).To(Equal(&kilnv1.CacheStatus{ClaimName: "hello-cache", CachedSteps: 3, TotalSteps: 7}))
 	g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
 	g.Expect(condition(cur, kilnv1.ConditionReconciling)).To(BeNil())

@@ -260,7 +260,11 @@ func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
 func platformSizes(platforms []contract.Platform) []kilnv1.PlatformSize {
 	out := make([]kilnv1.PlatformSize, 0, len(platforms))
 	for _, p := range platforms {
-		ps := kilnv1.PlatformSize{Platform: p.Platform, CompressedBytes: p.CompressedBytes, UncompressedBytes: p.UncompressedBytes, Layers: p.Layers, WastedBytes: p.WastedBytes}
+		ps := kilnv1.PlatformSize{Platform: p.Platform, CompressedBytes: p.CompressedBytes, UncompressedBytes: p.UncompressedBytes, Layers: p.Layers, WastedBytes: p.WastedBytes,
+			UnpackagedBytes: p.UnpackagedBytes}
+		for _, k := range p.LargestPackages {
+			ps.LargestPackages = append(ps.LargestPackages, kilnv1.PackageSize{Name: k.Name, Type: k.Type, Bytes: k.Bytes, Files: k.Files})
+		}
 		for _, l := range p.LargestLayers {
 			ps.LargestLayers = append(ps.LargestLayers, kilnv1.LayerSize{Index: l.Index, CompressedBytes: l.CompressedBytes, CreatedBy: l.CreatedBy, Line: l.Line})
 		}

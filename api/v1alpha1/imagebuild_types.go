@@ -669,6 +669,28 @@ type PlatformSize struct {
 	// LargestLayers are the biggest layers, largest first.
 	// +optional
 	LargestLayers []LayerSize `json:"largestLayers,omitempty"`
+	// LargestPackages are the packages of the SBOM (spec.output.sbom) whose files take the most
+	// bytes of the final filesystem, largest first; files several packages own (every Go module
+	// of one binary) count once, for all of them together.
+	// +optional
+	LargestPackages []PackageSize `json:"largestPackages,omitempty"`
+	// UnpackagedBytes are the bytes of the final filesystem's files that no package owns.
+	// +optional
+	UnpackagedBytes int64 `json:"unpackagedBytes,omitempty"`
+}
+
+// PackageSize is the bytes of the final filesystem that a package owns.
+type PackageSize struct {
+	// Name of the package, or of the packages that own the same files ("a, b (+3 more)").
+	Name string `json:"name"`
+	// Type as syft names it: deb, apk, rpm, go-module, npm, python, binary, ...
+	// +optional
+	Type string `json:"type,omitempty"`
+	// Bytes of its files (uncompressed), hard links counted once.
+	Bytes int64 `json:"bytes"`
+	// Files it owns.
+	// +optional
+	Files int32 `json:"files,omitempty"`
 }
 
 // LayerSize is one layer and what created it.

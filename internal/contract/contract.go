@@ -117,6 +117,15 @@ type Result struct {
 	Advice []Advice `json:"advice,omitempty"`
 }
 
+// PackageSize is the bytes of the final filesystem that one package owns, or several that own
+// the same files (every Go module of one binary): Name lists them then.
+type PackageSize struct {
+	Name  string `json:"name"`
+	Type  string `json:"type,omitempty"`
+	Bytes int64  `json:"bytes"`
+	Files int32  `json:"files,omitempty"`
+}
+
 // Signature locates a cosign signature: the tags that hold the signature and the signed
 // attestations, and the key's id.
 type Signature struct {
@@ -159,6 +168,11 @@ type Platform struct {
 	WastedBytes int64 `json:"wastedBytes,omitempty"`
 	// LargestLayers are the biggest layers, largest first (at most MaxLayersPerPlatform).
 	LargestLayers []Layer `json:"largestLayers,omitempty"`
+	// LargestPackages are the packages (of the SBOM) whose files take the most bytes of the
+	// final filesystem, largest first (at most MaxPackagesPerPlatform); UnpackagedBytes is what
+	// no package owns. Since contract 1.3.
+	LargestPackages []PackageSize `json:"largestPackages,omitempty"`
+	UnpackagedBytes int64         `json:"unpackagedBytes,omitempty"`
 	// LargestWaste is the pair of layers that wastes the most: one added files that the other
 	// deleted or overwrote; nil when nothing is wasted. Since contract 1.2.
 	LargestWaste *Waste `json:"largestWaste,omitempty"`

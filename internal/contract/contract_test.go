@@ -30,6 +30,7 @@ func worstCase() Result {
 		ps := Platform{Platform: p, CompressedBytes: 64_172_851, UncompressedBytes: 190_000_000, Layers: 40, WastedBytes: 10 << 20}
 		for i := 0; i < 10; i++ {
 			ps.LargestLayers = append(ps.LargestLayers, Layer{Index: int32(i), CompressedBytes: int64(40-i) << 20, CreatedBy: long, Line: int32(10 + i)})
+			ps.LargestPackages = append(ps.LargestPackages, PackageSize{Name: long, Type: "deb", Bytes: int64(40-i) << 20, Files: 100})
 		}
 		r.Platforms = append(r.Platforms, ps)
 		r.Attestations = append(r.Attestations, Attestation{Platform: p, Manifest: "sha256:" + strings.Repeat("1a", 32),

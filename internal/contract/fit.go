@@ -24,6 +24,10 @@ func (r Result) Fit(limit int) ([]byte, error) {
 	for i := range r.Platforms {
 		p := &r.Platforms[i]
 		trimSlice(&p.LargestLayers, MaxLayersPerPlatform)
+		trimSlice(&p.LargestPackages, MaxPackagesPerPlatform)
+		for j := range p.LargestPackages {
+			p.LargestPackages[j].Name = Truncate(p.LargestPackages[j].Name, MaxCreatedBy)
+		}
 		for j := range p.LargestLayers {
 			p.LargestLayers[j].CreatedBy = Truncate(p.LargestLayers[j].CreatedBy, MaxCreatedBy)
 		}
@@ -33,6 +37,7 @@ func (r Result) Fit(limit int) ([]byte, error) {
 		}
 	}
 	steps := []func(){
+		func() { trimPackages(&r, 1) },
 		func() { trimSlice(&r.Advice, 3) },
 		func() { trimLayers(&r, 3) },
 		func() { trimChecks(&r, 4) },
@@ -41,6 +46,7 @@ func (r Result) Fit(limit int) ([]byte, error) {
 		func() { trimChecks(&r, 1) },
 		func() { trimSlice(&r.Advice, 0) },
 		func() { trimLayers(&r, 0) },
+		func() { trimPackages(&r, 0) },
 		func() {
 			for i := range r.Attestations {
 				r.Attestations[i].Provenance, r.Attestations[i].SBOM = "", ""
@@ -107,6 +113,7 @@ func (r Result) clone() Result {
 	c.Platforms = make([]Platform, len(r.Platforms))
 	for i, p := range r.Platforms {
 		p.LargestLayers = append([]Layer(nil), p.LargestLayers...)
+		p.LargestPackages = append([]PackageSize(nil), p.LargestPackages...)
 		if p.LargestWaste != nil {
 			w := *p.LargestWaste
 			p.LargestWaste = &w
@@ -152,5 +159,12 @@ func trimLayers(r *Result, n int) {
 func trimChecks(r *Result, n int) {
 	if r.Budget != nil {
 		trimSlice(&r.Budget.Checks, n)
+	}
+}
+
+// trimPackages keeps each platform's n largest packages.
+func trimPackages(r *Result, n int) {
+	for i := range r.Platforms {
+		trimSlice(&r.Platforms[i].LargestPackages, n)
 	}
 }

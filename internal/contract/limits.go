@@ -19,6 +19,8 @@ const (
 	MaxCreatedBy = 80
 	// MaxLayersPerPlatform is how many of its largest layers a platform image reports.
 	MaxLayersPerPlatform = 5
+	// MaxPackagesPerPlatform is how many of its largest packages a platform image reports.
+	MaxPackagesPerPlatform = 5
 
 	// MaxStatusLogTail bounds status.lastBuild.logTail, which holds Result.LogTail or, when the
 	// runner crashed, the end of its log that the kubelet kept.

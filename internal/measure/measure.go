@@ -53,6 +53,16 @@ type Image struct {
 	// WasteGroups sums every hidden copy by the layer that added it and the one that hid it:
 	// exact, however many files there are.
 	WasteGroups []WasteGroup
+	// Files are the regular files of the final filesystem, by path (without a leading slash).
+	Files map[string]File
+}
+
+// File is a regular file of an image's final filesystem.
+type File struct {
+	// Size in bytes, as the tar entry that added it says.
+	Size int64
+	// Data identifies the file's content: names that are hard links to one file share it.
+	Data int
 }
 
 // WasteGroup is the hidden copies one layer added and a later one deleted or overwrote.
@@ -156,6 +166,7 @@ func MeasureImage(img v1.Image, platform string) (Image, error) {
 		out.UncompressedBytes += n
 		out.Layers = append(out.Layers, layer)
 	}
+	out.Files = fs.files()
 	out.WastedBytes = fs.wasted
 	sort.Slice(fs.waste, func(i, j int) bool { return fs.waste[i].Bytes > fs.waste[j].Bytes })
 	if len(fs.waste) > MaxWasteItems {
@@ -321,6 +332,24 @@ type data struct {
 	size  int64
 	layer int
 	names int // names in the merged view that reach it
+}
+
+// files are the regular files of the merged view, by name.
+func (o *overlay) files() map[string]File {
+	ids := map[*data]int{}
+	out := make(map[string]File, len(o.live))
+	for name, c := range o.live {
+		if c.dir || c.data == nil {
+			continue
+		}
+		id, ok := ids[c.data]
+		if !ok {
+			id = len(ids) + 1
+			ids[c.data] = id
+		}
+		out[name] = File{Size: c.data.size, Data: id}
+	}
+	return out
 }
 
 func newOverlay() *overlay {

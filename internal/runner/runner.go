@@ -52,6 +52,8 @@ type run struct {
 	pushBackoff  time.Duration
 	// red hides credentials and build-arg values in the log (out) and in the result.
 	red *redactor
+	// measured is the built image as measure saw it (its final files among the rest).
+	measured measure.Index
 }
 
 // Run does one build and returns its result; it never panics on bad input.
@@ -192,6 +194,7 @@ func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, 
 	if err != nil {
 		return nil, fmt.Errorf("measuring the image: %w", err)
 	}
+	r.measured = measured
 	res.AttestationBytes = measured.AttestationBytes
 	res.Attestations = attestations(measured.Attestations)
 	res.Platforms = r.platformSizes(measured, in)

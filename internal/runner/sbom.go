@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -76,7 +81,7 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 		if d.Annotations[annotationReferenceType] == attestationManifest || !d.MediaType.IsImage() {
 			continue
 		}
-		if out, err = r.addSBOM(ctx, sc, out, idx, d, attOf); err != nil {
+		if out, err = r.addSBOM(ctx, sc, out, idx, d, attOf, res); err != nil {
 			return nil, err
 		}
 	}
@@ -90,7 +95,7 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 }
 
 // addSBOM adds the SBOM of platform image d of idx to its attestation manifest in out.
-func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor) (v1.ImageIndex, error) {
+func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor, res *contract.Result) (v1.ImageIndex, error) {
 	img, err := idx.Image(d.Digest)
 	if err != nil {
 		return nil, err
@@ -127,6 +132,124 @@ func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIn
 		return nil, err
 	}
 	fmt.Fprintf(r.out, "SBOM %s: %d packages, %s\n", platform, len(pkgs), units.Bytes(int64(len(st))))
+	r.reportPackages(d.Digest.String(), platform, pkgs, res)
 	return mutate.AppendManifests(out, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
 		MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}, Annotations: old.Annotations}}), nil
+}
+
+// logPackages is how many of the largest packages the runner's log lists per platform.
+const logPackages = 20
+
+// reportPackages attributes the measured final files of the platform image with digest to the
+// SBOM's packages (packageSizes), keeps the largest in res and lists more in the log.
+func (r *run) reportPackages(digest, platform string, pkgs []sbom.Package, res *contract.Result) {
+	var files map[string]measure.File
+	for _, m := range r.measured.Images {
+		if m.Digest == digest {
+			files = m.Files
+		}
+	}
+	if files == nil {
+		return
+	}
+	sizes, unpackaged := packageSizes(pkgs, files)
+	if len(sizes) > 0 {
+		tw := tabwriter.NewWriter(r.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  PACKAGE\tTYPE\tSIZE\tFILES\n")
+		for _, p := range sizes[:min(len(sizes), logPackages)] {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\n", p.Name, p.Type, units.Bytes(p.Bytes), p.Files)
+		}
+		fmt.Fprintf(tw, "  (in no package)\t\t%s\t\n", units.Bytes(unpackaged))
+		_ = tw.Flush()
+	}
+	for i := range res.Platforms {
+		if res.Platforms[i].Platform == platform {
+			res.Platforms[i].LargestPackages = sizes[:min(len(sizes), contract.MaxPackagesPerPlatform)]
+			res.Platforms[i].UnpackagedBytes = unpackaged
+		}
+	}
+}
+
+// packageSizes attributes the bytes of files (an image's final filesystem) to the packages
+// that own them: a file several packages own (every Go module of one binary) goes to them
+// together, once, and the content of hard links once, to its first name; the sizes and the
+// unpackaged rest add up to the files' bytes. Largest first.
+func packageSizes(pkgs []sbom.Package, files map[string]measure.File) ([]contract.PackageSize, int64) {
+	owners := map[string][]int{}
+	for i, p := range pkgs {
+		for _, f := range p.Files {
+			name := strings.TrimPrefix(path.Clean("/"+f), "/")
+			if !slices.Contains(owners[name], i) {
+				owners[name] = append(owners[name], i)
+			}
+		}
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	groups := map[string]*contract.PackageSize{}
+	seen := map[int]bool{}
+	var unpackaged int64
+	for _, n := range names {
+		f := files[n]
+		if seen[f.Data] {
+			continue
+		}
+		seen[f.Data] = true
+		own := owners[n]
+		if len(own) == 0 {
+			unpackaged += f.Size
+			continue
+		}
+		key := fmt.Sprint(own)
+		g := groups[key]
+		if g == nil {
+			g = &contract.PackageSize{Name: groupName(pkgs, own), Type: groupType(pkgs, own)}
+			groups[key] = g
+		}
+		g.Bytes += f.Size
+		g.Files++
+	}
+	out := make([]contract.PackageSize, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Bytes != out[j].Bytes {
+			return out[i].Bytes > out[j].Bytes
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, unpackaged
+}
+
+// groupName names the packages own: "name version", or the first two and how many more.
+func groupName(pkgs []sbom.Package, own []int) string {
+	label := func(i int) string {
+		v := pkgs[i].Version
+		if v == "UNKNOWN" { // syft's version of a Go main module built from a checkout
+			v = ""
+		}
+		return strings.TrimSpace(pkgs[i].Name + " " + v)
+	}
+	switch len(own) {
+	case 1:
+		return label(own[0])
+	case 2:
+		return label(own[0]) + ", " + label(own[1])
+	}
+	return fmt.Sprintf("%s, %s (+%d more)", label(own[0]), label(own[1]), len(own)-2)
+}
+
+// groupType is the packages' type, or "mixed".
+func groupType(pkgs []sbom.Package, own []int) string {
+	t := pkgs[own[0]].Type
+	for _, i := range own[1:] {
+		if pkgs[i].Type != t {
+			return "mixed"
+		}
+	}
+	return t
 }

@@ -11,6 +11,7 @@ import (
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
@@ -88,17 +89,48 @@ func TestSBOMWithRealBuildKit(t *testing.T) {
 	}
 	busybox := map[string]string{"Dockerfile": "FROM " + e.busybox + "\nCOPY hello.txt /\n", "hello.txt": "hi\n"}
 
-	t.Run("busybox, with provenance", func(t *testing.T) {
-		_, doc := build(t, "sbom-busybox", busybox, kilnv1.ProvenanceMax)
+	t.Run("busybox, with provenance; sizes by package add up", func(t *testing.T) {
+		res, doc := build(t, "sbom-busybox", busybox, kilnv1.ProvenanceMax)
 		if n := names(doc); !containsFold(n, "busybox") {
 			t.Errorf("the SBOM's packages %v do not list busybox", n)
+		}
+		// The measured final filesystem of the pushed image, read back from the registry.
+		idx, err := e.get(t, e.reg.Addr+"/test/sbom-busybox@"+res.Digest).ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := measure.MeasureIndex(idx)
+		if err != nil || len(m.Images) != 1 {
+			t.Fatalf("measuring the pushed image: %v", err)
+		}
+		var total int64
+		seen := map[int]bool{}
+		for _, f := range m.Images[0].Files {
+			if !seen[f.Data] {
+				seen[f.Data] = true
+				total += f.Size
+			}
+		}
+		p := res.Platforms[0]
+		var packaged int64
+		for _, k := range p.LargestPackages {
+			packaged += k.Bytes
+		}
+		if len(p.LargestPackages) != 1 || !strings.HasPrefix(p.LargestPackages[0].Name, "busybox") ||
+			p.LargestPackages[0].Bytes != m.Images[0].Files["bin/busybox"].Size || packaged+p.UnpackagedBytes != total {
+			t.Errorf("packages %+v and %d unpackaged bytes: want busybox with the size of bin/busybox (%d), adding up to the files' %d bytes",
+				p.LargestPackages, p.UnpackagedBytes, m.Images[0].Files["bin/busybox"].Size, total)
 		}
 	})
 	t.Run("busybox, without provenance", func(t *testing.T) { build(t, "sbom-alone", busybox, kilnv1.ProvenanceNone) })
 	t.Run("Go hello", func(t *testing.T) {
-		_, doc := build(t, "sbom-hello", helloFiles(e.golang, "hello, SBOM"), kilnv1.ProvenanceMax)
+		res, doc := build(t, "sbom-hello", helloFiles(e.golang, "hello, SBOM"), kilnv1.ProvenanceMax)
 		if n := names(doc); !containsFold(n, "example.com/hello") {
 			t.Errorf("the SBOM's packages %v do not list the Go module example.com/hello", n)
+		}
+		// The binary's modules own one file together: one group, the whole binary.
+		if pk := res.Platforms[0].LargestPackages; len(pk) != 1 || !strings.Contains(pk[0].Name, "example.com/hello") || pk[0].Files != 1 || pk[0].Type != "go-module" {
+			t.Errorf("packages %+v: want the Go modules of /hello as one group", pk)
 		}
 	})
 }
