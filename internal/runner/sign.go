@@ -70,8 +70,10 @@ func loadSigner(s *contract.Signing, dir, namespace string) (*signer, []string, 
 	if err != nil {
 		return nil, nil, err
 	}
+	// A password file made with kubectl create secret --from-file may end with a newline.
+	password = bytes.TrimRight(password, "\r\n")
 	hide := []string{string(key), strings.TrimSpace(string(key)), string(password)}
-	sv, err := cosign.LoadPrivateKey(key, bytes.TrimRight(password, "\r\n"), nil)
+	sv, err := cosign.LoadPrivateKey(key, password, nil)
 	if err != nil {
 		return nil, hide, fail(kilnv1.FailureBadInput, "%s: key %s cannot be loaded with %s: a wrong password, or not a private key as cosign generate-key-pair writes it", where, contract.SigningKey, contract.SigningPassword)
 	}
