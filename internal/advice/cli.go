@@ -17,9 +17,11 @@ import (
 )
 
 const adviseUsage = `Usage: kiln advise [--context DIR] [-f Dockerfile] [--target T] [--build-arg NAME=VALUE]... [-o text|json] [--ignore id,id] [--rules]
+       kiln advise --image REF [--platform os/arch] [--insecure] [-o text|json]
 
 Checks a Dockerfile against kiln's advice rules before you push: what makes the image big or the
-build slow, and what to change. Exit code 0 when it ran (findings or not), 1 when the Dockerfile
+build slow, and what to change. With --image, sizes a built image by package instead: its files'
+bytes by the packages of its SBOM (made with syft), largest first. Exit code 0 when it ran (findings or not), 1 when the Dockerfile
 does not parse, 2 on bad usage or unreadable files.
 
 Flags:
@@ -40,6 +42,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fsys.StringVar(output, "output", "text", "same as -o")
 	ignore := fsys.String("ignore", "", "comma-separated rule `ids` to silence")
 	listRules := fsys.Bool("rules", false, "list the rules and exit")
+	image := fsys.String("image", "", "a built image `REF` to size by package instead (pulled with your docker credentials; kiln makes its SBOM with syft)")
+	platform := fsys.String("platform", "linux/amd64", "with --image: the `platform` image of an index")
+	insecure := fsys.Bool("insecure", false, "with --image: allow a plain-HTTP registry")
 	buildArgs := buildArgFlag{}
 	fsys.Var(buildArgs, "build-arg", "a build arg `NAME=VALUE`, as docker build takes it (repeatable; NAME alone takes the value of the environment variable NAME)")
 	fsys.Usage = func() {
@@ -60,6 +65,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if *listRules {
 		return printRules(stdout, *output)
+	}
+	if *image != "" {
+		return adviseImage(*image, *platform, *insecure, *output, stdout, stderr)
 	}
 	switch rest := fsys.Args(); {
 	case len(rest) == 1 && *contextDir == "":

@@ -1,0 +1,96 @@
+package sbom
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/kiln-dev/kiln/internal/contract"
+	"github.com/kiln-dev/kiln/internal/measure"
+)
+
+// Sizes attributes the bytes of files (an image's final filesystem) to the packages
+// that own them: a file several packages own (every Go module of one binary) goes to them
+// together, once, and the content of hard links once, to its first name; the sizes and the
+// unpackaged rest add up to the files' bytes. Largest first.
+func Sizes(pkgs []Package, files map[string]measure.File) ([]contract.PackageSize, int64) {
+	owners := map[string][]int{}
+	for i, p := range pkgs {
+		for _, f := range p.Files {
+			name := strings.TrimPrefix(path.Clean("/"+f), "/")
+			if !slices.Contains(owners[name], i) {
+				owners[name] = append(owners[name], i)
+			}
+		}
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	groups := map[string]*contract.PackageSize{}
+	seen := map[int]bool{}
+	var unpackaged int64
+	for _, n := range names {
+		f := files[n]
+		if seen[f.Data] {
+			continue
+		}
+		seen[f.Data] = true
+		own := owners[n]
+		if len(own) == 0 {
+			unpackaged += f.Size
+			continue
+		}
+		key := fmt.Sprint(own)
+		g := groups[key]
+		if g == nil {
+			g = &contract.PackageSize{Name: groupName(pkgs, own), Type: groupType(pkgs, own)}
+			groups[key] = g
+		}
+		g.Bytes += f.Size
+		g.Files++
+	}
+	out := make([]contract.PackageSize, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Bytes != out[j].Bytes {
+			return out[i].Bytes > out[j].Bytes
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, unpackaged
+}
+
+// groupName names the packages own: "name version", or the first two and how many more.
+func groupName(pkgs []Package, own []int) string {
+	label := func(i int) string {
+		v := pkgs[i].Version
+		if v == "UNKNOWN" { // syft's version of a Go main module built from a checkout
+			v = ""
+		}
+		return strings.TrimSpace(pkgs[i].Name + " " + v)
+	}
+	switch len(own) {
+	case 1:
+		return label(own[0])
+	case 2:
+		return label(own[0]) + ", " + label(own[1])
+	}
+	return fmt.Sprintf("%s, %s (+%d more)", label(own[0]), label(own[1]), len(own)-2)
+}
+
+// groupType is the packages' type, or "mixed".
+func groupType(pkgs []Package, own []int) string {
+	t := pkgs[own[0]].Type
+	for _, i := range own[1:] {
+		if pkgs[i].Type != t {
+			return "mixed"
+		}
+	}
+	return t
+}
