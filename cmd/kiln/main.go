@@ -9,6 +9,7 @@ import (
 	clog "github.com/containerd/log"
 
 	"github.com/kiln-dev/kiln/internal/advice"
+	"github.com/kiln-dev/kiln/internal/imagesize"
 	"github.com/kiln-dev/kiln/internal/manager"
 	"github.com/kiln-dev/kiln/internal/runner"
 )
@@ -40,6 +41,9 @@ func main() {
 		_ = clog.SetLevel("error")
 		os.Exit(runner.Main(args))
 	case "advise":
+		if imagesize.Wants(args) {
+			os.Exit(imagesize.Main(args, os.Stdout, os.Stderr))
+		}
 		os.Exit(advice.Main(args, os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		fmt.Print(usage)

@@ -42,9 +42,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fsys.StringVar(output, "output", "text", "same as -o")
 	ignore := fsys.String("ignore", "", "comma-separated rule `ids` to silence")
 	listRules := fsys.Bool("rules", false, "list the rules and exit")
-	image := fsys.String("image", "", "a built image `REF` to size by package instead (pulled with your docker credentials; kiln makes its SBOM with syft)")
-	platform := fsys.String("platform", "linux/amd64", "with --image: the `platform` image of an index")
-	insecure := fsys.Bool("insecure", false, "with --image: allow a plain-HTTP registry")
 	buildArgs := buildArgFlag{}
 	fsys.Var(buildArgs, "build-arg", "a build arg `NAME=VALUE`, as docker build takes it (repeatable; NAME alone takes the value of the environment variable NAME)")
 	fsys.Usage = func() {
@@ -66,9 +63,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if *listRules {
 		return printRules(stdout, *output)
 	}
-	if *image != "" {
-		return adviseImage(*image, *platform, *insecure, *output, stdout, stderr)
-	}
+
 	switch rest := fsys.Args(); {
 	case len(rest) == 1 && *contextDir == "":
 		*contextDir = rest[0] // `kiln advise DIR`, as with docker build

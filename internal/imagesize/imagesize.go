@@ -1,10 +1,15 @@
-package advice
+// Package imagesize is `kiln advise --image`: a built image sized by package. It is apart from
+// package advice, whose rules need no SBOM scanner (and whose fuzzing would build one).
+package imagesize
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -32,6 +37,39 @@ type ImageReport struct {
 	Layers            []measure.Layer        `json:"layers"`
 	Packages          []contract.PackageSize `json:"packages"`
 	UnpackagedBytes   int64                  `json:"unpackagedBytes"`
+}
+
+// Main is `kiln advise --image REF [--platform os/arch] [--insecure] [-o text|json]`; it returns
+// the exit code: 0, or 2 on bad usage or when the image cannot be read.
+func Main(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kiln advise --image", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	image := fs.String("image", "", "the built image `REF` to size by package (pulled with your docker credentials)")
+	platform := fs.String("platform", "linux/amd64", "the `platform` image of an index")
+	insecure := fs.Bool("insecure", false, "allow a plain-HTTP registry")
+	output := fs.String("o", "text", "output `format`: text or json")
+	fs.StringVar(output, "output", "text", "same as -o")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *image == "" || fs.NArg() > 0 || (*output != "text" && *output != "json") {
+		fmt.Fprintln(stderr, "kiln advise: usage: kiln advise --image REF [--platform os/arch] [--insecure] [-o text|json]")
+		return 2
+	}
+	return adviseImage(*image, *platform, *insecure, *output, stdout, stderr)
+}
+
+// Wants reports whether `kiln advise` args ask for an image (--image), which Main handles.
+func Wants(args []string) bool {
+	for _, a := range args {
+		if a == "--image" || a == "-image" || strings.HasPrefix(a, "--image=") || strings.HasPrefix(a, "-image=") {
+			return true
+		}
+	}
+	return false
 }
 
 // adviseImage pulls ref (for platform, such as linux/amd64) with the docker config's

@@ -1,4 +1,4 @@
-package advice
+package imagesize
 
 import (
 	"bytes"
