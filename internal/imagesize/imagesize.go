@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -121,12 +120,6 @@ func adviseImage(ref, platform string, insecure bool, output string, stdout, std
 	}
 	fmt.Fprintf(stdout, "Image %s (%s): %s compressed, %s uncompressed, %d layers, %d packages\n",
 		rep.Image, rep.Platform, units.Bytes(rep.CompressedBytes), units.Bytes(rep.UncompressedBytes), len(rep.Layers), len(pkgs))
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PACKAGE\tTYPE\tSIZE\tFILES")
-	for _, k := range sizes[:min(len(sizes), imagePackages)] {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\n", k.Name, k.Type, units.Bytes(k.Bytes), k.Files)
-	}
-	fmt.Fprintf(tw, "  (in no package)\t\t%s\t\n", units.Bytes(unpackaged))
-	_ = tw.Flush()
+	sbom.WriteSizes(stdout, sizes, unpackaged, imagePackages)
 	return 0
 }

@@ -111,6 +111,14 @@ type Statement struct {
 	Size   int64
 }
 
+// BuildKit's annotations on an attestation manifest in an index, and on its statements.
+const (
+	AnnotationReferenceType   = "vnd.docker.reference.type"
+	AnnotationReferenceDigest = "vnd.docker.reference.digest"
+	ReferenceTypeAttestation  = "attestation-manifest"
+	AnnotationPredicateType   = "in-toto.io/predicate-type"
+)
+
 // Predicate types of the statements BuildKit attaches.
 const (
 	PredicateSLSAProvenance02 = "https://slsa.dev/provenance/v0.2"
@@ -192,7 +200,7 @@ func MeasureIndex(idx v1.ImageIndex) (Index, error) {
 		return out, err
 	}
 	for _, desc := range im.Manifests {
-		if isAttestation(desc) {
+		if IsAttestation(desc) {
 			continue
 		}
 		if !desc.MediaType.IsImage() {
@@ -232,14 +240,14 @@ func IndexAttestations(idx v1.ImageIndex) ([]Attestation, int64, error) {
 	}
 	platforms := map[string]string{}
 	for _, desc := range im.Manifests {
-		if !isAttestation(desc) && desc.Platform != nil {
+		if !IsAttestation(desc) && desc.Platform != nil {
 			platforms[desc.Digest.String()] = PlatformString(*desc.Platform)
 		}
 	}
 	var out []Attestation
 	var bytes int64
 	for _, desc := range im.Manifests {
-		if !isAttestation(desc) {
+		if !IsAttestation(desc) {
 			continue
 		}
 		a, err := measureAttestation(idx, desc, platforms)
@@ -263,14 +271,14 @@ func measureAttestation(idx v1.ImageIndex, desc v1.Descriptor, platforms map[str
 	if err != nil {
 		return attestation{}, err
 	}
-	subject := desc.Annotations["vnd.docker.reference.digest"]
+	subject := desc.Annotations[AnnotationReferenceDigest]
 	a := attestation{
 		Attestation: Attestation{Manifest: desc.Digest.String(), Subject: subject, Platform: platforms[subject]},
 		bytes:       desc.Size + m.Config.Size,
 	}
 	for _, l := range m.Layers {
 		a.bytes += l.Size
-		a.Statements = append(a.Statements, Statement{PredicateType: l.Annotations["in-toto.io/predicate-type"], Digest: l.Digest.String(), Size: l.Size})
+		a.Statements = append(a.Statements, Statement{PredicateType: l.Annotations[AnnotationPredicateType], Digest: l.Digest.String(), Size: l.Size})
 	}
 	return a, nil
 }
@@ -281,8 +289,10 @@ type attestation struct {
 	bytes int64
 }
 
-func isAttestation(d v1.Descriptor) bool {
-	if d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+// IsAttestation reports whether d is an attestation manifest: BuildKit's annotation, or the
+// platform unknown/unknown it gives them.
+func IsAttestation(d v1.Descriptor) bool {
+	if d.Annotations[AnnotationReferenceType] == ReferenceTypeAttestation {
 		return true
 	}
 	return d.Platform != nil && d.Platform.OS == "unknown" && d.Platform.Architecture == "unknown"

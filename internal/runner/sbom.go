@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -21,14 +20,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/version"
 )
 
-// BuildKit's annotations on an attestation manifest in an index, and on its statements.
-const (
-	annotationReferenceType   = "vnd.docker.reference.type"
-	annotationReferenceDigest = "vnd.docker.reference.digest"
-	attestationManifest       = "attestation-manifest"
-	annotationPredicateType   = "in-toto.io/predicate-type"
-	mediaTypeInToto           = types.MediaType("application/vnd.in-toto+json")
-)
+// mediaTypeInToto is the media type of an in-toto statement layer, as BuildKit writes them.
+const mediaTypeInToto = types.MediaType("application/vnd.in-toto+json")
 
 // attachSBOMs scans each platform image of the exported layout with syft and adds its SPDX
 // statement to the image's attestation manifest, where BuildKit put the provenance (or to a
@@ -68,13 +61,13 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 	}
 	attOf := map[string]v1.Descriptor{}
 	for _, d := range inner.Manifests {
-		if d.Annotations[annotationReferenceType] == attestationManifest {
-			attOf[d.Annotations[annotationReferenceDigest]] = d
+		if measure.IsAttestation(d) {
+			attOf[d.Annotations[measure.AnnotationReferenceDigest]] = d
 		}
 	}
 	out := idx
 	for _, d := range inner.Manifests {
-		if d.Annotations[annotationReferenceType] == attestationManifest || !d.MediaType.IsImage() {
+		if measure.IsAttestation(d) || !d.MediaType.IsImage() {
 			continue
 		}
 		if out, err = r.addSBOM(ctx, sc, out, idx, d, attOf, res); err != nil {
@@ -109,7 +102,7 @@ func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIn
 		return nil, err
 	}
 	layer := static.NewLayer(st, mediaTypeInToto)
-	add := mutate.Addendum{Layer: layer, Annotations: map[string]string{annotationPredicateType: sbom.PredicateType}}
+	add := mutate.Addendum{Layer: layer, Annotations: map[string]string{measure.AnnotationPredicateType: sbom.PredicateType}}
 	old, had := attOf[d.Digest.String()]
 	var att v1.Image
 	if had {
@@ -122,7 +115,7 @@ func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIn
 		if att, err = mutate.ConfigFile(att, &v1.ConfigFile{OS: "unknown", Architecture: "unknown"}); err != nil {
 			return nil, err
 		}
-		old = v1.Descriptor{Annotations: map[string]string{annotationReferenceType: attestationManifest, annotationReferenceDigest: d.Digest.String()}}
+		old = v1.Descriptor{Annotations: map[string]string{measure.AnnotationReferenceType: measure.ReferenceTypeAttestation, measure.AnnotationReferenceDigest: d.Digest.String()}}
 	}
 	if att, err = mutate.Append(att, add); err != nil {
 		return nil, err
@@ -150,13 +143,7 @@ func (r *run) reportPackages(digest, platform string, pkgs []sbom.Package, res *
 	}
 	sizes, unpackaged := sbom.Sizes(pkgs, files)
 	if len(sizes) > 0 {
-		tw := tabwriter.NewWriter(r.out, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "  PACKAGE\tTYPE\tSIZE\tFILES\n")
-		for _, p := range sizes[:min(len(sizes), logPackages)] {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\n", p.Name, p.Type, units.Bytes(p.Bytes), p.Files)
-		}
-		fmt.Fprintf(tw, "  (in no package)\t\t%s\t\n", units.Bytes(unpackaged))
-		_ = tw.Flush()
+		sbom.WriteSizes(r.out, sizes, unpackaged, logPackages)
 	}
 	for i := range res.Platforms {
 		if res.Platforms[i].Platform == platform {

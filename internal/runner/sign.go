@@ -177,55 +177,79 @@ func tagFor(d v1.Hash, suffix string) string {
 }
 
 // signedParts returns the digests to sign in index idx (its own, then each platform image's)
-// and its provenance statements, each with the index added to its subjects.
+// and its provenance and SBOM statements (as measure.IndexAttestations finds them), each with
+// the index added to its subjects.
 func signedParts(idx v1.ImageIndex, repo name.Repository, self v1.Hash) ([]v1.Hash, [][]byte, error) {
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return nil, nil, err
 	}
 	digests := []v1.Hash{self}
-	var statements [][]byte
 	for _, d := range im.Manifests {
-		if d.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
-			if d.MediaType.IsImage() {
-				digests = append(digests, d.Digest)
-			}
-			continue
+		if !measure.IsAttestation(d) && d.MediaType.IsImage() {
+			digests = append(digests, d.Digest)
 		}
-		img, err := idx.Image(d.Digest)
-		if err != nil {
-			return nil, nil, err
-		}
-		m, err := img.Manifest()
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, l := range m.Layers {
-			pt := l.Annotations["in-toto.io/predicate-type"]
-			if pt != measure.PredicateSLSAProvenance1 && pt != measure.PredicateSLSAProvenance02 && pt != measure.PredicateSPDX {
+	}
+	atts, _, err := measure.IndexAttestations(idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var statements [][]byte
+	for _, a := range atts {
+		for _, st := range a.Statements {
+			switch st.PredicateType {
+			case measure.PredicateSLSAProvenance1, measure.PredicateSLSAProvenance02, measure.PredicateSPDX:
+			default:
 				continue
 			}
-			layer, err := img.LayerByDigest(l.Digest)
+			raw, err := statementBlob(idx, a.Manifest, st.Digest)
 			if err != nil {
 				return nil, nil, err
 			}
-			rc, err := layer.Compressed()
+			signed, err := withSubject(raw, repo.Name(), self)
 			if err != nil {
 				return nil, nil, err
 			}
-			raw, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-			_ = rc.Close()
-			if err != nil {
-				return nil, nil, err
-			}
-			st, err := withSubject(raw, repo.Name(), self)
-			if err != nil {
-				return nil, nil, err
-			}
-			statements = append(statements, st)
+			statements = append(statements, signed)
 		}
 	}
 	return digests, statements, nil
+}
+
+// maxStatement bounds what the runner reads of one attestation statement.
+const maxStatement = 16 << 20
+
+// statementBlob reads statement layer digest of attestation manifest manifest in idx.
+func statementBlob(idx v1.ImageIndex, manifest, digest string) ([]byte, error) {
+	mh, err := v1.NewHash(manifest)
+	if err != nil {
+		return nil, err
+	}
+	lh, err := v1.NewHash(digest)
+	if err != nil {
+		return nil, err
+	}
+	img, err := idx.Image(mh)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := img.LayerByDigest(lh)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rc.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(rc, maxStatement+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxStatement {
+		return nil, fmt.Errorf("attestation statement %s is larger than %d bytes", digest, maxStatement)
+	}
+	return raw, nil
 }
 
 // withSubject adds the subject (repository, digest) to in-toto statement raw.

@@ -14,11 +14,13 @@ import (
 	"github.com/anchore/syft/syft/format/spdxjson"
 	"github.com/anchore/syft/syft/source/stereoscopesource"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-dev/kiln/internal/measure"
 	_ "modernc.org/sqlite" // syft reads RPM databases with it
 )
 
 // PredicateType is the in-toto predicate type of an SPDX document.
-const PredicateType = "https://spdx.dev/Document"
+const PredicateType = measure.PredicateSPDX
 
 // Package is one package syft found, with the files it owns (paths in the image).
 type Package struct {

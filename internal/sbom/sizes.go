@@ -2,13 +2,16 @@ package sbom
 
 import (
 	"fmt"
+	"io"
 	"path"
 	"slices"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/units"
 )
 
 // Sizes attributes the bytes of files (an image's final filesystem) to the packages
@@ -93,4 +96,16 @@ func groupType(pkgs []Package, own []int) string {
 		}
 	}
 	return t
+}
+
+// WriteSizes prints the n largest of sizes and the unpackaged rest as an indented table: the
+// table a build's log and `kiln advise --image` show.
+func WriteSizes(w io.Writer, sizes []contract.PackageSize, unpackaged int64, n int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PACKAGE\tTYPE\tSIZE\tFILES")
+	for _, k := range sizes[:min(len(sizes), n)] {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\n", k.Name, k.Type, units.Bytes(k.Bytes), k.Files)
+	}
+	fmt.Fprintf(tw, "  (in no package)\t\t%s\t\n", units.Bytes(unpackaged))
+	_ = tw.Flush()
 }
