@@ -21,7 +21,10 @@ const adviseUsage = `Usage: kiln advise [--context DIR] [-f Dockerfile] [--targe
 
 Checks a Dockerfile against kiln's advice rules before you push: what makes the image big or the
 build slow, and what to change. With --image, sizes a built image by package instead: its files'
-bytes by the packages of its SBOM (made with syft), largest first. Exit code 0 when it ran (findings or not), 1 when the Dockerfile
+bytes by the packages of its SBOM (made with syft), largest first; its flags:
+  --image REF          the built image, pulled with your docker credentials
+  --platform os/arch   the platform image of an index (default linux/amd64)
+  --insecure           allow a plain-HTTP registry Exit code 0 when it ran (findings or not), 1 when the Dockerfile
 does not parse, 2 on bad usage or unreadable files.
 
 Flags:

@@ -34,6 +34,7 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/contract"
 	"github.com/kiln-dev/kiln/internal/measure"
+	"github.com/kiln-dev/kiln/internal/units"
 )
 
 // signer is spec.output.signing's cosign key, loaded before anything is built: a key that
@@ -57,8 +58,11 @@ func loadSigner(s *contract.Signing, dir, namespace string) (*signer, []string, 
 		if errors.Is(err, os.ErrNotExist) && !required {
 			return nil, nil
 		}
-		if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
 			return nil, fail(kilnv1.FailureBadInput, "%s is missing or has no key %s (%s)", where, key, signingKeysHint)
+		}
+		if err != nil {
+			return nil, fail(kilnv1.FailureBadInput, "%s: key %s cannot be read: %v", where, key, err)
 		}
 		return b, nil
 	}
@@ -216,8 +220,10 @@ func signedParts(idx v1.ImageIndex, repo name.Repository, self v1.Hash) ([]v1.Ha
 	return digests, statements, nil
 }
 
-// maxStatement bounds what the runner reads of one attestation statement.
-const maxStatement = 16 << 20
+// maxStatement bounds what the runner reads of one attestation statement (BuildKit's
+// provenance, its own SBOM) to sign it: an image with many thousand packages makes an SBOM of
+// tens of MiB.
+const maxStatement = 256 << 20
 
 // statementBlob reads statement layer digest of attestation manifest manifest in idx.
 func statementBlob(idx v1.ImageIndex, manifest, digest string) ([]byte, error) {
@@ -247,7 +253,8 @@ func statementBlob(idx v1.ImageIndex, manifest, digest string) ([]byte, error) {
 		return nil, err
 	}
 	if len(raw) > maxStatement {
-		return nil, fmt.Errorf("attestation statement %s is larger than %d bytes", digest, maxStatement)
+		return nil, fail(kilnv1.FailureBadInput, "attestation statement %s is larger than %s, more than kiln signs: set spec.output.sbom: false or spec.output.provenance: min",
+			digest, units.Bytes(maxStatement))
 	}
 	return raw, nil
 }

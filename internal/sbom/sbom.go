@@ -67,7 +67,21 @@ func (s *Scanner) Generate(ctx context.Context, img v1.Image, ref string, o Opti
 	if s.err != nil {
 		return nil, nil, s.err
 	}
-	return generate(s.ctx, img, ref, o)
+	return generate(withValues{Context: ctx, values: s.ctx}, img, ref, o)
+}
+
+// withValues is ctx (its deadline and cancellation) with the values of another context (the
+// license scanner Prepare put there) besides its own.
+type withValues struct {
+	context.Context
+	values context.Context
+}
+
+func (w withValues) Value(key any) any {
+	if v := w.values.Value(key); v != nil {
+		return v
+	}
+	return w.Context.Value(key)
 }
 
 // generate is Generate once ctx holds the license scanner.
