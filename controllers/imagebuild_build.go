@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+	"github.com/kiln-dev/kiln/internal/contract"
 )
 
 // keyOf is the build key an ImageBuild asks for now.
@@ -53,6 +54,20 @@ func podBuild(pod *corev1.Pod) int64 {
 
 func podFinished(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// resultWritten reports whether pod's runner has ended with a result in its termination
+// message. That result is final the moment the kubelet reports it, so kiln records the build
+// then rather than once buildkitd, the sidecar, has stopped too (about a second or two later).
+// A runner that ended without a result (killed at the deadline, crashed) is read once the pod
+// has finished, when the pod's own status says why.
+func resultWritten(pod *corev1.Pod) bool {
+	runner := runnerTerminated(pod)
+	if runner == nil || runner.Message == "" {
+		return false
+	}
+	_, err := contract.Decode(runner.Message)
+	return err == nil
 }
 
 // reconcileBuild moves the current build forward, in five steps: cancel the builds of an
@@ -219,7 +234,7 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		if !podFinished(current) && current.DeletionTimestamp != nil && runnerTerminated(current) == nil {
 			return r.followDeleted(ctx, ib, current, st)
 		}
-		if !podFinished(current) {
+		if !podFinished(current) && !resultWritten(current) {
 			return true, r.observeRunning(ctx, ib, current, st)
 		}
 		if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
@@ -229,6 +244,11 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 			return true, err
 		}
 		r.recordResult(ib, current)
+		if !podFinished(current) {
+			// The runner's result is final, but buildkitd is still stopping and holds the
+			// claim: its Lease goes once the pod has finished (the case below).
+			return false, nil
+		}
 		return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
 	case current != nil && lb.PodName == current.Name:
 		if podFinished(current) {

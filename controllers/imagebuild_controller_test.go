@@ -124,7 +124,7 @@ func TestCreatesClaimAndBuildPod(t *testing.T) {
 	bk := pod.Spec.InitContainers[0]
 	g.Expect(bk.Name).To(Equal("buildkitd"))
 	g.Expect(bk.RestartPolicy).To(Equal(ptr.To(corev1.ContainerRestartPolicyAlways)), "buildkitd is a native sidecar")
-	g.Expect(bk.StartupProbe).NotTo(BeNil())
+	g.Expect(bk.StartupProbe).To(BeNil(), "the runner waits for buildkitd itself, not a probe period")
 	g.Expect(bk.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeUnconfined))
 	g.Expect(bk.SecurityContext.RunAsUser).To(Equal(ptr.To[int64](1000)))
 	g.Expect(bk.Args).To(ContainElement("--oci-worker-no-process-sandbox"))
@@ -445,4 +445,64 @@ func conditionOf(g Gomega, ib *kilnv1.ImageBuild, typ string) *metav1.Condition 
 		return &metav1.Condition{}
 	}
 	return c
+}
+
+// TestResultIsRecordedWhenTheRunnerEnds: the build is recorded as soon as the runner has written
+// its result, while buildkitd still stops; the claim stays held until the pod has finished.
+func TestResultIsRecordedWhenTheRunnerEnds(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	shared := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache", Labels: map[string]string{LabelSharedCache: "true"}},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")}},
+		},
+	}
+	g.Expect(k8sClient.Create(ctx, shared)).To(Succeed())
+	share := func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.ClaimName = "team-cache" }
+	a := newImageBuild(ns, "a", share)
+	g.Expect(k8sClient.Create(ctx, a)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "a-build-1") }).Should(Succeed())
+	b := newImageBuild(ns, "b", share)
+	g.Expect(k8sClient.Create(ctx, b)).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, b).Status.Phase).To(Equal(kilnv1.PhaseWaitingForCache)) }).Should(Succeed())
+
+	// The kubelet reports the runner terminated while the pod still runs buildkitd.
+	start := metav1.NewTime(time.Now().Add(-3 * time.Second))
+	pod.Status.Phase, pod.Status.StartTime = corev1.PodRunning, &start
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: containerBuildKit, Image: pod.Spec.InitContainers[0].Image,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: start}}, Started: ptr.To(true)}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerRunner, Image: pod.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 0, Message: resultJSON(t, okResult), StartedAt: start, FinishedAt: metav1.Now(), Reason: "Completed",
+		}}}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, a)
+		g.Expect(cur.Status.Phase).To(Equal(kilnv1.PhaseSucceeded))
+		g.Expect(meta.IsStatusConditionTrue(cur.Status.Conditions, kilnv1.ConditionReady)).To(BeTrue())
+		g.Expect(cur.Status.Digest).To(Equal(okResult.Digest))
+	}).Should(Succeed())
+
+	// buildkitd still holds the claim: b waits, and a's pod keeps the Lease.
+	g.Consistently(func(g Gomega) {
+		g.Expect(getIB(g, b).Status.Phase).To(Equal(kilnv1.PhaseWaitingForCache))
+		err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "b-build-1"}, &corev1.Pod{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "b's build started while a's buildkitd still ran on the claim")
+	}, "2s").Should(Succeed())
+	lease := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "kiln-cache-team-cache"}, lease)).To(Succeed())
+	g.Expect(lease.Object["spec"]).To(HaveKeyWithValue("holderIdentity", "a-build-1"))
+
+	// Once the pod has finished, b builds.
+	pod = getPod(g, ns, "a-build-1")
+	pod.Status.Phase = corev1.PodSucceeded
+	pod.Status.InitContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: start, FinishedAt: metav1.Now()}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	g.Eventually(func(g Gomega) { getPod(g, ns, "b-build-1") }).Should(Succeed())
+	g.Expect(getIB(g, a).Status.LastBuild.CompletionTime).NotTo(BeNil())
+	g.Expect(getIB(g, a).Status.Phase).To(Equal(kilnv1.PhaseSucceeded), "the pod's end changes nothing in a recorded build")
 }

@@ -242,7 +242,10 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 }
 
 // buildKitContainer is the build pod's rootless buildkitd: a sidecar (an init container that
-// restarts always) that the runner waits for through its startup probe.
+// restarts always). It has no startup probe: the kubelet starts the runner as soon as buildkitd
+// runs, and the runner waits for buildkitd's socket itself (runner.connect, its own timeout and
+// BuildKitNotUp), so a build starts the moment BuildKit can take it instead of at the next probe
+// period.
 func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container {
 	buildkitArgs := []string{"--addr=" + contract.Socket}
 	mounts := []corev1.VolumeMount{
@@ -290,20 +293,11 @@ func buildKitContainer(ib *kilnv1.ImageBuild, opts podOptions) corev1.Container 
 	}
 
 	return corev1.Container{
-		Name:          containerBuildKit,
-		Image:         opts.BuildKitImage,
-		Command:       command,
-		Args:          buildkitArgs,
-		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
-		// The kubelet starts the runner only once this probe passes.
-		StartupProbe: &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
-				Command: []string{"buildctl", "--addr=" + contract.Socket, "debug", "workers"},
-			}},
-			PeriodSeconds:    1,
-			TimeoutSeconds:   5,
-			FailureThreshold: 120,
-		},
+		Name:                     containerBuildKit,
+		Image:                    opts.BuildKitImage,
+		Command:                  command,
+		Args:                     buildkitArgs,
+		RestartPolicy:            ptr.To(corev1.ContainerRestartPolicyAlways),
 		Resources:                buildkitResources,
 		SecurityContext:          security,
 		VolumeMounts:             mounts,

@@ -109,7 +109,7 @@ func interpretPod(ib *kilnv1.ImageBuild, pod *corev1.Pod, runner *corev1.Contain
 			timeout = fmt.Sprintf("%s, which the manager's --max-build-timeout lowers to %s", timeout, time.Duration(*d)*time.Second)
 		}
 		if runner == nil && !runnerStarted(pod) {
-			// The runner waits for buildkitd's startup probe: this is BuildKit not coming up.
+			// The kubelet starts the runner once buildkitd runs: this is buildkitd not starting.
 			return outcome{class: kilnv1.FailureBuildKitNotUp, msg: fmt.Sprintf("buildkitd did not become ready, and the build did not start, within %s", timeout)}
 		}
 		return outcome{class: kilnv1.FailureTimeout, msg: fmt.Sprintf("the build ran longer than %s and was stopped", timeout)}

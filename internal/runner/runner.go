@@ -54,6 +54,8 @@ type run struct {
 	red *redactor
 	// measured is the built image as measure saw it (its final files among the rest).
 	measured measure.Index
+	// clock times the steps for the log's last line.
+	clock *phases
 }
 
 // Run does one build and returns its result; it never panics on bad input.
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 	}
 	log := &redactWriter{w: io.MultiWriter(out, tail), red: red}
 	defer log.Flush()
-	r := &run{req: cfg.Request, out: log, red: red, pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff}
+	r := &run{req: cfg.Request, out: log, red: red, pushAttempts: max(cfg.PushAttempts, 1), pushBackoff: cfg.PushBackoff, clock: newPhases(time.Now())}
 	if r.pushBackoff <= 0 {
 		r.pushBackoff = 2 * time.Second
 	}
@@ -90,6 +92,7 @@ func Run(ctx context.Context, cfg Config) contract.Result {
 		}
 		fmt.Fprintf(r.out, "\nBuild failed (%s): %s\n", res.FailureClass, msg)
 	}
+	r.clock.print(r.out, time.Now())
 	return res
 }
 
@@ -119,11 +122,13 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if spec.Output.SBOM {
 		scanner = sbom.Prepare(ctx) // overlaps waiting for buildkitd and the build
 	}
+	r.clock.done("prepare", time.Now())
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
 	if err != nil {
 		return res, err
 	}
 	defer c.Close()
+	r.clock.done("wait-buildkitd", time.Now())
 	if r.req.ResetCache {
 		if err := resetCache(ctx, c, r.out); err != nil {
 			return res, err
@@ -144,9 +149,11 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 		return res, err
 	}
 	fmt.Fprintf(r.out, "\nBuilt in %s: %d of %d steps cached\n", time.Since(start).Round(time.Millisecond), out.cached, out.total)
+	r.clock.done("solve", time.Now())
 
 	kc := keychain{cf: in.dockerConfig}
 	idx, err := r.measure(ctx, in, dir, kc, &res)
+	r.clock.done("measure", time.Now())
 	if err != nil {
 		return res, err
 	}
@@ -157,16 +164,19 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 		if idx, err = r.attachSBOMs(ctx, scanner, idx, &res); err != nil {
 			return res, fmt.Errorf("making the SBOM: %w", err)
 		}
+		r.clock.done("sbom", time.Now())
 	}
 	if in.signer != nil {
 		if res.Signature, err = r.sign(ctx, in.signer, idx, kc); err != nil {
 			return res, err
 		}
+		r.clock.done("sign", time.Now())
 	}
 	digest, err := r.push(ctx, idx, kc)
 	if err != nil {
 		return res, err
 	}
+	r.clock.done("push", time.Now())
 	res.Digest = digest
 	res.Image = spec.Output.Image + "@" + digest
 	res.Tags = spec.Output.Tags

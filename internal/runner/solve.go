@@ -63,7 +63,7 @@ func connect(ctx context.Context, addr string, wait time.Duration, log io.Writer
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond): // the runner starts with buildkitd: it is ready within moments
 		}
 	}
 }
