@@ -29,8 +29,17 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 			},
 			Budget: requestBudget(s.Budget),
 			Advice: requestAdvice(s.Advice),
+			Cache:  requestCache(s.Cache),
 		},
 	}
+}
+
+// requestCache is the part of spec.cache the runner uses: the registry cache, mode max by default.
+func requestCache(c kilnv1.Cache) *contract.Cache {
+	if c.Registry == nil {
+		return nil
+	}
+	return &contract.Cache{Registry: &contract.RegistryCache{Image: c.Registry.Image, Mode: cmp.Or(c.Registry.Mode, kilnv1.RegistryCacheMax)}}
 }
 
 func requestSource(src kilnv1.Source) contract.Source {

@@ -40,7 +40,7 @@ func TestRunnerRequest(t *testing.T) {
 			MaxWastedSize: quantity("1500m"), MaxGrowth: quantity("0"), Enforcement: kilnv1.EnforcementWarn,
 		}
 		ib.Spec.Advice = &kilnv1.AdviceSpec{Ignore: []string{"no-user"}}
-		ib.Spec.Cache = kilnv1.Cache{Size: quantity("20Gi")}
+		ib.Spec.Cache = kilnv1.Cache{Size: quantity("20Gi"), Registry: &kilnv1.RegistryCache{Image: "registry.example.com/team/app-cache:main"}}
 		ib.Spec.NodeSelector = map[string]string{"pool": "builders"}
 		ib.Spec.Tolerations = []corev1.Toleration{{Key: "builders", Operator: corev1.TolerationOpExists}}
 	})
@@ -66,6 +66,7 @@ func TestRunnerRequest(t *testing.T) {
 				MaxGrowth:     ptr.To[int64](0), Enforcement: kilnv1.EnforcementWarn,
 			},
 			Advice: &contract.AdviceSpec{Ignore: []string{"no-user"}},
+			Cache:  &contract.Cache{Registry: &contract.RegistryCache{Image: "registry.example.com/team/app-cache:main", Mode: kilnv1.RegistryCacheMax}},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -93,8 +94,12 @@ func TestRunnerRequest(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if !slices.Equal(keys, []string{"advice", "budget", "dockerfile", "output", "source"}) {
+	if !slices.Equal(keys, []string{"advice", "budget", "cache", "dockerfile", "output", "source"}) {
 		t.Errorf("the request's spec has %v", keys)
+	}
+	var cache map[string]json.RawMessage
+	if err := json.Unmarshal(doc.Spec["cache"], &cache); err != nil || len(cache) != 1 || cache["registry"] == nil {
+		t.Errorf("the request's spec.cache is %s: want the registry cache only, not the claim", doc.Spec["cache"])
 	}
 }
 

@@ -51,6 +51,9 @@ func (r *ImageBuildReconciler) recordResult(ib *kilnv1.ImageBuild, pod *corev1.P
 	}
 	observeBuild(ib, took, lb.FailureReason)
 
+	if c := ib.Status.Cache; c != nil && c.Registry != nil && c.Registry.Message != "" {
+		r.event(ib, corev1.EventTypeWarning, kilnv1.ReasonRegistryCacheFailed, "Build pod %s: %s; the build went on without it", pod.Name, contract.Truncate(c.Registry.Message, contract.MaxEventMessage))
+	}
 	switch lb.FailureReason {
 	case "":
 		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonBuildSucceeded, "%s", successMessage(ib))
@@ -239,6 +242,10 @@ func applyResult(ib *kilnv1.ImageBuild, res contract.Result) {
 		ib.Status.Cache = &kilnv1.CacheStatus{ClaimName: claimName(ib)}
 	}
 	ib.Status.Cache.CachedSteps, ib.Status.Cache.TotalSteps = res.CachedSteps, res.TotalSteps
+	ib.Status.Cache.Registry = nil
+	if c := res.Cache; c != nil {
+		ib.Status.Cache.Registry = &kilnv1.RegistryCacheStatus{Image: c.Image, Imported: c.Imported, Exported: c.Exported, Message: contract.Truncate(c.Message, contract.MaxMessage)}
+	}
 	if res.Revision != "" {
 		ib.Status.Revision = res.Revision
 	}

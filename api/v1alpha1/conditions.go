@@ -50,6 +50,9 @@ const (
 	// (--max-cache-size, --allowed-priority-classes, --build-service-account); the message names
 	// the flag and the field.
 	ReasonPolicyViolation = "PolicyViolation"
+	// ReasonRegistryCacheFailed (an Event) says that a build could not import or export its
+	// registry cache (spec.cache.registry), and went on without it.
+	ReasonRegistryCacheFailed = "RegistryCacheFailed"
 )
 
 // FailureClass says why a build failed: the runner reports most classes in its result, and the

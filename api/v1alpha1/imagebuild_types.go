@@ -8,6 +8,7 @@ import (
 )
 
 // ImageBuildSpec says what to build, where to push it, and how big it may be.
+// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.registry) || (self.cache.registry.image != self.output.image && !(has(self.output.tags) && self.output.tags.exists(t, self.cache.registry.image == self.output.image + ':' + t)))",message="cache.registry.image must not be one of the tags the image is pushed to (output.image with output.tags): give the cache a tag or repository of its own, such as <image>:buildcache",fieldPath=".cache.registry.image"
 type ImageBuildSpec struct {
 	// Source is where the build context comes from: exactly one of git or configMap.
 	// +required
@@ -440,7 +441,46 @@ type Cache struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a lower-case DNS-1123 name, such as team-cache"
 	// +optional
 	ClaimName string `json:"claimName,omitempty"`
+
+	// Registry is a BuildKit registry cache: every build imports it, and every build that
+	// BuildKit completes exports to it, so that a build on an empty claim (a new ImageBuild, a
+	// reset or lost claim, a claim in another zone) is warm too. Credentials come from
+	// spec.output.pushSecretRef and spec.output.insecure applies to it. A failed import or
+	// export is a warning in status and Events, never a failure. Whoever can push to this
+	// repository decides what cached steps give your builds: trust it as you trust a base image.
+	// +optional
+	Registry *RegistryCache `json:"registry,omitempty"`
 }
+
+// RegistryCache is a BuildKit cache stored in a registry, in OCI media types (an image manifest
+// whose config is BuildKit's cache configuration).
+type RegistryCache struct {
+	// Image is the cache's reference: a repository with an optional tag (default latest), never
+	// a digest, e.g. registry.example.com/team/app-cache:main. It must not be one of the tags
+	// kiln pushes the image to.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=384
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$')",message="must be an image repository with an optional tag, such as registry.example.com/team/app-cache:main, in lower case, without a digest"
+	// +required
+	Image string `json:"image"`
+
+	// Mode is what the export writes: max (the default) every step's result, so that a
+	// multi-stage build's earlier stages come from the cache too; min only the final image's
+	// layers (smaller, but a build stage runs again).
+	// +kubebuilder:default=max
+	// +optional
+	Mode RegistryCacheMode `json:"mode,omitempty"`
+}
+
+// RegistryCacheMode is BuildKit's cache export mode.
+// +kubebuilder:validation:Enum=min;max
+type RegistryCacheMode string
+
+// The registry cache's modes.
+const (
+	RegistryCacheMin RegistryCacheMode = "min"
+	RegistryCacheMax RegistryCacheMode = "max"
+)
 
 // Enforcement says what happens to an image that breaks its budget.
 // +kubebuilder:validation:Enum=Enforce;Warn
@@ -761,6 +801,25 @@ type CacheStatus struct {
 	// TotalSteps of the last build.
 	// +optional
 	TotalSteps int32 `json:"totalSteps,omitempty"`
+	// Registry is what the last build did with spec.cache.registry.
+	// +optional
+	Registry *RegistryCacheStatus `json:"registry,omitempty"`
+}
+
+// RegistryCacheStatus is what a build did with its registry cache.
+type RegistryCacheStatus struct {
+	// Image is spec.cache.registry.image as the build used it.
+	Image string `json:"image"`
+	// Imported says that BuildKit read the cache's manifest; false when the cache does not
+	// exist yet, could not be read, or the build did not need it (everything was on the claim).
+	// +optional
+	Imported bool `json:"imported,omitempty"`
+	// Exported is the digest of the cache manifest the build pushed; empty when it pushed none.
+	// +optional
+	Exported string `json:"exported,omitempty"`
+	// Message says why the import or export failed; empty when neither did.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // Advice is one finding about the Dockerfile or the image.

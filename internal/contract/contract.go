@@ -115,6 +115,20 @@ type Result struct {
 	TotalSteps  int32 `json:"total,omitempty"`
 	// Advice is the runner's most valuable findings, best first.
 	Advice []Advice `json:"advice,omitempty"`
+	// Cache reports what the build did with its registry cache; nil without one. Since 1.4.
+	Cache *CacheReport `json:"cache,omitempty"`
+}
+
+// CacheReport is what a build did with spec.cache.registry.
+type CacheReport struct {
+	// Image is the cache's reference.
+	Image string `json:"image"`
+	// Imported says that BuildKit read the cache's manifest.
+	Imported bool `json:"imported,omitempty"`
+	// Exported is the digest of the cache manifest pushed; empty when none was.
+	Exported string `json:"exported,omitempty"`
+	// Message says why the import or the export failed; empty when neither did.
+	Message string `json:"message,omitempty"`
 }
 
 // PackageSize is the bytes of the final filesystem that one package owns, or several that own

@@ -71,6 +71,23 @@ type BuildSpec struct {
 	Budget *BudgetSpec `json:"budget,omitempty"`
 	// Advice tunes the findings; nil when the ImageBuild does not.
 	Advice *AdviceSpec `json:"advice,omitempty"`
+	// Cache is what the runner does with spec.cache: only the registry cache, since contract
+	// 1.4 (a 1.3 runner builds without it). The claim is the pod's business, not the runner's.
+	Cache *Cache `json:"cache,omitempty"`
+}
+
+// Cache is spec.cache as the runner uses it.
+type Cache struct {
+	// Registry is the BuildKit registry cache the build imports and exports; nil for none.
+	Registry *RegistryCache `json:"registry,omitempty"`
+}
+
+// RegistryCache is spec.cache.registry.
+type RegistryCache struct {
+	// Image is the cache's reference, a repository with an optional tag.
+	Image string `json:"image"`
+	// Mode is BuildKit's export mode, min or max; empty means max.
+	Mode kilnv1.RegistryCacheMode `json:"mode,omitempty"`
 }
 
 // Source is the build context: exactly one of its fields is set.
@@ -376,6 +393,9 @@ func DecodeRequest(data []byte) (Request, error) {
 		return req, fmt.Errorf("the build request is not valid JSON: %w", err)
 	case err != nil:
 		return req, fmt.Errorf("the build request does not fit this runner's types: %w", err)
+	}
+	if c := req.Spec.Cache; c != nil && c.Registry == nil {
+		req.Spec.Cache = nil // a 1.0 or 1.1 request's spec.cache: the claim, which is not the runner's
 	}
 	return req, nil
 }

@@ -45,6 +45,7 @@ func largestRequest() Request {
 				MaxWastedSize: ptr.To[int64](1), MaxGrowth: ptr.To[int64](0), Enforcement: kilnv1.EnforcementWarn,
 			},
 			Advice: &AdviceSpec{},
+			Cache:  &Cache{Registry: &RegistryCache{Image: strings.Repeat("c", 384), Mode: kilnv1.RegistryCacheMax}},
 		},
 	}
 	df := &r.Spec.Dockerfile
@@ -196,6 +197,7 @@ func TestOlderRunnerReadsRequest(t *testing.T) {
 	req := largestRequest()
 	dir, _ := writeRequestDir(t, req)
 	req.Version = Version
+	req.Spec.Cache = nil // since 1.4: a 1.1 runner builds without the registry cache
 	if got := seen11(readRequestDir11(t, dir)); !reflect.DeepEqual(got, req) {
 		t.Errorf("a 1.1 runner reads another request:\n got %+v\nwant %+v", got.Spec.Budget, req.Spec.Budget)
 	}

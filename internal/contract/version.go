@@ -39,6 +39,9 @@ import (
 //	     spec.output.signing (a 1.2 runner would push unsigned: the manager must not start
 //	     signed builds on 1.2 runners) and the ImageBuild's generation; the result's
 //	     attestations and signature (a 1.2 manager records none in status).
+//	1.4  the request's spec.cache.registry (a 1.3 runner builds without the registry cache,
+//	     which costs time, never correctness); the result's cache report (a 1.3 manager records
+//	     none in status).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.
@@ -51,7 +54,7 @@ import (
 // requests, their quantity strings included (BudgetSpec.UnmarshalJSON; TestReadOlderMinorRequest).
 // From 1.2 the request's names are the contract's own: renaming a CRD field renames nothing
 // here, and renaming one here, or dropping the quantity strings, is a new major version.
-const Version = "1.3"
+const Version = "1.4"
 
 // Major is the major version of Version: a reader takes documents of this major version only.
 const Major = 1

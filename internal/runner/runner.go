@@ -141,7 +141,7 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	}
 	start := time.Now()
 	out, err := r.solve(ctx, c, in, dir)
-	res.Revision, res.CachedSteps, res.TotalSteps = out.revision, out.cached, out.total
+	res.Revision, res.CachedSteps, res.TotalSteps, res.Cache = out.revision, out.cached, out.total, out.cache
 	if in.contextDigest != "" {
 		res.Revision = in.contextDigest // what the kubelet mounted, which the manager compares with the ConfigMap it sees
 	}

@@ -99,6 +99,8 @@ type solveOutput struct {
 	// failure is a classified failure of the build function itself: its class does not survive
 	// the trip through BuildKit's gateway, so solve returns it from here.
 	failure error
+	// cache is what the build did with spec.cache.registry; nil without one.
+	cache *contract.CacheReport
 }
 
 // solve builds the Dockerfile and exports the image as an OCI layout in layoutDir.
@@ -120,13 +122,17 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 			Type: client.ExporterOCI, OutputDir: layoutDir, Attrs: r.exportAttrs(),
 		}},
 	}
+	if err := r.addRegistryCache(&opt, attrs); err != nil {
+		return solveOutput{}, err
+	}
 
 	var out solveOutput
 	statusCh := make(chan *client.SolveStatus)
 	steps, wait := r.showProgress(ctx, statusCh)
-	_, err = c.Build(ctx, opt, "kiln", r.buildFunc(in, attrs, &out), statusCh)
+	resp, err := c.Build(ctx, opt, "kiln", r.buildFunc(in, attrs, &out), statusCh)
 	wait()
 	out.cached, out.total = steps.counts()
+	out.cache = r.cacheReport(steps, resp)
 	if err != nil && out.failure != nil {
 		return out, out.failure
 	}
@@ -660,14 +666,22 @@ func cleanError(err error) string {
 type stepCounter struct {
 	mu    sync.Mutex
 	steps map[digest.Digest]bool
+	// cacheIO are BuildKit's registry cache import and export, by their vertex's name: "" when
+	// it completed, its error when it failed.
+	cacheIO map[string]string
 }
 
-func newStepCounter() *stepCounter { return &stepCounter{steps: map[digest.Digest]bool{}} }
+func newStepCounter() *stepCounter {
+	return &stepCounter{steps: map[digest.Digest]bool{}, cacheIO: map[string]string{}}
+}
 
 func (s *stepCounter) observe(st *client.SolveStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, v := range st.Vertexes {
+		if v.Completed != nil && (strings.HasPrefix(v.Name, cacheImportVertex) || v.Name == cacheExportVertex) {
+			s.cacheIO[v.Name] = v.Error
+		}
 		if v.Completed == nil || v.Error != "" || !isStep(v.Name) {
 			continue
 		}
