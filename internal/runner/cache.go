@@ -48,6 +48,9 @@ func (r *run) addRegistryCache(opt *client.SolveOpt, frontendAttrs map[string]st
 	}
 	frontendAttrs["cache-imports"] = string(b)
 	opt.CacheImports = imports
+	if opt.FrontendAttrs == nil {
+		opt.FrontendAttrs = map[string]string{} // BuildKit's client copies the cache options into it
+	}
 	opt.CacheExports = []client.CacheOptionsEntry{{Type: "registry", Attrs: to}}
 	fmt.Fprintf(r.out, "Registry cache %s (mode %s): imported at the start, exported when the build is solved\n", rc.Image, rc.Mode)
 	return nil
