@@ -141,3 +141,25 @@ func TestResultTheManagerCannotTake(t *testing.T) {
 		})
 	}
 }
+
+// What a build did with its registry cache reaches status.cache.registry, and a later build
+// without one clears it.
+func TestRegistryCacheReachesStatus(t *testing.T) {
+	ib := newImageBuild("team", "app")
+	ib.Status.LastBuild = &kilnv1.LastBuild{PodName: "app-build-2", Attempt: 1}
+	res := okResult
+	res.Cache = &contract.CacheReport{Image: "registry.example.com/team/app-cache:main", Exported: "sha256:" + strings.Repeat("c", 64),
+		Message: "registry cache registry.example.com/team/app-cache:main: importing it failed: unauthorized"}
+	report(ib, finishedPod(0, resultJSON(t, res)))
+	want := kilnv1.RegistryCacheStatus{Image: res.Cache.Image, Exported: res.Cache.Exported, Message: res.Cache.Message}
+	if got := ib.Status.Cache.Registry; got == nil || *got != want {
+		t.Errorf("status.cache.registry %+v, want %+v", got, want)
+	}
+	if ib.Status.LastBuild.FailureReason != "" {
+		t.Errorf("a registry cache that failed failed the build: %s", ib.Status.LastBuild.Message)
+	}
+	report(ib, finishedPod(0, resultJSON(t, okResult)))
+	if ib.Status.Cache.Registry != nil {
+		t.Errorf("status.cache.registry %+v after a build without a registry cache", ib.Status.Cache.Registry)
+	}
+}

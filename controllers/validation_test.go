@@ -52,6 +52,16 @@ budget: {maxLayers: 0}`, []string{"spec.budget.maxLayers", "should be greater th
 budget: {enforcement: Block}`, []string{"spec.budget.enforcement", `supported values: "Enforce", "Warn"`}},
 		{"claimName and size", valid + `
 cache: {claimName: shared, size: 10Gi}`, []string{"spec.cache", "do not set cache.size or cache.storageClassName"}},
+		{"registry cache by digest", valid + `
+cache: {registry: {image: "registry.example.com/team/app-cache@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}`, []string{"spec.cache.registry.image", "without a digest"}},
+		{"registry cache is the image", valid + `
+cache: {registry: {image: registry.example.com/team/app}}`, []string{"spec.cache.registry.image", "must not be one of the tags the image is pushed to"}},
+		{"registry cache is a pushed tag", `
+source: {configMap: {name: src}}
+output: {image: registry.example.com/team/app, tags: [v1, main]}
+cache: {registry: {image: "registry.example.com/team/app:main"}}`, []string{"spec.cache.registry.image", "must not be one of the tags the image is pushed to"}},
+		{"registry cache mode", valid + `
+cache: {registry: {image: registry.example.com/team/app-cache, mode: all}}`, []string{"spec.cache.registry.mode", `supported values: "min", "max"`}},
 		{"too many build args", valid + `
 dockerfile:
   buildArgs: [` + manyArgs(33) + `]`, []string{"spec.dockerfile.buildArgs", "must have at most 32 items"}},
