@@ -70,7 +70,7 @@ func TestUserNSProfileBuildsInAGuardedNamespace(t *testing.T) {
 	if ptr.Deref(pod.Spec.HostUsers, true) || bk.Image != env["BUILDKIT_ROOTFUL_IMAGE"] || strings.Contains(strings.Join(bk.Args, " "), "no-process-sandbox") {
 		t.Errorf("build pod: hostUsers %v, buildkitd %s %q", pod.Spec.HostUsers, bk.Image, bk.Args)
 	}
-	if bkLog := kc(t, "-n", ns, "logs", "hello-build-1", "-c", "buildkitd"); !strings.Contains(bkLog, "kiln: buildkitd has stopped") {
+	if bkLog := buildKitLog(t, ns, "hello-build-1"); !strings.Contains(bkLog, "kiln: buildkitd has stopped") {
 		t.Errorf("buildkitd's log does not end with its expected stop:\n%s", bkLog)
 	}
 
