@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -64,13 +65,13 @@ func TestRegistryCacheWarmsANewClaim(t *testing.T) {
 	if r := bad.Status.Cache.Registry; r == nil || r.Imported || r.Exported != "" || !strings.Contains(r.Message, "importing it failed") || !strings.Contains(r.Message, "exporting it failed") {
 		t.Errorf("status.cache.registry %+v: want both failures said", r)
 	}
-	events := &corev1.EventList{}
+	events := &eventsv1.EventList{}
 	if err := k8s.List(context.Background(), events, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
 	found := false
 	for _, e := range events.Items {
-		found = found || (e.Reason == kilnv1.ReasonRegistryCacheFailed && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "nowhere/cache:main"))
+		found = found || (e.Reason == kilnv1.ReasonRegistryCacheFailed && e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "nowhere/cache:main"))
 	}
 	if !found {
 		t.Errorf("no Warning Event %s naming the cache", kilnv1.ReasonRegistryCacheFailed)
