@@ -231,25 +231,7 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 	}
 	switch {
 	case current != nil && lb.PodName == current.Name && lb.CompletionTime == nil:
-		if !podFinished(current) && current.DeletionTimestamp != nil && runnerTerminated(current) == nil {
-			return r.followDeleted(ctx, ib, current, st)
-		}
-		if !podFinished(current) && !resultWritten(current) {
-			return true, r.observeRunning(ctx, ib, current, st)
-		}
-		if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
-			// A cached copy from before the patch that recorded this result would record it,
-			// and announce it, a second time.
-			st.requeueAfter(time.Second)
-			return true, err
-		}
-		r.recordResult(ib, current)
-		if !podFinished(current) {
-			// The runner's result is final, but buildkitd is still stopping and holds the
-			// claim: its Lease goes once the pod has finished (the case below).
-			return false, nil
-		}
-		return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
+		return r.followUnrecorded(ctx, ib, current, st)
 	case current != nil && lb.PodName == current.Name:
 		if podFinished(current) {
 			return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
@@ -293,6 +275,31 @@ func (r *ImageBuildReconciler) followCurrent(ctx context.Context, ib *kilnv1.Ima
 		return false, r.releaseGoneHolder(ctx, ib, lb.PodName)
 	}
 	return false, nil
+}
+
+// followUnrecorded follows the pod of the build in progress: it observes it while it runs, and
+// records its result once the runner has written one or the pod has finished. It says whether
+// the build is still under way.
+func (r *ImageBuildReconciler) followUnrecorded(ctx context.Context, ib *kilnv1.ImageBuild, current *corev1.Pod, st *buildState) (bool, error) {
+	if !podFinished(current) && current.DeletionTimestamp != nil && runnerTerminated(current) == nil {
+		return r.followDeleted(ctx, ib, current, st)
+	}
+	if !podFinished(current) && !resultWritten(current) {
+		return true, r.observeRunning(ctx, ib, current, st)
+	}
+	if stale, err := r.staleStatus(ctx, ib); err != nil || stale {
+		// A cached copy from before the patch that recorded this result would record it,
+		// and announce it, a second time.
+		st.requeueAfter(time.Second)
+		return true, err
+	}
+	r.recordResult(ib, current)
+	if !podFinished(current) {
+		// The runner's result is final, but buildkitd is still stopping and holds the claim:
+		// its Lease goes once the pod has finished (followCurrent's next case).
+		return false, nil
+	}
+	return false, r.releaseCacheLease(ctx, ib.Namespace, buildClaim(ib, current), current.Name)
 }
 
 // unlabelledPodPoll is how often kiln reads a build pod whose labels someone removed.
