@@ -26,7 +26,8 @@ type sample struct {
 	pod              string
 	attempt          int32
 	applied          time.Time // the create or patch was sent
-	podSeen, podDone time.Time // watch events
+	podSeen, podDone time.Time // watch events: the pod's first, the pod finished
+	runnerDone       time.Time // watch event: the runner container terminated
 	ready            time.Time // the Ready watch event
 	buildkitd        buildkitdLog
 	runner           runnerLog
@@ -100,7 +101,7 @@ func (b *bench) finish(ctx context.Context, k kilnv1.BuildKey, applied time.Time
 	}
 	lb := ib.Status.LastBuild
 	s := &sample{pod: lb.PodName, attempt: lb.Attempt, applied: applied, ready: ready, duration: lb.Duration}
-	s.podSeen, s.podDone = b.obs.podTimes(lb.PodName)
+	s.podSeen, s.runnerDone, s.podDone = b.obs.podTimes(lb.PodName)
 	bk, err := containerLog(ctx, b.cl.cs, b.ns, lb.PodName, "buildkitd")
 	if err != nil {
 		return nil, err

@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -137,6 +138,7 @@ func readEnv() (env, error) {
 		}
 	}
 	if len(missing) > 0 {
+		slices.Sort(missing)
 		return e, fmt.Errorf("%s not set: run `set -a; . .kiln/local-cluster/env; set +a` first (hack/local-cluster makes it)", strings.Join(missing, ", "))
 	}
 	return e, nil

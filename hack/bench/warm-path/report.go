@@ -28,6 +28,7 @@ var (
 	applied     = func(s *sample) time.Time { return s.applied }
 	podSeen     = func(s *sample) time.Time { return s.podSeen }
 	podDone     = func(s *sample) time.Time { return s.podDone }
+	runnerDone  = func(s *sample) time.Time { return s.runnerDone }
 	ready       = func(s *sample) time.Time { return s.ready }
 	bkStart     = func(s *sample) time.Time { return s.buildkitd.start }
 	bkReady     = func(s *sample) time.Time { return s.buildkitd.ready }
@@ -57,6 +58,8 @@ func rows(samples []*sample) []row {
 	return append(rs,
 		row{"runner start → end (1st to last log line)", between(runnerStart, runnerEnd)},
 		row{"runner end → buildkitd last log line", between(runnerEnd, bkEnd)},
+		row{"runner end → runner terminated in pod status (watch)", between(runnerEnd, runnerDone)},
+		row{"runner terminated (watch) → pod finished (watch)", between(runnerDone, podDone)},
 		row{"runner end → pod finished (watch)", between(runnerEnd, podDone)},
 		row{"buildkitd last log line → pod finished (watch)", between(bkEnd, podDone)},
 		row{"pod finished → Ready (watch)", between(podDone, ready)},

@@ -18,16 +18,17 @@ import (
 // observer records when this process saw things happen, from watches started before the
 // change that causes them: the API server's timestamps have one-second granularity.
 type observer struct {
-	mu      sync.Mutex
-	podSeen map[string]time.Time // pod name: first watch event
-	podDone map[string]time.Time // pod name: first event with phase Succeeded or Failed
-	readyAt map[string]time.Time // build key (rebuild request, generation): first Ready=True event
-	latest  *kilnv1.ImageBuild
-	changed chan struct{} // closed and replaced on every ImageBuild event
+	mu       sync.Mutex
+	podSeen  map[string]time.Time // pod name: first watch event
+	podDone  map[string]time.Time // pod name: first event with phase Succeeded or Failed
+	runnerAt map[string]time.Time // pod name: first event with the runner container terminated
+	readyAt  map[string]time.Time // build key (rebuild request, generation): first Ready=True event
+	latest   *kilnv1.ImageBuild
+	changed  chan struct{} // closed and replaced on every ImageBuild event
 }
 
 func newObserver() *observer {
-	return &observer{podSeen: map[string]time.Time{}, podDone: map[string]time.Time{}, readyAt: map[string]time.Time{}, changed: make(chan struct{})}
+	return &observer{podSeen: map[string]time.Time{}, podDone: map[string]time.Time{}, runnerAt: map[string]time.Time{}, readyAt: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
 // start watches the pods and the ImageBuild name of namespace ns, until ctx ends (a watch the
@@ -79,6 +80,11 @@ func (o *observer) pod(p *corev1.Pod, now time.Time) {
 	}
 	if _, seen := o.podDone[p.Name]; !seen && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) {
 		o.podDone[p.Name] = now
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if _, seen := o.runnerAt[p.Name]; !seen && cs.Name == "runner" && cs.State.Terminated != nil {
+			o.runnerAt[p.Name] = now
+		}
 	}
 }
 
@@ -151,9 +157,10 @@ func (o *observer) waitReady(ctx context.Context, k kilnv1.BuildKey) (*kilnv1.Im
 	}
 }
 
-// podTimes are when this process first saw the pod, and first saw it finished.
-func (o *observer) podTimes(name string) (seen, done time.Time) {
+// podTimes are when this process first saw the pod, its runner container terminated, and the
+// pod finished.
+func (o *observer) podTimes(name string) (seen, runner, done time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.podSeen[name], o.podDone[name]
+	return o.podSeen[name], o.runnerAt[name], o.podDone[name]
 }
