@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
+)
+
+type bench struct {
+	o              options
+	e              env
+	cl             clients
+	obs            *observer
+	ns             string
+	gitURL, commit string
+}
+
+// sample is one build, timed.
+type sample struct {
+	pod              string
+	attempt          int32
+	applied          time.Time // the create or patch was sent
+	podSeen, podDone time.Time // watch events: the pod's first, the pod finished
+	runnerDone       time.Time // watch event: the runner container terminated
+	ready            time.Time // the Ready watch event
+	buildkitd        buildkitdLog
+	runner           runnerLog
+	duration         string // status.lastBuild.duration
+}
+
+// first makes the cold build, in a new namespace; or, in a reused one, gives its ImageBuild this
+// run's spec and waits for the build that starts (not measured: nil).
+func (b *bench) first(ctx context.Context, created bool) (*sample, error) {
+	want, err := b.imageBuild()
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		applied := time.Now()
+		if err := b.cl.c.Create(ctx, want); err != nil {
+			return nil, err
+		}
+		fmt.Printf("Cold build: ImageBuild %s/%s created, waiting ...\n", b.ns, ibName)
+		s, err := b.finish(ctx, kilnv1.BuildKey{Generation: want.Generation}, applied)
+		if err == nil {
+			fmt.Printf("Cold build: %s\n", s.line())
+		}
+		return s, err
+	}
+	cur := &kilnv1.ImageBuild{}
+	if err := b.cl.c.Get(ctx, types.NamespacedName{Namespace: b.ns, Name: ibName}, cur); apierrors.IsNotFound(err) {
+		return nil, errNoImageBuild
+	} else if err != nil {
+		return nil, err
+	}
+	base := cur.DeepCopy()
+	cur.Spec.Source, cur.Spec.Output, cur.Spec.Cache = want.Spec.Source, want.Spec.Output, want.Spec.Cache
+	if err := b.cl.c.Patch(ctx, cur, client.MergeFrom(base)); err != nil {
+		return nil, err
+	}
+	fmt.Printf("Reusing %s/%s (generation %d): waiting for its build with this run's spec (not measured) ...\n", b.ns, ibName, cur.Generation)
+	if _, err := b.finish(ctx, kilnv1.BuildKey{Generation: cur.Generation, RebuildRequestedAt: cur.Annotations[kilnv1.AnnotationRebuildRequestedAt]}, time.Now()); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// rebuild requests build i with no change and times it.
+func (b *bench) rebuild(ctx context.Context, i int) (sample, error) {
+	cur := &kilnv1.ImageBuild{}
+	if err := b.cl.c.Get(ctx, types.NamespacedName{Namespace: b.ns, Name: ibName}, cur); err != nil {
+		return sample{}, err
+	}
+	at := fmt.Sprintf("warm-path-%d-%d", time.Now().UnixNano(), i)
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, kilnv1.AnnotationRebuildRequestedAt, at)
+	applied := time.Now()
+	if err := b.cl.c.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return sample{}, err
+	}
+	s, err := b.finish(ctx, kilnv1.BuildKey{Generation: cur.Generation, RebuildRequestedAt: at}, applied)
+	if err != nil {
+		return sample{}, err
+	}
+	fmt.Printf("Rebuild %d/%d: %s\n", i, b.o.n, s.line())
+	return *s, nil
+}
+
+// finish waits for the build of key k, started at applied, and reads its pod's logs.
+func (b *bench) finish(ctx context.Context, k kilnv1.BuildKey, applied time.Time) (*sample, error) {
+	wctx, cancel := context.WithTimeout(ctx, b.o.timeout)
+	defer cancel()
+	ib, ready, err := b.obs.waitReady(wctx, k)
+	if err != nil {
+		return nil, err
+	}
+	lb := ib.Status.LastBuild
+	s := &sample{pod: lb.PodName, attempt: lb.Attempt, applied: applied, ready: ready, duration: lb.Duration}
+	s.podSeen, s.runnerDone, s.podDone = b.obs.podTimes(lb.PodName)
+	bk, err := containerLog(ctx, b.cl.cs, b.ns, lb.PodName, "buildkitd")
+	if err != nil {
+		return nil, err
+	}
+	rl, err := containerLog(ctx, b.cl.cs, b.ns, lb.PodName, "runner")
+	if err != nil {
+		return nil, err
+	}
+	s.buildkitd, s.runner = parseBuildkitdLog(bk), parseRunnerLog(rl)
+	return s, nil
+}
+
+func (s *sample) line() string {
+	return fmt.Sprintf("pod %s (attempt %d), %d of %d steps cached, apply→Ready %s, status.lastBuild.duration %s",
+		s.pod, s.attempt, s.runner.cached, s.runner.total, secs(s.ready.Sub(s.applied)), s.duration)
+}
