@@ -100,6 +100,9 @@ func (b *bench) finish(ctx context.Context, k kilnv1.BuildKey, applied time.Time
 		return nil, err
 	}
 	lb := ib.Status.LastBuild
+	if err := b.obs.waitPodDone(wctx, lb.PodName); err != nil {
+		return nil, err
+	}
 	s := &sample{pod: lb.PodName, attempt: lb.Attempt, applied: applied, ready: ready, duration: lb.Duration}
 	s.podSeen, s.runnerDone, s.podDone = b.obs.podTimes(lb.PodName)
 	bk, err := containerLog(ctx, b.cl.cs, b.ns, lb.PodName, "buildkitd")

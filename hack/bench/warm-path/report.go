@@ -59,6 +59,7 @@ func rows(samples []*sample) []row {
 		row{"runner start → end (1st to last log line)", between(runnerStart, runnerEnd)},
 		row{"runner end → buildkitd last log line", between(runnerEnd, bkEnd)},
 		row{"runner end → runner terminated in pod status (watch)", between(runnerEnd, runnerDone)},
+		row{"runner terminated (watch) → Ready (watch)", between(runnerDone, ready)},
 		row{"runner terminated (watch) → pod finished (watch)", between(runnerDone, podDone)},
 		row{"runner end → pod finished (watch)", between(runnerEnd, podDone)},
 		row{"buildkitd last log line → pod finished (watch)", between(bkEnd, podDone)},

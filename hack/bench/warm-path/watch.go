@@ -164,3 +164,19 @@ func (o *observer) podTimes(name string) (seen, runner, done time.Time) {
 	defer o.mu.Unlock()
 	return o.podSeen[name], o.runnerAt[name], o.podDone[name]
 }
+
+// waitPodDone waits until this process has seen pod name finish. kiln records a build as soon as
+// its runner ends, while buildkitd still stops and holds the claim: the next rebuild starts
+// after that, so that it times a rebuild, not a wait for the claim.
+func (o *observer) waitPodDone(ctx context.Context, name string) error {
+	for {
+		if _, _, done := o.podTimes(name); !done.IsZero() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for pod %s to finish: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
