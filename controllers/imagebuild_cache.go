@@ -38,6 +38,9 @@ type cacheClaim struct {
 	UID types.UID
 	// Bytes is the size the claim requests (its capacity when it requests none), for BuildKit's GC.
 	Bytes int64
+	// Deleting says that the claim is being deleted (a pod still uses it): no build may start on
+	// it, since the scheduler never places a pod whose claim is being deleted.
+	Deleting bool
 }
 
 // claimName is the cache claim of ib: the shared claimName, or the owned <name>-cache.
@@ -109,6 +112,7 @@ func (r *ImageBuildReconciler) reconcileCache(ctx context.Context, ib *kilnv1.Im
 		}
 	}
 	claim.UID = pvc.UID
+	claim.Deleting = pvc.DeletionTimestamp != nil
 	if pvc.Status.Phase == corev1.ClaimPending && !pvc.CreationTimestamp.IsZero() {
 		pending := r.now().Sub(pvc.CreationTimestamp.Time)
 		if pending <= claimPendingWarning {

@@ -305,6 +305,13 @@ func (r *ImageBuildReconciler) waitForClaim(ctx context.Context, ib *kilnv1.Imag
 func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageBuild, claim cacheClaim, n int64, attempt int32, st *buildState) error {
 	podName := buildPodName(ib, n)
 	slotKey := types.NamespacedName{Namespace: ib.Namespace, Name: podName}
+	if claim.Deleting {
+		// Its last pod still holds it. Once it is gone, the claim watch wakes this ImageBuild
+		// and kiln makes a new, empty claim (or, for a shared one, says it is missing).
+		st.progress(kilnv1.PhaseWaitingForCache, kilnv1.ReasonWaitingForCache, fmt.Sprintf("cache claim %s is being deleted: the build starts once it is gone, on a new claim", claim.Name))
+		st.requeueAfter(r.waitRefresh())
+		return nil
+	}
 	a, err := r.admit(ctx, ib, slotKey)
 	if err != nil {
 		return err

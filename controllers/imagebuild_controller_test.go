@@ -506,3 +506,45 @@ func TestResultIsRecordedWhenTheRunnerEnds(t *testing.T) {
 	g.Expect(getIB(g, a).Status.LastBuild.CompletionTime).NotTo(BeNil())
 	g.Expect(getIB(g, a).Status.Phase).To(Equal(kilnv1.PhaseSucceeded), "the pod's end changes nothing in a recorded build")
 }
+
+// TestClaimBeingDeletedStartsNoBuild: a build never starts on a claim being deleted (the
+// scheduler would never place its pod); once the claim is gone, the build starts on a new one.
+func TestClaimBeingDeletedStartsNoBuild(t *testing.T) {
+	g := eventually(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ib := newImageBuild(ns, "hello")
+	g.Expect(k8sClient.Create(ctx, ib)).To(Succeed())
+	var pod *corev1.Pod
+	g.Eventually(func(g Gomega) { pod = getPod(g, ns, "hello-build-1") }).Should(Succeed())
+	finishPod(t, pod, 0, resultJSON(t, okResult))
+	g.Eventually(func(g Gomega) { g.Expect(getIB(g, ib).Status.Phase).To(Equal(kilnv1.PhaseSucceeded)) }).Should(Succeed())
+
+	// The claim is deleted while something still holds it (here a finalizer of the test's).
+	pvc := &corev1.PersistentVolumeClaim{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-cache"}, pvc)).To(Succeed())
+	oldUID := pvc.UID
+	pvc.Finalizers = append(pvc.Finalizers, "kiln.dev/test-hold")
+	g.Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+	g.Expect(k8sClient.Delete(ctx, pvc)).To(Succeed())
+	cur := getIB(g, ib)
+	cur.Annotations = map[string]string{kilnv1.AnnotationRebuildRequestedAt: "now"}
+	g.Expect(k8sClient.Update(ctx, cur)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := getIB(g, ib)
+		g.Expect(c.Status.Phase).To(Equal(kilnv1.PhaseWaitingForCache))
+		g.Expect(conditionOf(g, c, kilnv1.ConditionReady).Message).To(ContainSubstring("cache claim hello-cache is being deleted"))
+	}).Should(Succeed())
+	g.Consistently(func() error {
+		return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-build-2"}, &corev1.Pod{})
+	}, "2s").Should(Satisfy(apierrors.IsNotFound))
+
+	// Gone: a new claim, and the build on it.
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-cache"}, pvc)).To(Succeed())
+	pvc.Finalizers = nil
+	g.Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+	g.Eventually(func(g Gomega) { getPod(g, ns, "hello-build-2") }).Should(Succeed())
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-cache"}, pvc)).To(Succeed())
+	g.Expect(pvc.UID).NotTo(Equal(oldUID))
+	g.Expect(pvc.DeletionTimestamp).To(BeNil())
+}
