@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -103,6 +104,7 @@ func (b *bench) finish(ctx context.Context, k kilnv1.BuildKey, applied time.Time
 	if err := b.obs.waitPodDone(wctx, lb.PodName); err != nil {
 		return nil, err
 	}
+	time.Sleep(b.o.settle)
 	s := &sample{pod: lb.PodName, attempt: lb.Attempt, applied: applied, ready: ready, duration: lb.Duration}
 	s.podSeen, s.runnerDone, s.podDone = b.obs.podTimes(lb.PodName)
 	bk, err := containerLog(ctx, b.cl.cs, b.ns, lb.PodName, "buildkitd")
@@ -120,4 +122,64 @@ func (b *bench) finish(ctx context.Context, k kilnv1.BuildKey, applied time.Time
 func (s *sample) line() string {
 	return fmt.Sprintf("pod %s (attempt %d), %d of %d steps cached, apply→Ready %s, status.lastBuild.duration %s",
 		s.pod, s.attempt, s.runner.cached, s.runner.total, secs(s.ready.Sub(s.applied)), s.duration)
+}
+
+// freshClaim is a build on a new, empty claim: with the registry cache, or without it.
+type freshClaim struct {
+	withCache bool
+	s         *sample
+	cache     *kilnv1.RegistryCacheStatus
+}
+
+// onNewClaim deletes the ImageBuild's claim, waits until it is gone, and times the build that
+// follows on the new claim kiln makes: with the registry cache (a rebuild request), or without
+// it (spec.cache.registry removed, which is a new generation).
+func (b *bench) onNewClaim(ctx context.Context, withCache bool) (freshClaim, error) {
+	claim := &corev1.PersistentVolumeClaim{}
+	key := types.NamespacedName{Namespace: b.ns, Name: ibName + "-cache"}
+	if err := b.cl.c.Get(ctx, key, claim); err != nil {
+		return freshClaim{}, err
+	}
+	if err := b.cl.c.Delete(ctx, claim); err != nil {
+		return freshClaim{}, err
+	}
+	for {
+		err := b.cl.c.Get(ctx, key, &corev1.PersistentVolumeClaim{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if err != nil {
+			return freshClaim{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return freshClaim{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cur := &kilnv1.ImageBuild{}
+	if err := b.cl.c.Get(ctx, types.NamespacedName{Namespace: b.ns, Name: ibName}, cur); err != nil {
+		return freshClaim{}, err
+	}
+	at := fmt.Sprintf("warm-path-new-claim-%d", time.Now().UnixNano())
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, kilnv1.AnnotationRebuildRequestedAt, at)
+	what := "with the registry cache"
+	if !withCache {
+		patch = fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}},"spec":{"cache":{"registry":null}}}`, kilnv1.AnnotationRebuildRequestedAt, at)
+		what = "without a registry cache"
+	}
+	applied := time.Now()
+	if err := b.cl.c.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return freshClaim{}, err
+	}
+	s, err := b.finish(ctx, kilnv1.BuildKey{Generation: cur.Generation, RebuildRequestedAt: at}, applied)
+	if err != nil {
+		return freshClaim{}, err
+	}
+	fmt.Printf("New claim, %s: %s\n", what, s.line())
+	var rc *kilnv1.RegistryCacheStatus
+	if ib := b.obs.latestImageBuild(); ib != nil && ib.Status.Cache != nil {
+		rc = ib.Status.Cache.Registry
+	}
+	return freshClaim{withCache: withCache, s: s, cache: rc}, nil
 }

@@ -77,6 +77,10 @@ type options struct {
 	gitPort     int
 	generate    string
 	shape       projectShape
+	// registryCache adds spec.cache.registry and, after the rebuilds, times first builds on a
+	// new claim with and without it.
+	registryCache bool
+	settle        time.Duration
 }
 
 type env struct {
@@ -121,6 +125,8 @@ func parseFlags() options {
 	flag.IntVar(&o.shape.files, "files", 10, "files per generated package")
 	flag.IntVar(&o.shape.funcs, "funcs", 12, "functions per generated file")
 	flag.IntVar(&o.shape.assetMiB, "asset-mib", 250, "MiB of vendored files that are not compiled")
+	flag.BoolVar(&o.registryCache, "registry-cache", false, "give the ImageBuild a registry cache (spec.cache.registry, mode max) and, after the rebuilds, time a build on a new, empty claim with it and one without it")
+	flag.DurationVar(&o.settle, "settle", time.Second, "pause between a build's pod finishing and the next rebuild, so that each rebuild times itself, not the manager's handling of the last pod's end")
 	flag.Parse()
 	o.shape.assetFile = 2 << 20
 	if !o.supplyChain {
@@ -219,12 +225,23 @@ func run(ctx context.Context, o options, e env) error {
 	for i := range o.n {
 		s, err := b.rebuild(ctx, i+1)
 		if err != nil {
-			report(os.Stdout, o, kiln, src, cold, warm)
+			report(os.Stdout, o, kiln, src, cold, warm, nil)
 			return err
 		}
 		warm = append(warm, s)
 	}
-	report(os.Stdout, o, kiln, src, cold, warm)
+	var fresh []freshClaim
+	if o.registryCache {
+		for _, withCache := range []bool{true, false} {
+			f, err := b.onNewClaim(ctx, withCache)
+			if err != nil {
+				report(os.Stdout, o, kiln, src, cold, warm, fresh)
+				return err
+			}
+			fresh = append(fresh, f)
+		}
+	}
+	report(os.Stdout, o, kiln, src, cold, warm, fresh)
 	return nil
 }
 
@@ -370,14 +387,19 @@ func (b *bench) imageBuild() (*kilnv1.ImageBuild, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-cache-size: %w", err)
 	}
-	return &kilnv1.ImageBuild{
+	ib := &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: ibName},
 		Spec: kilnv1.ImageBuildSpec{
 			Source: kilnv1.Source{Git: &kilnv1.GitSource{URL: b.gitURL, Revision: "main", Insecure: true}},
 			Output: b.output(),
 			Cache:  kilnv1.Cache{Size: &size},
 		},
-	}, nil
+	}
+	if b.o.registryCache {
+		// A tag of this namespace's own: the cold build finds no cache.
+		ib.Spec.Cache.Registry = &kilnv1.RegistryCache{Image: b.e.registry + "/bench/warm-path-cache:" + b.ns}
+	}
+	return ib, nil
 }
 
 var errNoImageBuild = errors.New("no ImageBuild " + ibName + " in the namespace to reuse")

@@ -82,7 +82,7 @@ func phaseNames(samples []*sample) []string {
 	return names
 }
 
-func report(w io.Writer, o options, kiln string, src *source, cold *sample, warm []sample) {
+func report(w io.Writer, o options, kiln string, src *source, cold *sample, warm []sample, fresh []freshClaim) {
 	fmt.Fprintf(w, "\n== kiln warm path (issue 16): %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "kiln: %s\n", kiln)
 	var flags []string
@@ -110,6 +110,38 @@ func report(w io.Writer, o options, kiln string, src *source, cold *sample, warm
 	fmt.Fprintln(w, "; seconds:")
 	table(w, all, warm, cold)
 	summary(w, warm, cold)
+	freshSummary(w, fresh)
+}
+
+// freshSummary compares the builds on a new claim with and without the registry cache.
+func freshSummary(w io.Writer, fresh []freshClaim) {
+	if len(fresh) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nfirst build on a new, empty claim (the same project):")
+	var with, without time.Duration
+	for _, f := range fresh {
+		d := f.s.ready.Sub(f.s.applied)
+		solve := "?"
+		for _, p := range f.s.runner.phases {
+			if p.name == "solve" {
+				solve = secs(p.d)
+			}
+		}
+		what := "without a registry cache"
+		if f.withCache {
+			what, with = "with the registry cache", d
+			if f.cache != nil {
+				what += fmt.Sprintf(" (imported %t)", f.cache.Imported)
+			}
+		} else {
+			without = d
+		}
+		fmt.Fprintf(w, "  %-40s apply→Ready %s, solve %s, %d of %d steps cached\n", what, secs(d), solve, f.s.runner.cached, f.s.runner.total)
+	}
+	if with > 0 && without > 0 {
+		fmt.Fprintf(w, "  without/with: %.1fx\n", without.Seconds()/with.Seconds())
+	}
 }
 
 func table(w io.Writer, all []*sample, warm []sample, cold *sample) {

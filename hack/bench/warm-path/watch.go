@@ -180,3 +180,10 @@ func (o *observer) waitPodDone(ctx context.Context, name string) error {
 		}
 	}
 }
+
+// latestImageBuild is the ImageBuild as the last watch event showed it.
+func (o *observer) latestImageBuild() *kilnv1.ImageBuild {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.latest
+}
