@@ -18,6 +18,7 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 	s := &ib.Spec
 	return contract.Request{
 		Namespace: ib.Namespace, Name: ib.Name, Build: build, Generation: ib.Generation, ResetCache: resetCache,
+		Previous: requestPrevious(ib),
 		Spec: contract.BuildSpec{
 			Source:     requestSource(s.Source),
 			Dockerfile: requestDockerfile(s.Dockerfile),
@@ -32,6 +33,25 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 			Cache:  requestCache(s.Cache),
 		},
 	}
+}
+
+// requestPrevious is the image ib pushed last and its package sizes, when its status has both
+// (status.size describes the pushed image): the runner reuses an unchanged platform image's SBOM.
+func requestPrevious(ib *kilnv1.ImageBuild) *contract.PreviousImage {
+	st := ib.Status
+	if st.Digest == "" || st.Size == nil || !st.Size.Pushed || st.Size.Image != st.Image {
+		return nil
+	}
+	prev := &contract.PreviousImage{Digest: st.Digest}
+	// Bounded as a result bounds them: the request must fit its ConfigMap whatever status holds.
+	for _, p := range st.Size.Platforms[:min(len(st.Size.Platforms), contract.MaxPlatforms)] {
+		pp := contract.PreviousPlatform{Platform: contract.Truncate(p.Platform, contract.MaxCreatedBy), UnpackagedBytes: p.UnpackagedBytes}
+		for _, s := range p.LargestPackages[:min(len(p.LargestPackages), contract.MaxPackagesPerPlatform)] {
+			pp.LargestPackages = append(pp.LargestPackages, contract.PackageSize{Name: contract.Truncate(s.Name, contract.MaxCreatedBy), Type: contract.Truncate(s.Type, contract.MaxCreatedBy), Bytes: s.Bytes, Files: s.Files})
+		}
+		prev.Platforms = append(prev.Platforms, pp)
+	}
+	return prev
 }
 
 // requestCache is the part of spec.cache the runner uses: the registry cache, mode max by default.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +117,28 @@ func TestRunnerRequestOfAMinimalSpec(t *testing.T) {
 	}
 	if got.Output.Provenance != kilnv1.ProvenanceMax || !got.Output.SBOM {
 		t.Errorf("provenance %q, SBOM %v for a spec without them (stored before the CRD defaulted them): want max and true", got.Output.Provenance, got.Output.SBOM)
+	}
+}
+
+// The request names the image pushed last and its package sizes, when status.size describes it,
+// so that the runner may reuse the SBOM of an unchanged platform image.
+func TestRunnerRequestNamesThePreviousImage(t *testing.T) {
+	ib := newImageBuild("team", "app")
+	if p := runnerRequest(ib, 1, false).Previous; p != nil {
+		t.Errorf("previous %+v before anything was pushed", p)
+	}
+	image := "registry.example.com/team/app@sha256:" + strings.Repeat("a", 64)
+	ib.Status.Digest, ib.Status.Image = "sha256:"+strings.Repeat("a", 64), image
+	pkgs := []kilnv1.PackageSize{{Name: "busybox 1.36", Type: "binary", Bytes: 1 << 20, Files: 1}}
+	ib.Status.Size = &kilnv1.ImageSize{Image: image, Pushed: true, Platforms: []kilnv1.PlatformSize{{Platform: "linux/amd64", LargestPackages: pkgs, UnpackagedBytes: 42}}}
+	want := &contract.PreviousImage{Digest: ib.Status.Digest, Platforms: []contract.PreviousPlatform{{
+		Platform: "linux/amd64", LargestPackages: []contract.PackageSize{{Name: "busybox 1.36", Type: "binary", Bytes: 1 << 20, Files: 1}}, UnpackagedBytes: 42}}}
+	if got := runnerRequest(ib, 2, false).Previous; !reflect.DeepEqual(got, want) {
+		t.Errorf("previous %+v, want %+v", got, want)
+	}
+	// The last measured image was refused by its budget: status.size is not the pushed image.
+	ib.Status.Size.Pushed, ib.Status.Size.Image = false, "registry.example.com/team/app@sha256:"+strings.Repeat("b", 64)
+	if p := runnerRequest(ib, 3, false).Previous; p != nil {
+		t.Errorf("previous %+v: status.size describes an image that was not pushed", p)
 	}
 }

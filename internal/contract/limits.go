@@ -21,6 +21,8 @@ const (
 	MaxLayersPerPlatform = 5
 	// MaxPackagesPerPlatform is how many of its largest packages a platform image reports.
 	MaxPackagesPerPlatform = 5
+	// MaxPlatforms is the most platforms a build makes (spec.dockerfile.platforms' maxItems).
+	MaxPlatforms = 8
 
 	// MaxStatusLogTail bounds status.lastBuild.logTail, which holds Result.LogTail or, when the
 	// runner crashed, the end of its log that the kubelet kept.

@@ -51,6 +51,10 @@ type Request struct {
 	Spec BuildSpec `json:"spec"`
 	// ResetCache empties BuildKit's cache before this build (kiln.dev/reset-cache-requested-at).
 	ResetCache bool `json:"resetCache,omitempty"`
+	// Previous is the image the ImageBuild pushed last, from its status: a platform image that
+	// the build makes again, byte for byte, keeps that image's SBOM and package sizes instead of
+	// being scanned again. Since 1.4; nil when nothing was pushed (a 1.3 runner scans).
+	Previous *PreviousImage `json:"previous,omitempty"`
 	// InlineDockerfile says that spec.dockerfile.inline is in InlineDockerfileFile, beside the
 	// request; only RequestFiles and ReadRequestDir use it.
 	InlineDockerfile bool `json:"inlineDockerfile,omitempty"`
@@ -74,6 +78,23 @@ type BuildSpec struct {
 	// Cache is what the runner does with spec.cache: only the registry cache, since contract
 	// 1.4 (a 1.3 runner builds without it). The claim is the pod's business, not the runner's.
 	Cache *Cache `json:"cache,omitempty"`
+}
+
+// PreviousImage is the last pushed image (status.digest) and the package sizes measured for it.
+type PreviousImage struct {
+	// Digest of the manifest or index pushed to spec.output.image.
+	Digest string `json:"digest"`
+	// Platforms are the package sizes of its platform images (status.size.platforms).
+	Platforms []PreviousPlatform `json:"platforms,omitempty"`
+}
+
+// PreviousPlatform is the package sizes of one platform image of the previous image.
+type PreviousPlatform struct {
+	// Platform as os/arch[/variant].
+	Platform string `json:"platform"`
+	// LargestPackages and UnpackagedBytes as the result of that build had them.
+	LargestPackages []PackageSize `json:"largestPackages,omitempty"`
+	UnpackagedBytes int64         `json:"unpackagedBytes,omitempty"`
 }
 
 // Cache is spec.cache as the runner uses it.

@@ -62,6 +62,14 @@ func largestRequest() Request {
 	for i := 0; i < 64; i++ {
 		r.Spec.Advice.Ignore = append(r.Spec.Advice.Ignore, fmt.Sprintf("rule-%02d-%s", i, strings.Repeat("x", 55)))
 	}
+	r.Previous = &PreviousImage{Digest: "sha256:" + strings.Repeat("d", 64)}
+	for i := 0; i < 8; i++ {
+		p := PreviousPlatform{Platform: df.Platforms[i], UnpackagedBytes: math.MaxInt64}
+		for j := 0; j < MaxPackagesPerPlatform; j++ {
+			p.LargestPackages = append(p.LargestPackages, PackageSize{Name: strings.Repeat("n", MaxCreatedBy), Type: strings.Repeat("t", 32), Bytes: math.MaxInt64, Files: math.MaxInt32})
+		}
+		r.Previous.Platforms = append(r.Previous.Platforms, p)
+	}
 	return r
 }
 
@@ -95,7 +103,7 @@ func TestLargestRequestRoundTrip(t *testing.T) {
 		t.Errorf("the request ConfigMap holds %d bytes, too near a ConfigMap's 1 MiB", size)
 	}
 	t.Logf("the largest request takes %d bytes, %d of them in %s", size, len(files[RequestFile]), RequestFile)
-	if strings.Contains(files[RequestFile], "😀") || strings.Contains(files[RequestFile], `\u003c`) || len(files[RequestFile]) > 32<<10 {
+	if strings.Contains(files[RequestFile], "😀") || strings.Contains(files[RequestFile], `\u003c`) || len(files[RequestFile]) > 64<<10 {
 		t.Errorf("%s holds the Dockerfile or a build-arg value, or escapes HTML: %d bytes", RequestFile, len(files[RequestFile]))
 	}
 	if req.Spec.Dockerfile.BuildArgs[0].Value == "" || req.Spec.Dockerfile.Inline == "" {
@@ -197,7 +205,7 @@ func TestOlderRunnerReadsRequest(t *testing.T) {
 	req := largestRequest()
 	dir, _ := writeRequestDir(t, req)
 	req.Version = Version
-	req.Spec.Cache = nil // since 1.4: a 1.1 runner builds without the registry cache
+	req.Spec.Cache, req.Previous = nil, nil // since 1.4: a 1.1 runner builds without them
 	if got := seen11(readRequestDir11(t, dir)); !reflect.DeepEqual(got, req) {
 		t.Errorf("a 1.1 runner reads another request:\n got %+v\nwant %+v", got.Spec.Budget, req.Spec.Budget)
 	}

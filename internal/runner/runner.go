@@ -161,7 +161,7 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 		if err := os.MkdirAll(os.TempDir(), 0o700); err != nil {
 			return res, err
 		}
-		if idx, err = r.attachSBOMs(ctx, scanner, idx, &res); err != nil {
+		if idx, err = r.attachSBOMs(ctx, scanner, idx, kc, &res); err != nil {
 			return res, fmt.Errorf("making the SBOM: %w", err)
 		}
 		r.clock.done("sbom", time.Now())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/match"
@@ -28,8 +29,9 @@ const mediaTypeInToto = types.MediaType("application/vnd.in-toto+json")
 // new attestation manifest, when there is none: a single image becomes an index of the image
 // and its attestation). It returns a layout-like index whose one manifest is what to push, and
 // records the attestations in res.
-func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageIndex, res *contract.Result) (v1.ImageIndex, error) {
+func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageIndex, kc authn.Keychain, res *contract.Result) (v1.ImageIndex, error) {
 	start := time.Now()
+	reuse := r.previousSBOMs(ctx, kc)
 	im, err := lay.IndexManifest()
 	if err != nil {
 		return nil, fmt.Errorf("reading the exported OCI layout: %w", err)
@@ -70,7 +72,7 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 		if measure.IsAttestation(d) || !d.MediaType.IsImage() {
 			continue
 		}
-		if out, err = r.addSBOM(ctx, sc, out, idx, d, attOf, res); err != nil {
+		if out, err = r.addSBOM(ctx, sbomSource{sc, reuse}, out, idx, d, attOf, res); err != nil {
 			return nil, err
 		}
 	}
@@ -79,32 +81,62 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 		return nil, err
 	}
 	res.Attestations, res.AttestationBytes = attestations(atts), bytes
-	fmt.Fprintf(r.out, "SBOMs made with syft in %s\n", time.Since(start).Round(time.Millisecond))
+	how := "made with syft"
+	if len(reuse) > 0 && r.allReused(inner, reuse) {
+		how = "reused from the last pushed image"
+	}
+	fmt.Fprintf(r.out, "SBOMs %s in %s\n", how, time.Since(start).Round(time.Millisecond))
 	return mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: out}), nil
 }
 
-// addSBOM adds the SBOM of platform image d of idx to its attestation manifest in out.
-func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor, res *contract.Result) (v1.ImageIndex, error) {
-	img, err := idx.Image(d.Digest)
-	if err != nil {
-		return nil, err
+// allReused reports whether every platform image of idx (its manifest im) had its SBOM reused.
+func (r *run) allReused(im *v1.IndexManifest, reuse map[string]reusedSBOM) bool {
+	for _, d := range im.Manifests {
+		if _, ok := reuse[d.Digest.String()]; !ok && !measure.IsAttestation(d) && d.MediaType.IsImage() {
+			return false
+		}
 	}
+	return true
+}
+
+// sbomSource is where SBOMs come from: syft, or the previous image's for an unchanged platform
+// image (previousSBOMs).
+type sbomSource struct {
+	scanner *sbom.Scanner
+	reuse   map[string]reusedSBOM
+}
+
+// addSBOM adds the SBOM of platform image d of idx to its attestation manifest in out.
+func (r *run) addSBOM(ctx context.Context, src sbomSource, out, idx v1.ImageIndex, d v1.Descriptor, attOf map[string]v1.Descriptor, res *contract.Result) (v1.ImageIndex, error) {
 	platform := ""
 	if d.Platform != nil {
 		platform = measure.PlatformString(*d.Platform)
 	}
-	doc, pkgs, err := sc.Generate(ctx, img, r.imageName(), sbom.Options{Tool: "kiln", Version: version.Version})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", platform, err)
-	}
-	st, err := sbom.Statement(doc, r.req.Spec.Output.Image, d.Digest)
-	if err != nil {
-		return nil, err
+	var st []byte
+	if prev, ok := src.reuse[d.Digest.String()]; ok {
+		st = prev.statement
+		fmt.Fprintf(r.out, "SBOM %s: the image is the one pushed last (%s): its SBOM is reused, %s\n", platform, d.Digest, units.Bytes(int64(len(st))))
+		r.reusePackages(platform, prev.sizes, res)
+	} else {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		doc, pkgs, err := src.scanner.Generate(ctx, img, r.imageName(), sbom.Options{Tool: "kiln", Version: version.Version})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", platform, err)
+		}
+		if st, err = sbom.Statement(doc, r.req.Spec.Output.Image, d.Digest); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(r.out, "SBOM %s: %d packages, %s\n", platform, len(pkgs), units.Bytes(int64(len(st))))
+		r.reportPackages(d.Digest.String(), platform, pkgs, res)
 	}
 	layer := static.NewLayer(st, mediaTypeInToto)
 	add := mutate.Addendum{Layer: layer, Annotations: map[string]string{measure.AnnotationPredicateType: sbom.PredicateType}}
 	old, had := attOf[d.Digest.String()]
 	var att v1.Image
+	var err error
 	if had {
 		if att, err = idx.Image(old.Digest); err != nil {
 			return nil, err
@@ -120,10 +152,26 @@ func (r *run) addSBOM(ctx context.Context, sc *sbom.Scanner, out, idx v1.ImageIn
 	if att, err = mutate.Append(att, add); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(r.out, "SBOM %s: %d packages, %s\n", platform, len(pkgs), units.Bytes(int64(len(st))))
-	r.reportPackages(d.Digest.String(), platform, pkgs, res)
 	return mutate.AppendManifests(out, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
 		MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}, Annotations: old.Annotations}}), nil
+}
+
+// reusePackages puts the package sizes measured for the same platform image by the previous
+// build into res: the same image has the same files.
+func (r *run) reusePackages(platform string, prev *contract.PreviousPlatform, res *contract.Result) {
+	if prev == nil {
+		return
+	}
+	if len(prev.LargestPackages) > 0 {
+		fmt.Fprintf(r.out, "Largest packages of %s, as measured when it was pushed:\n", platform)
+		sbom.WriteSizes(r.out, prev.LargestPackages, prev.UnpackagedBytes, len(prev.LargestPackages))
+	}
+	for i := range res.Platforms {
+		if res.Platforms[i].Platform == platform {
+			res.Platforms[i].LargestPackages = prev.LargestPackages[:min(len(prev.LargestPackages), contract.MaxPackagesPerPlatform)]
+			res.Platforms[i].UnpackagedBytes = prev.UnpackagedBytes
+		}
+	}
 }
 
 // logPackages is how many of the largest packages the runner's log lists per platform.

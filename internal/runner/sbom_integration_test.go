@@ -123,6 +123,40 @@ func TestSBOMWithRealBuildKit(t *testing.T) {
 		}
 	})
 	t.Run("busybox, without provenance", func(t *testing.T) { build(t, "sbom-alone", busybox, kilnv1.ProvenanceNone) })
+	t.Run("an image pushed before keeps its SBOM", func(t *testing.T) {
+		first, _ := build(t, "sbom-reuse", busybox, kilnv1.ProvenanceMax)
+		prev := &contract.PreviousImage{Digest: first.Digest, Platforms: []contract.PreviousPlatform{{
+			Platform: "linux/amd64", LargestPackages: first.Platforms[0].LargestPackages, UnpackagedBytes: first.Platforms[0].UnpackagedBytes}}}
+		again := func(files map[string]string, prev *contract.PreviousImage) (contract.Result, string) {
+			req := e.request("sbom-reuse", func(s *contract.BuildSpec) { s.Output.Provenance, s.Output.SBOM = kilnv1.ProvenanceMax, true })
+			req.Previous = prev
+			res, log, _ := e.runLogged(t, req, e.paths(t, files), 10*time.Minute)
+			if res.FailureClass != "" || len(res.Attestations) != 1 {
+				t.Fatalf("build failed: %s: %s (attestations %+v)", res.FailureClass, res.Message, res.Attestations)
+			}
+			return res, log
+		}
+		res, log := again(busybox, prev)
+		if !strings.Contains(log, "its SBOM is reused") || !strings.Contains(log, "SBOMs reused from the last pushed image") {
+			t.Errorf("the unchanged image was scanned again:\n%s", log)
+		}
+		if res.Attestations[0].SBOM != first.Attestations[0].SBOM {
+			t.Errorf("SBOM statement %s, the first build's %s: want the same statement", res.Attestations[0].SBOM, first.Attestations[0].SBOM)
+		}
+		if got, want := res.Platforms[0].LargestPackages, first.Platforms[0].LargestPackages; len(got) != len(want) || got[0] != want[0] || res.Platforms[0].UnpackagedBytes != first.Platforms[0].UnpackagedBytes {
+			t.Errorf("package sizes %+v, the first build's %+v", got, want)
+		}
+
+		changed := map[string]string{"Dockerfile": busybox["Dockerfile"], "hello.txt": "changed\n"}
+		res, log = again(changed, prev)
+		if strings.Contains(log, "its SBOM is reused") || res.Attestations[0].SBOM == first.Attestations[0].SBOM {
+			t.Errorf("a changed image kept the SBOM of another:\n%s", log)
+		}
+		bogus := &contract.PreviousImage{Digest: "sha256:" + strings.Repeat("0", 64)}
+		if _, log = again(busybox, bogus); !strings.Contains(log, "Cannot reuse the SBOMs of") || !strings.Contains(log, "SBOMs made with syft") {
+			t.Errorf("a previous image that cannot be read: want the SBOM made anew, and why:\n%s", log)
+		}
+	})
 	t.Run("Go hello", func(t *testing.T) {
 		res, doc := build(t, "sbom-hello", helloFiles(e.golang, "hello, SBOM"), kilnv1.ProvenanceMax)
 		if n := names(doc); !containsFold(n, "example.com/hello") {
