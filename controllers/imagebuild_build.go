@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -78,6 +79,11 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 	if err != nil {
 		return err
 	}
+	if claim.Deleting {
+		if err := r.letClaimGo(ctx, ib, pods, claim.Name); err != nil {
+			return err
+		}
+	}
 	key := keyOf(ib)
 	if stale, err := r.cancelOutdated(ctx, ib, pods, key); err != nil || stale {
 		st.requeueAfter(time.Second) // the cache catches up within moments
@@ -115,6 +121,41 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *kilnv1.Im
 		return r.startBuild(ctx, ib, claim, highest+1, next.attempt, st)
 	}
 	return nil
+}
+
+// letClaimGo deletes ib's finished build pods that mount claim, which is being deleted: the
+// claim's protection keeps it while any pod that was scheduled with it exists, finished or not,
+// so kiln's kept history would hold a deleted claim, and every later build, forever. Their
+// results are in status already; their logs go with them, as the Event says.
+func (r *ImageBuildReconciler) letClaimGo(ctx context.Context, ib *kilnv1.ImageBuild, pods []*corev1.Pod, claim string) error {
+	var deleted []string
+	for _, p := range pods {
+		if !podFinished(p) || p.DeletionTimestamp != nil || !mountsClaim(p, claim) {
+			continue
+		}
+		if lb := ib.Status.LastBuild; lb != nil && lb.PodName == p.Name && lb.CompletionTime == nil {
+			continue // its result is not recorded yet: the next reconcile records it first
+		}
+		if err := r.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting finished build pod %s, which holds cache claim %s being deleted: %w", p.Name, claim, err)
+		}
+		deleted = append(deleted, p.Name)
+	}
+	if len(deleted) > 0 {
+		r.event(ib, corev1.EventTypeNormal, kilnv1.ReasonClaimReleased, "Deleted finished build pods %s (and their logs): cache claim %s is being deleted, and it goes only once no pod that used it exists",
+			strings.Join(deleted, ", "), claim)
+	}
+	return nil
+}
+
+// mountsClaim reports whether pod has a volume of PersistentVolumeClaim claim.
+func mountsClaim(pod *corev1.Pod, claim string) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim {
+			return true
+		}
+	}
+	return false
 }
 
 // reportSuspended says that no build runs, and which of ib's pods are still stopping. A build in

@@ -538,6 +538,14 @@ func TestClaimBeingDeletedStartsNoBuild(t *testing.T) {
 	g.Consistently(func() error {
 		return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-build-2"}, &corev1.Pod{})
 	}, "2s").Should(Satisfy(apierrors.IsNotFound))
+	// The finished pod that used it would keep it forever (a claim goes only once no pod that
+	// was scheduled with it exists): kiln deletes it, and says so.
+	g.Eventually(func() error {
+		return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-build-1"}, &corev1.Pod{})
+	}).Should(Satisfy(apierrors.IsNotFound))
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventNotes(g, ns, kilnv1.ReasonClaimReleased)).To(ContainElement(ContainSubstring("Deleted finished build pods hello-build-1 (and their logs): cache claim hello-cache is being deleted")))
+	}).Should(Succeed())
 
 	// Gone: a new claim, and the build on it.
 	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-cache"}, pvc)).To(Succeed())

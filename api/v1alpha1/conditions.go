@@ -53,6 +53,9 @@ const (
 	// ReasonRegistryCacheFailed (an Event) says that a build could not import or export its
 	// registry cache (spec.cache.registry), and went on without it.
 	ReasonRegistryCacheFailed = "RegistryCacheFailed"
+	// ReasonClaimReleased (an Event) says that kiln deleted finished build pods that kept a
+	// cache claim being deleted.
+	ReasonClaimReleased = "ClaimReleased"
 )
 
 // FailureClass says why a build failed: the runner reports most classes in its result, and the
