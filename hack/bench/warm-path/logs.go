@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,10 +22,18 @@ type logLine struct {
 }
 
 // containerLog reads a container's whole log with timestamps.
+// logDir, when set (-logs), keeps every container log read, as <pod>.<container>.log.
+var logDir string
+
 func containerLog(ctx context.Context, cs kubernetes.Interface, ns, pod, container string) ([]logLine, error) {
 	raw, err := cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Timestamps: true}).DoRaw(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the %s log of pod %s: %w", container, pod, err)
+	}
+	if logDir != "" {
+		if err := os.WriteFile(filepath.Join(logDir, pod+"."+container+".log"), raw, 0o644); err != nil {
+			return nil, err
+		}
 	}
 	var lines []logLine
 	for l := range strings.SplitSeq(strings.TrimRight(string(raw), "\n"), "\n") {

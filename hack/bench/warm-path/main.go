@@ -127,6 +127,7 @@ func parseFlags() options {
 	flag.IntVar(&o.shape.assetMiB, "asset-mib", 250, "MiB of vendored files that are not compiled")
 	flag.BoolVar(&o.registryCache, "registry-cache", false, "give the ImageBuild a registry cache (spec.cache.registry, mode max) and, after the rebuilds, time a build on a new, empty claim with it and one without it")
 	flag.DurationVar(&o.settle, "settle", time.Second, "pause between a build's pod finishing and the next rebuild, so that each rebuild times itself, not the manager's handling of the last pod's end")
+	flag.StringVar(&logDir, "logs", "", "keep the buildkitd and runner logs of every build in this directory")
 	flag.Parse()
 	o.shape.assetFile = 2 << 20
 	if !o.supplyChain {
