@@ -144,8 +144,10 @@ func (b *bench) onNewClaim(ctx context.Context, withCache bool) (freshClaim, err
 		return freshClaim{}, err
 	}
 	for {
-		err := b.cl.c.Get(ctx, key, &corev1.PersistentVolumeClaim{})
-		if apierrors.IsNotFound(err) {
+		// kiln makes a new claim of the same name as soon as the old one is gone.
+		now := &corev1.PersistentVolumeClaim{}
+		err := b.cl.c.Get(ctx, key, now)
+		if apierrors.IsNotFound(err) || (err == nil && now.UID != claim.UID) {
 			break
 		}
 		if err != nil {
