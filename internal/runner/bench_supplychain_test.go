@@ -41,27 +41,39 @@ func TestBenchSupplyChain(t *testing.T) {
 	type variant struct {
 		name   string
 		mutate func(*contract.BuildSpec)
+		// previous passes the variant's last result as the request's Previous, as the manager
+		// does from status: an unchanged image keeps its SBOM.
+		previous bool
+	}
+	full := func(s *contract.BuildSpec) {
+		s.Output.Provenance, s.Output.SBOM = kilnv1.ProvenanceMax, true
+		s.Output.Signing = &contract.Signing{SecretRef: contract.SecretRef{Name: "cosign"}}
 	}
 	variants := []variant{
-		{"plain", func(s *contract.BuildSpec) { s.Output.Provenance = kilnv1.ProvenanceNone }},
-		{"provenance+SBOM+signed", func(s *contract.BuildSpec) {
-			s.Output.Provenance, s.Output.SBOM = kilnv1.ProvenanceMax, true
-			s.Output.Signing = &contract.Signing{SecretRef: contract.SecretRef{Name: "cosign"}}
-		}},
+		{"plain", func(s *contract.BuildSpec) { s.Output.Provenance = kilnv1.ProvenanceNone }, false},
+		{"provenance+SBOM+signed", full, true},
+		{"the same, SBOM made anew", full, false},
 	}
+	last := map[string]contract.Result{}
 	type sample struct {
 		total, sbom, sign time.Duration
 		attBytes          int64
 	}
 	build := func(v variant) sample {
 		req := request(func(s *contract.BuildSpec) {
-			s.Output.Image = reg.Addr + "/bench/" + strings.ToLower(strings.NewReplacer("+", "-").Replace(v.name))
+			s.Output.Image = reg.Addr + "/bench/" + strings.ToLower(strings.NewReplacer("+", "-", " ", "-", ",", "").Replace(v.name))
 			s.Output.Tags = []string{"v1"}
 			s.Output.Insecure = true
 			v.mutate(s)
 		})
 		p := Paths{Context: configMapDir(t, files), Work: t.TempDir(), PushSecret: filepath.Join(t.TempDir(), "none"),
 			GitSecret: filepath.Join(t.TempDir(), "none"), BuildSecrets: t.TempDir(), SigningSecret: pair.secretDir(t)}
+		if prev, ok := last[v.name]; ok && v.previous {
+			req.Previous = &contract.PreviousImage{Digest: prev.Digest}
+			for _, p := range prev.Platforms {
+				req.Previous.Platforms = append(req.Previous.Platforms, contract.PreviousPlatform{Platform: p.Platform, LargestPackages: p.LargestPackages, UnpackagedBytes: p.UnpackagedBytes})
+			}
+		}
 		var log bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
@@ -71,7 +83,8 @@ func TestBenchSupplyChain(t *testing.T) {
 		if res.FailureClass != "" {
 			t.Fatalf("%s: %s: %s\n%s", v.name, res.FailureClass, res.Message, log.String())
 		}
-		if m := regexp.MustCompile(`(?m)^SBOMs made with syft in (\S+)$`).FindStringSubmatch(log.String()); m != nil {
+		last[v.name] = res
+		if m := regexp.MustCompile(`(?m)^SBOMs (?:made with syft|reused from the last pushed image) in (\S+)$`).FindStringSubmatch(log.String()); m != nil {
 			s.sbom, _ = time.ParseDuration(m[1])
 		}
 		if m := regexp.MustCompile(`(?m)^Signed .* in (\S+)$`).FindStringSubmatch(log.String()); m != nil {
@@ -108,12 +121,14 @@ func TestBenchSupplyChain(t *testing.T) {
 			fmtDur(med(v.name, func(s sample) time.Duration { return s.sbom })), fmtDur(med(v.name, func(s sample) time.Duration { return s.sign })), ss[len(ss)-1].attBytes)
 	}
 	_ = tw.Flush()
-	added := med(variants[1].name, func(s sample) time.Duration { return s.total }) - med(variants[0].name, func(s sample) time.Duration { return s.total })
+	total := func(s sample) time.Duration { return s.total }
+	added := med(variants[1].name, total) - med(variants[0].name, total)
 	verdict := "meets"
 	if added > time.Second {
 		verdict = "MISSES"
 	}
-	fmt.Fprintf(&out, "added by provenance, SBOM and signing: %s (%s the target <= 1s)\n", fmtDur(added), verdict)
+	fmt.Fprintf(&out, "added by provenance, SBOM and signing to a warm rebuild: %s (%s the target <= 1s)\n", fmtDur(added), verdict)
+	fmt.Fprintf(&out, "added when the image changed (the SBOM made anew): %s\n", fmtDur(med(variants[2].name, total)-med(variants[0].name, total)))
 	fmt.Print(out.String())
 	if f := os.Getenv("KILN_BENCH_OUT"); f != "" {
 		fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
