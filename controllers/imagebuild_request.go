@@ -35,14 +35,17 @@ func runnerRequest(ib *kilnv1.ImageBuild, build int64, resetCache bool) contract
 	}
 }
 
-// requestPrevious is the image ib pushed last and its package sizes, when its status has both
-// (status.size describes the pushed image): the runner reuses an unchanged platform image's SBOM.
+// requestPrevious is the image ib pushed last, and its package sizes when status.size describes
+// it: the runner reuses an unchanged platform image's SBOM when it has both.
 func requestPrevious(ib *kilnv1.ImageBuild) *contract.PreviousImage {
 	st := ib.Status
-	if st.Digest == "" || st.Size == nil || !st.Size.Pushed || st.Size.Image != st.Image {
+	if st.Digest == "" {
 		return nil
 	}
 	prev := &contract.PreviousImage{Digest: st.Digest}
+	if st.Size == nil || !st.Size.Pushed || st.Size.Image != st.Image {
+		return prev // the last measured image is another (the budget refused it): no sizes
+	}
 	// Bounded as a result bounds them: the request must fit its ConfigMap whatever status holds.
 	for _, p := range st.Size.Platforms[:min(len(st.Size.Platforms), contract.MaxPlatforms)] {
 		pp := contract.PreviousPlatform{Platform: contract.Truncate(p.Platform, contract.MaxCreatedBy), UnpackagedBytes: p.UnpackagedBytes}

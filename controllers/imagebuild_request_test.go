@@ -138,7 +138,7 @@ func TestRunnerRequestNamesThePreviousImage(t *testing.T) {
 	}
 	// The last measured image was refused by its budget: status.size is not the pushed image.
 	ib.Status.Size.Pushed, ib.Status.Size.Image = false, "registry.example.com/team/app@sha256:"+strings.Repeat("b", 64)
-	if p := runnerRequest(ib, 3, false).Previous; p != nil {
-		t.Errorf("previous %+v: status.size describes an image that was not pushed", p)
+	if p := runnerRequest(ib, 3, false).Previous; p == nil || p.Digest != ib.Status.Digest || p.Platforms != nil {
+		t.Errorf("previous %+v: want the pushed digest without sizes (status.size describes an image that was not pushed)", p)
 	}
 }

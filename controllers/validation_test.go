@@ -56,6 +56,10 @@ cache: {claimName: shared, size: 10Gi}`, []string{"spec.cache", "do not set cach
 cache: {registry: {image: "registry.example.com/team/app-cache@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}`, []string{"spec.cache.registry.image", "without a digest"}},
 		{"registry cache is the image", valid + `
 cache: {registry: {image: registry.example.com/team/app}}`, []string{"spec.cache.registry.image", "must not be one of the tags the image is pushed to"}},
+		{"registry cache is the image's latest", `
+source: {configMap: {name: src}}
+output: {image: registry.example.com/team/app, tags: [v1, latest]}
+cache: {registry: {image: registry.example.com/team/app}}`, []string{"spec.cache.registry.image", "must not be one of the tags the image is pushed to"}},
 		{"registry cache is a pushed tag", `
 source: {configMap: {name: src}}
 output: {image: registry.example.com/team/app, tags: [v1, main]}

@@ -8,7 +8,7 @@ import (
 )
 
 // ImageBuildSpec says what to build, where to push it, and how big it may be.
-// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.registry) || (self.cache.registry.image != self.output.image && !(has(self.output.tags) && self.output.tags.exists(t, self.cache.registry.image == self.output.image + ':' + t)))",message="cache.registry.image must not be one of the tags the image is pushed to (output.image with output.tags): give the cache a tag or repository of its own, such as <image>:buildcache",fieldPath=".cache.registry.image"
+// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.registry) || !((self.cache.registry.image == self.output.image && (!has(self.output.tags) || self.output.tags.exists(t, t == 'latest'))) || (has(self.output.tags) && self.output.tags.exists(t, self.cache.registry.image == self.output.image + ':' + t)))",message="cache.registry.image must not be one of the tags the image is pushed to (output.image with output.tags): give the cache a tag or repository of its own, such as <image>:buildcache",fieldPath=".cache.registry.image"
 type ImageBuildSpec struct {
 	// Source is where the build context comes from: exactly one of git or configMap.
 	// +required
@@ -457,10 +457,11 @@ type Cache struct {
 type RegistryCache struct {
 	// Image is the cache's reference: a repository with an optional tag (default latest), never
 	// a digest, e.g. registry.example.com/team/app-cache:main. It must not be one of the tags
-	// kiln pushes the image to.
+	// kiln pushes the image to (the runner refuses it however it is spelled), nor any other
+	// image anyone runs or builds from: the export overwrites it with a cache manifest.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=384
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$')",message="must be an image repository with an optional tag, such as registry.example.com/team/app-cache:main, in lower case, without a digest"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$')",message="must be an image repository (in lower case) with an optional tag, such as registry.example.com/team/app-cache:main, without a digest"
 	// +required
 	Image string `json:"image"`
 

@@ -3,8 +3,11 @@ package runner
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/moby/buildkit/client"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -33,6 +36,10 @@ func (r *run) addRegistryCache(opt *client.SolveOpt, frontendAttrs map[string]st
 	if rc == nil {
 		return nil
 	}
+	if tag := r.pushedTagNamed(rc.Image); tag != "" {
+		return fail(kilnv1.FailureBadInput, "spec.cache.registry.image %s is %s, one of the tags the image is pushed to: the cache would overwrite it; give the cache a tag or repository of its own, such as %s:buildcache",
+			rc.Image, tag, r.req.Spec.Output.Image)
+	}
 	from := map[string]string{"ref": rc.Image}
 	to := map[string]string{
 		"ref": rc.Image, "mode": string(rc.Mode),
@@ -54,6 +61,45 @@ func (r *run) addRegistryCache(opt *client.SolveOpt, frontendAttrs map[string]st
 	opt.CacheExports = []client.CacheOptionsEntry{{Type: "registry", Attrs: to}}
 	fmt.Fprintf(r.out, "Registry cache %s (mode %s): imported at the start, exported when the build is solved\n", rc.Image, rc.Mode)
 	return nil
+}
+
+// pushedTagNamed is the tag of spec.output that ref names, however it is spelled (docker.io and
+// library/ left out or not, a port with a leading zero, no tag for latest), or "" when it names
+// none. Admission compares the strings only; this is the check that holds.
+func (r *run) pushedTagNamed(ref string) string {
+	cache, err := name.NewTag(ref, r.nameOptions()...)
+	if err != nil {
+		return "" // BuildKit says what is wrong with it
+	}
+	out := r.req.Spec.Output
+	tags := out.Tags
+	if len(tags) == 0 {
+		tags = []string{"latest"}
+	}
+	for _, t := range tags {
+		pushed, err := name.NewTag(out.Image+":"+t, r.nameOptions()...)
+		if err == nil && sameRegistry(cache.Context().Registry, pushed.Context().Registry) &&
+			cache.Context().RepositoryStr() == pushed.Context().RepositoryStr() && cache.TagStr() == pushed.TagStr() {
+			return pushed.String()
+		}
+	}
+	return ""
+}
+
+// sameRegistry reports whether a and b are one registry: the same host, and the same port as a
+// number (05000 is 5000).
+func sameRegistry(a, b name.Registry) bool {
+	host := func(r name.Registry) (string, int) {
+		h, p, err := net.SplitHostPort(r.RegistryStr())
+		if err != nil {
+			return strings.ToLower(r.RegistryStr()), 0
+		}
+		n, _ := strconv.Atoi(p)
+		return strings.ToLower(h), n
+	}
+	ah, ap := host(a)
+	bh, bp := host(b)
+	return ah == bh && ap == bp
 }
 
 // registryCache is spec.cache.registry with its mode defaulted; nil without one.

@@ -92,7 +92,7 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 // allReused reports whether every platform image of idx (its manifest im) had its SBOM reused.
 func (r *run) allReused(im *v1.IndexManifest, reuse map[string]reusedSBOM) bool {
 	for _, d := range im.Manifests {
-		if _, ok := reuse[d.Digest.String()]; !ok && !measure.IsAttestation(d) && d.MediaType.IsImage() {
+		if p, ok := reuse[d.Digest.String()]; (!ok || p.sizes == nil) && !measure.IsAttestation(d) && d.MediaType.IsImage() {
 			return false
 		}
 	}
@@ -113,7 +113,12 @@ func (r *run) addSBOM(ctx context.Context, src sbomSource, out, idx v1.ImageInde
 		platform = measure.PlatformString(*d.Platform)
 	}
 	var st []byte
-	if prev, ok := src.reuse[d.Digest.String()]; ok {
+	prev, ok := src.reuse[d.Digest.String()]
+	if ok && prev.sizes == nil {
+		ok = false
+		fmt.Fprintf(r.out, "SBOM %s: the image is the one pushed last (%s), but its package sizes are not known here (the last image measured was another, such as one the budget refused): scanning it again\n", platform, d.Digest)
+	}
+	if ok {
 		st = prev.statement
 		fmt.Fprintf(r.out, "SBOM %s: the image is the one pushed last (%s): its SBOM is reused, %s\n", platform, d.Digest, units.Bytes(int64(len(st))))
 		r.reusePackages(platform, prev.sizes, res)

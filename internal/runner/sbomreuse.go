@@ -80,7 +80,8 @@ func (r *run) readPreviousSBOMs(ctx context.Context, ref name.Digest, kc authn.K
 	return out, nil
 }
 
-// previousSizes is the package sizes the request carries for platform; nil when it has none.
+// previousSizes is the package sizes the request carries for platform; nil when it has none (the
+// SBOM is then made anew: status would otherwise lose the image's package sizes).
 func (r *run) previousSizes(platform string) *contract.PreviousPlatform {
 	for i, p := range r.req.Previous.Platforms {
 		if p.Platform == platform {

@@ -685,7 +685,9 @@ func (s *stepCounter) observe(st *client.SolveStatus) {
 		if v.Completed == nil || v.Error != "" || !isStep(v.Name) {
 			continue
 		}
-		s.steps[v.Digest] = v.Cached
+		// A step served from a registry cache is reported CACHED, then again, not cached, as
+		// its layers are pulled: once cached, it stays counted so.
+		s.steps[v.Digest] = s.steps[v.Digest] || v.Cached
 	}
 }
 
