@@ -286,9 +286,35 @@ func (r *run) showProgress(ctx context.Context, statusCh <-chan *client.SolveSta
 			}
 			return
 		}
-		_, _ = d.UpdateFrom(context.WithoutCancel(ctx), displayCh)
+		warnings, _ := d.UpdateFrom(context.WithoutCancel(ctx), displayCh)
+		r.printWarnings(warnings)
 	}()
 	return steps, wg.Wait
+}
+
+// printWarnings says in the log what BuildKit warned about (its Dockerfile checks, such as
+// FromAsCasing or SecretsUsedInArgOrEnv, and its own notes): progressui returns them rather
+// than printing them, so without this they were lost.
+func (r *run) printWarnings(warnings []client.VertexWarning) {
+	if len(warnings) == 0 {
+		return
+	}
+	fmt.Fprintf(r.out, "\nBuildKit warned (%d):\n", len(warnings))
+	for _, w := range warnings {
+		where := ""
+		if len(w.Range) > 0 && w.Range[0] != nil && w.Range[0].Start != nil {
+			file := "Dockerfile"
+			if w.SourceInfo != nil && w.SourceInfo.Filename != "" {
+				file = w.SourceInfo.Filename
+			}
+			where = fmt.Sprintf(" (%s:%d)", file, w.Range[0].Start.Line)
+		}
+		more := ""
+		if w.URL != "" {
+			more = " " + w.URL
+		}
+		fmt.Fprintf(r.out, "  - %s%s%s\n", strings.TrimSpace(string(w.Short)), where, more)
+	}
 }
 
 // buildFunc is the build BuildKit runs: for a git source it resolves the revision to its

@@ -1,0 +1,21 @@
+package runner
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// BuildKit's Dockerfile checks reach the runner's log, with their line: progressui returns the
+// warnings instead of printing them, and kiln used to drop them.
+func TestBuildKitWarningsReachTheLog(t *testing.T) {
+	e := newEnv(t)
+	req := e.request("warned")
+	res, log, _ := e.runLogged(t, req, e.paths(t, map[string]string{"Dockerfile": "FROM " + e.busybox + " as base\nRUN true\n"}), 5*time.Minute)
+	if res.FailureClass != "" {
+		t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
+	}
+	if !strings.Contains(log, "BuildKit warned (") || !strings.Contains(log, "FromAsCasing") || !strings.Contains(log, "(Dockerfile:1)") {
+		t.Errorf("the log does not show BuildKit's FromAsCasing warning on line 1:\n%s", log)
+	}
+}
