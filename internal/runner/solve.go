@@ -301,8 +301,9 @@ func (r *run) printWarnings(warnings []client.VertexWarning) {
 	}
 	fmt.Fprintf(r.out, "\nBuildKit warned (%d):\n", len(warnings))
 	for _, w := range warnings {
+		short := strings.TrimSpace(string(w.Short))
 		where := ""
-		if len(w.Range) > 0 && w.Range[0] != nil && w.Range[0].Start != nil {
+		if len(w.Range) > 0 && w.Range[0] != nil && w.Range[0].Start != nil && !strings.Contains(short, "(line ") {
 			file := "Dockerfile"
 			if w.SourceInfo != nil && w.SourceInfo.Filename != "" {
 				file = w.SourceInfo.Filename
@@ -313,7 +314,7 @@ func (r *run) printWarnings(warnings []client.VertexWarning) {
 		if w.URL != "" {
 			more = " " + w.URL
 		}
-		fmt.Fprintf(r.out, "  - %s%s%s\n", strings.TrimSpace(string(w.Short)), where, more)
+		fmt.Fprintf(r.out, "  - %s%s%s\n", short, where, more)
 	}
 }
 

@@ -15,7 +15,7 @@ func TestBuildKitWarningsReachTheLog(t *testing.T) {
 	if res.FailureClass != "" {
 		t.Fatalf("build failed: %s: %s", res.FailureClass, res.Message)
 	}
-	if !strings.Contains(log, "BuildKit warned (") || !strings.Contains(log, "FromAsCasing") || !strings.Contains(log, "(Dockerfile:1)") {
+	if !strings.Contains(log, "BuildKit warned (") || !strings.Contains(log, "FromAsCasing") || !strings.Contains(log, "(line 1)") {
 		t.Errorf("the log does not show BuildKit's FromAsCasing warning on line 1:\n%s", log)
 	}
 }
