@@ -196,6 +196,14 @@ func (r *ImageBuildReconciler) cancelOutdated(ctx context.Context, ib *kilnv1.Im
 			return false, fmt.Errorf("cancelling build pod %s: %w", pod.Name, err)
 		}
 		why := "the ImageBuild changed"
+		switch old := podKey(pod); {
+		case old.Generation != key.Generation:
+			why = fmt.Sprintf("the spec changed (generation %d, was %d)", key.Generation, old.Generation)
+		case old.RebuildRequestedAt != key.RebuildRequestedAt:
+			why = fmt.Sprintf("a newer rebuild was requested (kiln.dev/rebuild-requested-at %q)", key.RebuildRequestedAt)
+		case old.PolledRevision != key.PolledRevision:
+			why = fmt.Sprintf("the source has a newer revision (%s)", shortDigest(key.PolledRevision))
+		}
 		if ib.Spec.Suspend {
 			why = "the ImageBuild is suspended"
 			if lb := ib.Status.LastBuild; lb != nil && lb.PodName == pod.Name && lb.CompletionTime == nil {

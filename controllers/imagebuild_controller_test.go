@@ -416,6 +416,20 @@ func TestSpecEditReplacesRunningPod(t *testing.T) {
 	req := requestOf(g, pod2)
 	g.Expect(req.Spec.Output.Tags).To(Equal([]string{"v2"}))
 	g.Expect(getIB(g, ib).Status.LastBuild.Generation).To(Equal(int64(2)))
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventNotes(g, ns, kilnv1.ReasonBuildCancelled)).To(ContainElement("Cancelled build pod edit-build-1: the spec changed (generation 2, was 1)"))
+	}).Should(Succeed())
+
+	// A newer rebuild request cancels the running build too, and says so.
+	runPod(t, pod2)
+	g.Eventually(func(g Gomega) {
+		cur := getIB(g, ib)
+		cur.Annotations = map[string]string{kilnv1.AnnotationRebuildRequestedAt: "again"}
+		g.Expect(k8sClient.Update(ctx, cur)).To(Succeed())
+	}).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventNotes(g, ns, kilnv1.ReasonBuildCancelled)).To(ContainElement(`Cancelled build pod edit-build-2: a newer rebuild was requested (kiln.dev/rebuild-requested-at "again")`))
+	}).Should(Succeed())
 }
 
 func TestDeletedPodIsRetried(t *testing.T) {
