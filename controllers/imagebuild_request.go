@@ -77,7 +77,7 @@ func requestSource(src kilnv1.Source) contract.Source {
 }
 
 func requestDockerfile(df kilnv1.Dockerfile) contract.Dockerfile {
-	out := contract.Dockerfile{Path: df.Path, Inline: df.Inline, Target: df.Target, Platforms: slices.Clone(df.Platforms)}
+	out := contract.Dockerfile{Path: df.Path, Inline: df.Inline, Target: df.Target, Platforms: slices.Clone(df.Platforms), AllowPlatformMismatch: df.AllowPlatformMismatch}
 	for _, a := range df.BuildArgs {
 		out.BuildArgs = append(out.BuildArgs, contract.BuildArg{Name: a.Name, Value: a.Value})
 	}

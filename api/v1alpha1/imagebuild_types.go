@@ -277,6 +277,14 @@ type Dockerfile struct {
 	// +listType=set
 	// +optional
 	Platforms []string `json:"platforms,omitempty"`
+
+	// AllowPlatformMismatch pushes a platform image whose executables are mostly for another
+	// architecture (more executable ELF files of other machines than of the platform's). By
+	// default kiln refuses such an image before the push (BadInput): it is what building a
+	// platform from a base image that lacks it makes, and it fails with "exec format error" on
+	// that platform's nodes. Set it only when the content is meant for other machines.
+	// +optional
+	AllowPlatformMismatch bool `json:"allowPlatformMismatch,omitempty"`
 }
 
 // BuildArg is one --build-arg.

@@ -164,6 +164,9 @@ type Dockerfile struct {
 	Secrets []BuildSecret `json:"secrets,omitempty"`
 	// Platforms to build, as os/arch[/variant]; none for the node's own.
 	Platforms []string `json:"platforms,omitempty"`
+	// AllowPlatformMismatch pushes platform images holding executables of another architecture.
+	// Since 1.4: a 1.3 runner does not check.
+	AllowPlatformMismatch bool `json:"allowPlatformMismatch,omitempty"`
 }
 
 // BuildArg is one --build-arg NAME=VALUE.

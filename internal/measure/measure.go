@@ -63,6 +63,11 @@ type File struct {
 	Size int64
 	// Data identifies the file's content: names that are hard links to one file share it.
 	Data int
+	// Layer is the index of the layer that added the file's content.
+	Layer int
+	// Arch is the architecture of an executable ELF file, as GOARCH names it (amd64, arm64,
+	// arm, 386, …); empty for anything else (ElfArch).
+	Arch string
 }
 
 // WasteGroup is the hidden copies one layer added and a later one deleted or overwrote.
@@ -341,7 +346,8 @@ type fileCopy struct {
 type data struct {
 	size  int64
 	layer int
-	names int // names in the merged view that reach it
+	names int    // names in the merged view that reach it
+	arch  string // ElfArch of an executable file
 }
 
 // files are the regular files of the merged view, by name.
@@ -357,7 +363,7 @@ func (o *overlay) files() map[string]File {
 			id = len(ids) + 1
 			ids[c.data] = id
 		}
-		out[name] = File{Size: c.data.size, Data: id}
+		out[name] = File{Size: c.data.size, Data: id, Layer: c.data.layer, Arch: c.data.arch}
 	}
 	return out
 }
@@ -374,6 +380,7 @@ type entry struct {
 	name string
 	dir  bool
 	size int64
+	arch string // ElfArch of an executable regular file
 	link string // hard link target, cleaned; "" when the entry is not a hard link
 	// lower is the data a hard link to a lower layer's file reaches, resolved (and counted as
 	// a name) before the layer's whiteouts apply.
@@ -439,11 +446,14 @@ func readLayer(r io.Reader) (layerChanges, int64, int, error) {
 		case h.Typeflag == tar.TypeLink:
 			ch.adds = append(ch.adds, entry{name: name, link: clean(h.Linkname)})
 		default:
-			size := int64(0)
+			size, arch := int64(0), ""
 			if h.Typeflag == tar.TypeReg {
 				size = h.Size
+				if h.Mode&0o111 != 0 {
+					arch = readElfArch(tr)
+				}
 			}
-			ch.adds = append(ch.adds, entry{name: name, size: size})
+			ch.adds = append(ch.adds, entry{name: name, size: size, arch: arch})
 		}
 	}
 	// Drain anything after the end-of-archive marker so the byte count is the blob's.
@@ -495,7 +505,7 @@ func (o *overlay) add(layer int, a entry) {
 			c.data.names++
 		}
 	default:
-		c.data = &data{size: a.size, layer: layer, names: 1}
+		c.data = &data{size: a.size, layer: layer, names: 1, arch: a.arch}
 	}
 	o.live[a.name] = c
 }

@@ -213,6 +213,9 @@ func (r *run) measure(ctx context.Context, in *inputs, dir string, kc keychain, 
 		res.Digest = im.Manifests[0].Digest.String()
 		res.Image = r.req.Spec.Output.Image + "@" + res.Digest
 	}
+	if err := r.checkPlatforms(ctx, measured, in, kc); err != nil {
+		return nil, err
+	}
 
 	spec := r.req.Spec
 	var baseline map[string]baselineImage
