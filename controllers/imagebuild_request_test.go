@@ -27,7 +27,7 @@ func TestRunnerRequest(t *testing.T) {
 			SecretRef: &kilnv1.LocalObjectReference{Name: "git-creds"}, PollInterval: &metav1.Duration{Duration: time.Hour}, Insecure: true,
 		}}
 		ib.Spec.Dockerfile = kilnv1.Dockerfile{
-			Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"},
+			Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"}, AllowPlatformMismatch: true,
 			BuildArgs: []kilnv1.BuildArg{{Name: "VERSION", Value: "1.2"}, {Name: "EMPTY"}},
 			Secrets:   []kilnv1.BuildSecret{{ID: "npm", SecretRef: kilnv1.SecretKeyReference{Name: "npm-token", Key: ".npmrc"}}},
 		}
@@ -53,7 +53,7 @@ func TestRunnerRequest(t *testing.T) {
 				URL: "http://git.example.com/app.git", Revision: "main", ContextDir: "svc", SecretRef: &contract.SecretRef{Name: "git-creds"}, Insecure: true,
 			}},
 			Dockerfile: contract.Dockerfile{
-				Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"},
+				Path: "build/Dockerfile", Target: "runtime", Platforms: []string{"linux/amd64", "linux/arm64"}, AllowPlatformMismatch: true,
 				BuildArgs: []contract.BuildArg{{Name: "VERSION", Value: "1.2"}, {Name: "EMPTY"}},
 				Secrets:   []contract.BuildSecret{{ID: "npm", SecretRef: contract.SecretKeyRef{Name: "npm-token", Key: ".npmrc"}}},
 			},
