@@ -86,6 +86,9 @@ type ImageBuildReconciler struct {
 	// MaxBuildTimeout clamps every ImageBuild's spec.timeout (--max-build-timeout); 0 means the
 	// API's own bound of 24h.
 	MaxBuildTimeout time.Duration
+	// MaxSourceBytes bounds what the runner unpacks from an OCI source (--max-source-size); 0
+	// means contract.DefaultMaxSourceBytes.
+	MaxSourceBytes int64
 	// Policy is what the manager's flags allow ImageBuilds to ask for (imagebuild_policy.go).
 	Policy Policy
 	// Now returns the current time; tests may replace it.
@@ -349,7 +352,7 @@ func (r *ImageBuildReconciler) startBuild(ctx context.Context, ib *kilnv1.ImageB
 	opts := podOptions{
 		BuildKitImage: r.BuildKitImage, RunnerImage: r.RunnerImage, SecurityProfile: profile, UserNSSeccompProfile: r.BuildKitUserNSSeccompProfile,
 		Build: n, Attempt: attempt, ClaimName: claim.Name, CacheBytes: claim.Bytes,
-		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout, BuildKitResources: r.BuildKitResources,
+		ResetCache: resetRequested(ib), MaxTimeout: r.MaxBuildTimeout, BuildKitResources: r.BuildKitResources, MaxSourceBytes: r.MaxSourceBytes,
 	}
 	if profile == kilnv1.SecurityProfileUserNS {
 		opts.BuildKitImage = cmp.Or(r.BuildKitRootfulImage, version.DefaultBuildKitRootfulImage)

@@ -64,6 +64,8 @@ type podOptions struct {
 	// RequestDigest is contract.RequestFilesDigest of the request ConfigMap's data: the runner
 	// builds only that request (contract.RequestDigestEnv).
 	RequestDigest string
+	// MaxSourceBytes bounds what the runner unpacks from an OCI source; 0 means the default.
+	MaxSourceBytes int64
 }
 
 // Disk the build pod may use outside its cache claim. The runner writes the exported image (an
@@ -103,7 +105,11 @@ func buildTimeout(ib *kilnv1.ImageBuild, maxTimeout time.Duration) time.Duration
 // pod podName (contract.RequestFiles); it is owned by the ImageBuild and deleted with its pod.
 func renderRequest(ib *kilnv1.ImageBuild, opts podOptions) (*corev1.ConfigMap, error) {
 	podName := buildPodName(ib, opts.Build)
-	files, err := contract.RequestFiles(runnerRequest(ib, opts.Build, opts.ResetCache))
+	req := runnerRequest(ib, opts.Build, opts.ResetCache)
+	if o := req.Spec.Source.OCI; o != nil && opts.MaxSourceBytes > 0 {
+		o.MaxBytes = opts.MaxSourceBytes
+	}
+	files, err := contract.RequestFiles(req)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +232,9 @@ func buildPodVolumes(ib *kilnv1.ImageBuild, opts podOptions, podName string) ([]
 	}
 	if g := ib.Spec.Source.Git; g != nil && g.SecretRef != nil {
 		addSecret("git-secret", g.SecretRef.Name, contract.GitSecretDir, nil)
+	}
+	if o := ib.Spec.Source.OCI; o != nil && o.PullSecretRef != nil {
+		addSecret("source-secret", o.PullSecretRef.Name, contract.SourceSecretDir, nil)
 	}
 	if ps := ib.Spec.Output.PushSecretRef; ps != nil {
 		addSecret("push-secret", ps.Name, contract.PushSecretDir, nil)

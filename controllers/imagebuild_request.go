@@ -73,6 +73,10 @@ func requestSource(src kilnv1.Source) contract.Source {
 	if cm := src.ConfigMap; cm != nil {
 		out.ConfigMap = &contract.ConfigMapSource{Name: cm.Name}
 	}
+	if o := src.OCI; o != nil {
+		out.OCI = &contract.OCISource{Image: o.Image, PullSecretRef: secretRef(o.PullSecretRef), Insecure: o.Insecure,
+			MaxBytes: contract.DefaultMaxSourceBytes, MaxEntries: contract.MaxSourceEntries}
+	}
 	return out
 }
 

@@ -29,10 +29,16 @@ output: {image: registry.example.com/team/app}
 	}{
 		{"no source", `
 source: {}
-output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git or source.configMap must be set"}},
+output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git, source.configMap or source.oci must be set"}},
 		{"two sources", `
 source: {configMap: {name: src}, git: {url: "https://example.com/a.git"}}
-output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git or source.configMap must be set"}},
+output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git, source.configMap or source.oci must be set"}},
+		{"oci source not pinned", `
+source: {oci: {image: "registry.example.com/team/app-src:latest"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source.oci.image", "must be a repository pinned by digest"}},
+		{"oci and git", `
+source: {oci: {image: "registry.example.com/team/app-src@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, git: {url: "https://example.com/a.git"}}
+output: {image: registry.example.com/team/app}`, []string{"spec.source", "exactly one of source.git, source.configMap or source.oci must be set"}},
 		{"image with tag", `
 source: {configMap: {name: src}}
 output: {image: "registry.example.com/team/app:v1"}`, []string{"spec.output.image", "without tag or digest"}},

@@ -149,7 +149,7 @@ type AdviceSpec struct {
 }
 
 // Source is the build context: exactly one of its fields is set.
-// +kubebuilder:validation:XValidation:rule="has(self.git) != has(self.configMap)",message="exactly one of source.git or source.configMap must be set"
+// +kubebuilder:validation:XValidation:rule="(has(self.git) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.oci) ? 1 : 0) == 1",message="exactly one of source.git, source.configMap or source.oci must be set"
 type Source struct {
 	// Git fetches the context from a git repository.
 	// +optional
@@ -159,6 +159,33 @@ type Source struct {
 	// context's top level. Meant for small contexts, demos and tests.
 	// +optional
 	ConfigMap *ConfigMapSource `json:"configMap,omitempty"`
+
+	// OCI is a build context stored in a registry as an OCI artifact, pinned by digest: one
+	// gzip tar layer, as `flux push artifact` and `kiln build` push it. The runner pulls and
+	// unpacks it, refusing paths that leave the context, links that point out of it, devices,
+	// and more than the manager's --max-source-size.
+	// +optional
+	OCI *OCISource `json:"oci,omitempty"`
+}
+
+// OCISource is a build context in a registry (docs/sources.md#oci).
+type OCISource struct {
+	// Image is the artifact's reference pinned by digest, e.g.
+	// registry.example.com/team/app-src@sha256:<64 hex digits>.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=384
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*@sha256:[a-f0-9]{64}$')",message="must be a repository pinned by digest, such as registry.example.com/team/app-src@sha256:<64 hex digits>"
+	// +required
+	Image string `json:"image"`
+
+	// PullSecretRef names a kubernetes.io/dockerconfigjson Secret with the registry's
+	// credentials. Without it, spec.output.pushSecretRef's are used.
+	// +optional
+	PullSecretRef *LocalObjectReference `json:"pullSecretRef,omitempty"`
+
+	// Insecure pulls over plain HTTP, for registries inside a local cluster.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // GitSource is a git repository, fetched by BuildKit itself.

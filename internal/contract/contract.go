@@ -34,6 +34,8 @@ const (
 	PushSecretDir = "/var/kiln/secrets/push"
 	// GitSecretDir holds the git Secret's keys (token, ssh-privatekey, known_hosts).
 	GitSecretDir = "/var/kiln/secrets/git"
+	// SourceSecretDir holds spec.source.oci.pullSecretRef's .dockerconfigjson.
+	SourceSecretDir = "/var/kiln/secrets/source"
 	// SigningSecretDir holds the signing Secret's keys (SigningKey, SigningPassword, SigningPub).
 	SigningSecretDir = "/var/kiln/secrets/signing"
 	// BuildSecretsDir holds one directory per build secret id, with the value in BuildSecretFile.

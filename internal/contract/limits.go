@@ -38,6 +38,15 @@ const (
 	MaxConditionMessage = 32768
 )
 
+// What the runner unpacks from an OCI source (spec.source.oci).
+const (
+	// DefaultMaxSourceBytes bounds the unpacked context's bytes when the manager's
+	// --max-source-size says nothing.
+	DefaultMaxSourceBytes = 1 << 30
+	// MaxSourceEntries bounds its files, directories and links.
+	MaxSourceEntries = 200_000
+)
+
 // What Fit shortens to when the limits above are not enough.
 const (
 	fitLogTail = 400

@@ -117,6 +117,23 @@ type Source struct {
 	Git *GitSource `json:"git,omitempty"`
 	// ConfigMap is a ConfigMap mounted at ContextDir, each key a file of the context.
 	ConfigMap *ConfigMapSource `json:"configMap,omitempty"`
+	// OCI is a context in a registry, pulled and unpacked by the runner. Since 1.4.
+	OCI *OCISource `json:"oci,omitempty"`
+}
+
+// OCISource is spec.source.oci, with the limits the manager puts on what the runner unpacks.
+type OCISource struct {
+	// Image is repository@sha256:digest.
+	Image string `json:"image"`
+	// PullSecretRef, when set, is the Secret mounted at SourceSecretDir; without it the push
+	// Secret's credentials are used.
+	PullSecretRef *SecretRef `json:"pullSecretRef,omitempty"`
+	// Insecure pulls over plain HTTP.
+	Insecure bool `json:"insecure,omitempty"`
+	// MaxBytes bounds the unpacked context (the manager's --max-source-size).
+	MaxBytes int64 `json:"maxBytes"`
+	// MaxEntries bounds its number of files, directories and links.
+	MaxEntries int `json:"maxEntries"`
 }
 
 // GitSource is a git repository.

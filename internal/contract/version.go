@@ -42,8 +42,9 @@ import (
 //	1.4  the request's spec.cache.registry (a 1.3 runner builds without the registry cache,
 //	     which costs time, never correctness), the previous image (a 1.3 runner makes every
 //	     SBOM anew) and spec.dockerfile.allowPlatformMismatch (a 1.3 runner pushes what a 1.4
-//	     one refuses: executables of another architecture); the result's cache report (a 1.3
-//	     manager records none in status).
+//	     one refuses: executables of another architecture) and spec.source.oci (a 1.3 runner
+//	     fails it as BadInput, "spec.source must set git or configMap"); the result's cache
+//	     report (a 1.3 manager records none in status).
 //
 // A 1.1 manager reads 1.0 results, so builds that run across a manager upgrade report; a 1.0
 // runner cannot read a 1.1 request, so the manager must not start new builds on 1.0 runners.

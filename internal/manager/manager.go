@@ -50,6 +50,7 @@ type Options struct {
 	DefaultStorageClass string
 	RetryBackoff        time.Duration
 	MaxBuildTimeout     time.Duration
+	MaxSourceSize       string
 	MaxPending          time.Duration
 	PollAllowedCIDRs    string
 	// MetricsSecure serves metrics over HTTPS to callers that authenticate and may get /metrics.
@@ -93,6 +94,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a transient build failure; doubles per attempt")
 	fs.DurationVar(&o.MaxPending, "max-pending", 10*time.Minute, "longest a build pod may stay unscheduled before its build fails as Unschedulable")
 	fs.DurationVar(&o.MaxBuildTimeout, "max-build-timeout", 24*time.Hour, "longest build allowed: a longer spec.timeout is lowered to it (the API allows at most 24h)")
+	fs.StringVar(&o.MaxSourceSize, "max-source-size", "1Gi", "largest build context the runner unpacks from spec.source.oci (its files' bytes), such as 1Gi; a larger one fails the build as BadInput")
 	fs.StringVar(&o.MaxCacheSize, "max-cache-size", "", "largest cache claim kiln creates, such as 100Gi: an ImageBuild whose spec.cache.size is larger ends Stalled (PolicyViolation); empty means no maximum")
 	fs.StringVar(&o.AllowedPriorityClasses, "allowed-priority-classes", "", "comma-separated priority classes build pods may use: an ImageBuild whose spec.priorityClassName is another ends Stalled (PolicyViolation); empty allows any")
 	fs.StringVar(&o.BuildServiceAccount, "build-service-account", "", "the only service account build pods may run as: an ImageBuild whose spec.serviceAccountName is another ends Stalled (PolicyViolation); empty allows any")
@@ -130,6 +132,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	size, err := resource.ParseQuantity(o.DefaultCacheSize)
 	if err != nil {
 		return nil, fmt.Errorf("--default-cache-size %q is not a quantity: %w", o.DefaultCacheSize, err)
+	}
+	maxSource, err := resource.ParseQuantity(o.MaxSourceSize)
+	if err != nil || maxSource.Value() <= 0 {
+		return nil, fmt.Errorf("--max-source-size %q must be a positive quantity such as 1Gi", o.MaxSourceSize)
 	}
 	if o.MaxBuildTimeout < time.Minute {
 		return nil, fmt.Errorf("--max-build-timeout must be at least 1m, not %s", o.MaxBuildTimeout)
@@ -188,6 +194,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		BuildKitResources:               bkResources,
 		RetryBackoff:                    o.RetryBackoff,
 		MaxBuildTimeout:                 o.MaxBuildTimeout,
+		MaxSourceBytes:                  maxSource.Value(),
 		MaxPending:                      o.MaxPending,
 		Policy:                          policy,
 		Poller:                          gitremote.New(gitremote.Options{Allow: allow}),
