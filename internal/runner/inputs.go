@@ -29,6 +29,7 @@ type Paths struct {
 	GitSecret     string
 	BuildSecrets  string
 	SigningSecret string
+	SourceSecret  string
 }
 
 // DefaultPaths are the build pod's mount points.
@@ -36,6 +37,7 @@ func DefaultPaths() Paths {
 	return Paths{
 		Context: contract.ContextDir, Work: contract.WorkDir, PushSecret: contract.PushSecretDir,
 		GitSecret: contract.GitSecretDir, BuildSecrets: contract.BuildSecretsDir, SigningSecret: contract.SigningSecretDir,
+		SourceSecret: contract.SourceSecretDir,
 	}
 }
 
@@ -64,8 +66,13 @@ func classOf(err error) kilnv1.FailureClass {
 type inputs struct {
 	// contextDir is the local context (ConfigMap), copied without the volume's symlinks.
 	contextDir string
-	// contextDigest is the ConfigMap context's contract.ConfigMapDigest: the revision built.
+	// contextDigest is the revision built of a context kiln hands to BuildKit: a ConfigMap's
+	// contract.ConfigMapDigest, an OCI artifact's manifest digest.
 	contextDigest string
+	// contextName names that context in messages: ConfigMap "app-src", OCI artifact repo@digest.
+	contextName string
+	// sourceConfig is spec.source.oci.pullSecretRef's docker config; nil without one.
+	sourceConfig *configfile.ConfigFile
 	// gitURL, gitRevision and gitSubdir are spec.source.git's url, revision and contextDir
 	// (without its slashes); gitURL is "" for a ConfigMap context. gitSecret is the name of
 	// spec.source.git.secretRef ("" when none), for messages.
@@ -128,40 +135,23 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 			return nil, fail(kilnv1.FailureBadInput, "ConfigMap %q (spec.source.configMap.name) in namespace %q: %v", spec.Source.ConfigMap.Name, req.Namespace, err)
 		}
 		in.contextDir, in.contextDigest = dir, digest
+		in.contextName = fmt.Sprintf("ConfigMap %q", spec.Source.ConfigMap.Name)
 	case spec.Source.Git != nil:
 		if err := in.prepareGit(spec.Source.Git, p.GitSecret, req.Namespace); err != nil {
 			return nil, err
 		}
+	case spec.Source.OCI != nil:
+		// Pulled and unpacked by fetchOCIContext, while buildkitd starts; its Dockerfile is
+		// read then (readDockerfile).
+		if err := in.readSourceSecret(spec.Source.OCI, p.SourceSecret, req.Namespace); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fail(kilnv1.FailureBadInput, "spec.source must set git or configMap")
+		return nil, fail(kilnv1.FailureBadInput, "spec.source must set git, configMap or oci")
 	}
-
-	switch {
-	case spec.Dockerfile.Inline != "":
-		in.dockerfileDir = filepath.Join(p.Work, "dockerfile")
-		in.dockerfileName = "Dockerfile"
-		in.dockerfile = []byte(spec.Dockerfile.Inline)
-		if err := os.MkdirAll(in.dockerfileDir, 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(in.dockerfileDir, in.dockerfileName), in.dockerfile, 0o644); err != nil {
-			return nil, err
-		}
-	case in.contextDir != "":
-		in.dockerfileDir = in.contextDir
-		dt, err := os.ReadFile(filepath.Join(in.contextDir, in.dockerfileName))
-		if err != nil {
-			return nil, fail(kilnv1.FailureBadInput, "the context (ConfigMap %q) has no %s (spec.dockerfile.path); its files are: %s",
-				spec.Source.ConfigMap.Name, in.dockerfileName, listFiles(in.contextDir))
-		}
-		in.dockerfile = dt
+	if err := in.readDockerfile(spec.Dockerfile, p.Work); err != nil {
+		return nil, err
 	}
-	if in.dockerfile != nil {
-		if err := in.parseDockerfile(spec.Dockerfile.Target); err != nil {
-			return nil, err
-		}
-	}
-
 	if err := in.readBuildSecrets(spec.Dockerfile.Secrets, p.BuildSecrets, req.Namespace); err != nil {
 		return nil, err
 	}
@@ -169,6 +159,55 @@ func prepare(req contract.Request, p Paths) (*inputs, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// readDockerfile takes the inline Dockerfile, or reads the Dockerfile from a context kiln holds
+// (a ConfigMap's, an OCI artifact's once unpacked), and parses it. A git context's Dockerfile is
+// BuildKit's to read.
+func (in *inputs) readDockerfile(df contract.Dockerfile, work string) error {
+	switch {
+	case in.dockerfile != nil:
+		return nil // read already
+	case df.Inline != "":
+		in.dockerfileDir = filepath.Join(work, "dockerfile")
+		in.dockerfileName = "Dockerfile"
+		in.dockerfile = []byte(df.Inline)
+		if err := os.MkdirAll(in.dockerfileDir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(in.dockerfileDir, in.dockerfileName), in.dockerfile, 0o644); err != nil {
+			return err
+		}
+	case in.contextDir != "":
+		in.dockerfileDir = in.contextDir
+		dt, err := os.ReadFile(filepath.Join(in.contextDir, in.dockerfileName))
+		if err != nil {
+			return fail(kilnv1.FailureBadInput, "the context (%s) has no %s (spec.dockerfile.path); its files are: %s",
+				in.contextName, in.dockerfileName, listFiles(in.contextDir))
+		}
+		in.dockerfile = dt
+	}
+	if in.dockerfile != nil {
+		return in.parseDockerfile(df.Target)
+	}
+	return nil
+}
+
+// readSourceSecret reads spec.source.oci.pullSecretRef's docker config, mounted at dir.
+func (in *inputs) readSourceSecret(o *contract.OCISource, dir, namespace string) error {
+	if o.PullSecretRef == nil {
+		return nil
+	}
+	dt, err := os.ReadFile(filepath.Join(dir, ".dockerconfigjson"))
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "pull Secret %q (spec.source.oci.pullSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", o.PullSecretRef.Name, namespace)
+	}
+	cf, err := config.LoadFromReader(bytes.NewReader(dt))
+	if err != nil {
+		return fail(kilnv1.FailureBadInput, "pull Secret %q (spec.source.oci.pullSecretRef): .dockerconfigjson is not a docker config: %v", o.PullSecretRef.Name, err)
+	}
+	in.sourceConfig = cf
+	return nil
 }
 
 // readOutputSecrets reads the push Secret's docker config and loads the signing key.
