@@ -9,6 +9,7 @@ import (
 	clog "github.com/containerd/log"
 
 	"github.com/kiln-dev/kiln/internal/advice"
+	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/imagesize"
 	"github.com/kiln-dev/kiln/internal/manager"
 	"github.com/kiln-dev/kiln/internal/runner"
@@ -20,6 +21,14 @@ Usage:
   kiln manager [flags]   run the ImageBuild controller
   kiln runner  [flags]   run one build (inside a build pod)
   kiln advise  [flags]   find what makes an image big or a build slow, before you push
+  kiln build [DIR] --image REPO [--follow]
+                         upload DIR as the build context, build it in the cluster, follow it
+  kiln get [NAME]        the namespace's ImageBuilds
+  kiln logs NAME [-f]    the runner's log of an ImageBuild's last build
+  kiln rebuild NAME      start one new build
+  kiln wait NAME         wait for the current build; exit 0 pushed, 1 failed, 2 over budget
+
+As the kubectl plugin kubectl-kiln (a symlink to kiln): kubectl kiln build ..., and so on.
 
 Run "kiln <command> -h" for a command's flags.
 `
@@ -31,6 +40,8 @@ func main() {
 	}
 	cmd, args := os.Args[1], os.Args[2:]
 	switch cmd {
+	case "build", "get", "logs", "rebuild", "wait":
+		os.Exit(cli.Main(cmd, args, os.Stdout, os.Stderr))
 	case "manager":
 		os.Exit(manager.Main(args))
 	case "runner":

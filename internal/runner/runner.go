@@ -122,6 +122,16 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if spec.Output.SBOM {
 		scanner = sbom.Prepare(ctx) // overlaps waiting for buildkitd and the build
 	}
+	if o := spec.Source.OCI; o != nil {
+		// While buildkitd starts.
+		if err := r.fetchOCIContext(ctx, in, cfg.Paths, o); err != nil {
+			return res, err
+		}
+		if err := in.readDockerfile(spec.Dockerfile, cfg.Paths.Work); err != nil {
+			return res, err
+		}
+		res.Revision = in.contextDigest
+	}
 	r.clock.done("prepare", time.Now())
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
 	if err != nil {

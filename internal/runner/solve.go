@@ -193,6 +193,10 @@ func (r *run) provenanceAttrs(in *inputs) map[string]string {
 		attrs["kiln:source"] = "configmap:" + cm.Name
 		attrs["kiln:source-digest"] = in.contextDigest
 	}
+	if o := r.req.Spec.Source.OCI; o != nil {
+		attrs["kiln:source"] = "oci:" + o.Image // pinned by digest
+		attrs["kiln:source-digest"] = in.contextDigest
+	}
 	return attrs
 }
 
