@@ -97,12 +97,16 @@ func streamLog(ctx context.Context, k *kube, ns, pod string, w io.Writer) {
 	for {
 		rc, err := k.cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: "runner", Follow: true}).Stream(ctx)
 		if err == nil {
-			_, _ = io.Copy(w, rc)
+			n, _ := io.Copy(w, rc)
 			_ = rc.Close()
-			return
+			if n > 0 {
+				return
+			}
+			// An empty stream: the runner had not started yet (the API may answer before
+			// the kubelet knows). Ask again, unless it has ended.
 		}
 		p, perr := k.cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
-		if perr != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil {
+		if perr != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil || runnerEnded(p) {
 			return
 		}
 		select {
@@ -128,7 +132,7 @@ func summary(ib *kilnv1.ImageBuild, w io.Writer) {
 		}
 		fmt.Fprintf(w, "Image:  %s (%s)\n", s.Image, state)
 		budget := ""
-		if b := ib.Status.Budget; b != nil {
+		if b := ib.Status.Budget; b != nil && ib.Spec.Budget != nil {
 			budget = fmt.Sprintf(", budget %s: %s", b.Summary, b.Verdict)
 		}
 		fmt.Fprintf(w, "Size:   %s compressed%s\n", s.Compressed, budget)
@@ -143,4 +147,14 @@ func summary(ib *kilnv1.ImageBuild, w io.Writer) {
 		}
 		fmt.Fprintf(w, "Advice: %s%s\n", a[0].Message, more)
 	}
+}
+
+// runnerEnded reports whether pod's runner container has terminated.
+func runnerEnded(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == "runner" && cs.State.Terminated != nil {
+			return true
+		}
+	}
+	return false
 }
