@@ -21,37 +21,32 @@ k create namespace $ns --dry-run=client -o yaml | k apply -f - >/dev/null
 # buildkitd needs seccomp and AppArmor Unconfined: the build namespace is privileged.
 k label namespace $ns pod-security.kubernetes.io/enforce=privileged --overwrite >/dev/null
 
-source_files() { # $1: the greeting
-	cat <<EOF
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: hello-src
-  namespace: $ns
-data:
-  go.mod: |
-    module example.com/hello
+write_source() { # $1: a directory, $2: the greeting
+	mkdir -p "$1"
+	printf 'module example.com/hello\n\ngo 1.26\n' >"$1/go.mod"
+	printf 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("%s") }\n' "$2" >"$1/main.go"
+	cat >"$1/Dockerfile" <<EOF
+FROM $BASE_GOLANG AS build
+WORKDIR /src
+COPY go.mod ./
+RUN --mount=type=cache,target=/root/.cache/go-mod go mod download
+COPY main.go ./
+RUN --mount=type=cache,target=/root/.cache/go-build CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/hello .
 
-    go 1.26
-  main.go: |
-    package main
-
-    import "fmt"
-
-    func main() { fmt.Println("$1") }
-  Dockerfile: |
-    FROM $BASE_GOLANG AS build
-    WORKDIR /src
-    COPY go.mod ./
-    RUN --mount=type=cache,target=/root/.cache/go-mod go mod download
-    COPY main.go ./
-    RUN --mount=type=cache,target=/root/.cache/go-build CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/hello .
-
-    FROM scratch
-    COPY --from=build /out/hello /hello
-    USER 65532:65532
-    ENTRYPOINT ["/hello"]
+FROM scratch
+COPY --from=build /out/hello /hello
+USER 65532:65532
+ENTRYPOINT ["/hello"]
 EOF
+}
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+source_files() { # $1: the greeting; prints the ConfigMap hello-src made from those files
+	rm -rf "$work/src"
+	write_source "$work/src" "$1"
+	k -n $ns create configmap hello-src --from-file="$work/src" --dry-run=client -o yaml
 }
 
 imagebuild() {
@@ -120,3 +115,8 @@ warm=$(k -n $ns get ib hello -o jsonpath='{.status.lastBuild.duration}')
 report
 
 say "Cold build ${cold}, warm rebuild after a one-line change ${warm}"
+
+say "A developer's loop: kiln build --follow uploads a local directory and builds it"
+make -s build
+write_source "$work/hello-cli" "hello from kiln build"
+bin/kiln build "$work/hello-cli" -n $ns --image "$REGISTRY/demo/hello-cli" --insecure --follow
