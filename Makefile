@@ -88,8 +88,9 @@ test-unit: envtest-bins test-deps $(HELM) $(COSIGN) ## Unit, envtest (real kube-
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
-fuzz: ## Fuzz the advice rule engine for FUZZTIME (default 20s): no input may panic it.
+fuzz: ## Fuzz the advice rule engine and the build context unpacker for FUZZTIME each (default 20s): no input may panic them, nothing may land outside the context.
 	go test -run='^$$' -fuzz=FuzzAnalyze -fuzztime=$(FUZZTIME) ./internal/advice/
+	go test -run='^$$' -fuzz=FuzzUnpack -fuzztime=$(FUZZTIME) ./internal/bundle/
 
 .PHONY: test-integration
 test-integration: test-deps ## Only the runner's and the harness's real-parts tests.
