@@ -34,6 +34,10 @@ func follow(ctx context.Context, k *kube, ib *kilnv1.ImageBuild, stdout, stderr 
 			summary(cur, stdout)
 			return code
 		}
+		if cur.Spec.Suspend {
+			fmt.Fprintf(stderr, "kiln: ImageBuild %s/%s is suspended (spec.suspend: true): nothing builds until it is resumed\n", ib.Namespace, ib.Name)
+			return ExitFailed
+		}
 		if msg := waiting(cur); msg != "" && msg != said {
 			fmt.Fprintf(stdout, "%s\n", msg)
 			said = msg
