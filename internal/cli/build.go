@@ -206,7 +206,7 @@ func apply(ctx context.Context, k *kube, o buildOptions, src string) (*kilnv1.Im
 		"metadata": map[string]any{"name": o.name, "namespace": k.namespace},
 		"spec":     spec,
 	}}
-	if err := k.c.Patch(ctx, u, client.Apply, client.FieldOwner("kiln"), client.ForceOwnership); err != nil {
+	if err := k.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kiln"), client.ForceOwnership); err != nil {
 		return nil, fmt.Errorf("applying ImageBuild %s/%s: %w", k.namespace, o.name, err)
 	}
 	ib := &kilnv1.ImageBuild{}

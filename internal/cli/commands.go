@@ -66,7 +66,7 @@ var commands = map[string]command{
 	"logs": {name: "logs", usage: "kiln logs NAME [-f]: the runner's log of the ImageBuild's last build.\n\nFlags:\n",
 		flags: func(fs *flag.FlagSet) { fs.BoolVar(&logsFollow, "f", false, "follow the log") }, run: runLogs},
 	"rebuild": {name: "rebuild", usage: "kiln rebuild NAME: start one new build (the kiln.dev/rebuild-requested-at annotation).\n\nFlags:\n", run: runRebuild},
-	"wait": {name: "wait", usage: "kiln wait NAME: wait for the build of the ImageBuild's current spec and request, and exit with its verdict (0 pushed, 1 failed, 2 over budget).\n\nFlags:\n", run: runWait},
+	"wait":    {name: "wait", usage: "kiln wait NAME: wait for the build of the ImageBuild's current spec and request, and exit with its verdict (0 pushed, 1 failed, 2 over budget).\n\nFlags:\n", run: runWait},
 }
 
 func runGet(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {

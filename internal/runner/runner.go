@@ -122,15 +122,8 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	if spec.Output.SBOM {
 		scanner = sbom.Prepare(ctx) // overlaps waiting for buildkitd and the build
 	}
-	if o := spec.Source.OCI; o != nil {
-		// While buildkitd starts.
-		if err := r.fetchOCIContext(ctx, in, cfg.Paths, o); err != nil {
-			return res, err
-		}
-		if err := in.readDockerfile(spec.Dockerfile, cfg.Paths.Work); err != nil {
-			return res, err
-		}
-		res.Revision = in.contextDigest
+	if err := r.fetchSource(ctx, in, cfg.Paths, &res); err != nil {
+		return res, err
 	}
 	r.clock.done("prepare", time.Now())
 	c, err := connect(ctx, cfg.Addr, cfg.ConnectTimeout, r.out)
@@ -196,6 +189,20 @@ func (r *run) do(ctx context.Context, cfg Config) (contract.Result, error) {
 	res.Pushed = true
 	fmt.Fprintf(r.out, "Image: %s\n", res.Image)
 	return res, nil
+}
+
+// fetchSource pulls and unpacks spec.source.oci's context, while buildkitd starts, and reads its
+// Dockerfile; other sources need nothing here.
+func (r *run) fetchSource(ctx context.Context, in *inputs, p Paths, res *contract.Result) error {
+	o := r.req.Spec.Source.OCI
+	if o == nil {
+		return nil
+	}
+	if err := r.fetchOCIContext(ctx, in, p, o); err != nil {
+		return err
+	}
+	res.Revision = in.contextDigest
+	return in.readDockerfile(r.req.Spec.Dockerfile, p.Work)
 }
 
 // measure measures the image exported into dir, judges it against the budget and adds the advice,
