@@ -33,9 +33,9 @@ var LayerMediaTypes = []types.MediaType{ContentMediaType, types.OCILayer, types.
 // annotations are annotations plus AnnotationCreated = Epoch unless annotations sets it, so the
 // same files and annotations give the same digest. The tar is held in memory. Errors are
 // Pack's.
-func Image(dir string, annotations map[string]string) (v1.Image, Stats, error) {
+func Image(dir string, annotations map[string]string, keep ...string) (v1.Image, Stats, error) {
 	var buf bytes.Buffer
-	st, err := Pack(dir, &buf)
+	st, err := Pack(dir, &buf, keep...)
 	if err != nil {
 		return nil, st, err
 	}

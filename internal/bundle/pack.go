@@ -46,9 +46,11 @@ var epoch = time.Unix(0, 0).UTC()
 // patternmatcher/ignorefile.ReadAll and applied by fsutil's walker (the one BuildKit uses to send
 // a local context), so "!" exceptions and "**" behave the same, and an excluded directory is
 // still entered when an exception may match inside it. Dockerfile and .dockerignore at dir's
-// top are always kept. Errors: dir unreadable, a bad pattern, a refused entry, a failed write.
-func Pack(dir string, w io.Writer) (Stats, error) {
-	paths, err := contextPaths(dir)
+// top are always kept, and so are the paths in keep (slash-separated, relative to dir: the
+// Dockerfile a build names with -f), as BuildKit always reads the Dockerfile. Errors: dir
+// unreadable, a bad pattern, a refused entry, a failed write.
+func Pack(dir string, w io.Writer, keep ...string) (Stats, error) {
+	paths, err := contextPaths(dir, keep)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -77,8 +79,8 @@ func Pack(dir string, w io.Writer) (Stats, error) {
 
 // contextPaths returns the slash-separated paths under dir that .dockerignore keeps, sorted, so
 // that a directory comes before what it holds.
-func contextPaths(dir string) ([]string, error) {
-	excludes, err := readDockerignore(dir)
+func contextPaths(dir string, keep []string) ([]string, error) {
+	excludes, err := readDockerignore(dir, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -98,8 +100,9 @@ func contextPaths(dir string) ([]string, error) {
 }
 
 // readDockerignore returns the patterns of dir/.dockerignore (none if it is absent), with
-// exceptions added for Dockerfile and .dockerignore when the patterns exclude them.
-func readDockerignore(dir string) ([]string, error) {
+// exceptions added for Dockerfile, .dockerignore and the paths in keep when the patterns exclude
+// them.
+func readDockerignore(dir string, keep []string) ([]string, error) {
 	f, err := os.Open(filepath.Join(dir, dockerignore))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -116,9 +119,9 @@ func readDockerignore(dir string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	for _, keep := range []string{dockerignore, dockerfile} {
-		if m, err := pm.MatchesOrParentMatches(keep); err == nil && m {
-			excludes = append(excludes, "!"+keep)
+	for _, k := range append([]string{dockerignore, dockerfile}, keep...) {
+		if m, err := pm.MatchesOrParentMatches(k); err == nil && m {
+			excludes = append(excludes, "!"+k)
 		}
 	}
 	return excludes, nil

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,12 +27,15 @@ import (
 const buildUsage = `kiln build uploads a directory as the build context and builds it in the cluster.
 
 Usage:
-  kiln build [DIR] --image REPO [--name NAME] [-f Dockerfile] [--follow]
+  kiln build [DIR] --image REPO [--name NAME] [-f Dockerfile] [--source-repo REPO] [--follow]
+             [--insecure] [--timeout DURATION] [--kubeconfig FILE] [--context NAME] [-n NAMESPACE]
 
-It packs DIR (default ".") as docker build would send it (.dockerignore honoured; the same
-files always make the same bundle), pushes the bundle to the source repository (default
+It packs DIR (default ".") as docker build would send it (.dockerignore honoured, the
+Dockerfile always kept; symlinks that point out of DIR are refused; the same files always
+make the same bundle), pushes the bundle to the source repository (default
 REPO-src) with your registry credentials (docker's config and credential helpers), and creates
-or updates the ImageBuild NAME by server-side apply (field manager "kiln"): its source is the
+or updates the ImageBuild NAME (default: DIR's base name as a DNS name, My_App becomes my-app)
+by server-side apply (field manager "kiln"): its source is the
 bundle by digest, its output REPO. The rest of the ImageBuild (budget, tags, ...) is yours to
 set with kubectl: kiln build changes only the fields it sets. With --follow it prints the
 build's queue position, streams the runner's log, and ends with a summary.
@@ -125,9 +129,10 @@ func parseInterspersed(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, positional...))
 }
 
-// build is kiln build once the flags are read: upload, apply, and follow when asked.
+// build is kiln build once the flags are read: check them, upload, apply, and follow when
+// asked.
 func build(ctx context.Context, k *kube, o buildOptions, stdout, stderr io.Writer) int {
-	abs, err := filepath.Abs(o.dir)
+	abs, err := o.check()
 	if err != nil {
 		fmt.Fprintf(stderr, "kiln build: %v\n", err)
 		return ExitUsage
@@ -159,9 +164,52 @@ func build(ctx context.Context, k *kube, o buildOptions, stdout, stderr io.Write
 	return follow(ctx, k, ib, stdout, stderr)
 }
 
+// dns1123 is a Kubernetes object name: what metadata.name of an ImageBuild may be.
+var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// check refuses, before anything is pushed, what the API server or the build would refuse: it
+// returns DIR's absolute path.
+func (o *buildOptions) check() (string, error) {
+	abs, err := filepath.Abs(o.dir)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory: give the build context's directory", o.dir)
+	}
+	if o.name != "" && (len(o.name) > 253 || !dns1123.MatchString(o.name)) {
+		return "", fmt.Errorf("--name %q is not a Kubernetes name: lower-case letters, digits, '-' and '.', such as my-app", o.name)
+	}
+	df := "Dockerfile"
+	if o.dockerfile != "" {
+		df = filepath.ToSlash(filepath.Clean(o.dockerfile))
+		if filepath.IsAbs(o.dockerfile) || df == ".." || strings.HasPrefix(df, "../") {
+			return "", fmt.Errorf("-f %s is not inside %s: the Dockerfile travels in the build context, give its path relative to the directory", o.dockerfile, o.dir)
+		}
+		o.dockerfile = df
+	}
+	if fi, err := os.Stat(filepath.Join(abs, filepath.FromSlash(df))); err != nil || fi.IsDir() {
+		return "", fmt.Errorf("%s has no %s: give the Dockerfile with -f, relative to the directory", o.dir, df)
+	}
+	repo, err := name.NewRepository(o.image)
+	if err != nil || strings.ContainsAny(strings.TrimPrefix(o.image, repo.RegistryStr()), ":@") {
+		return "", fmt.Errorf("--image %q must be a repository without tag or digest, such as registry.example.com/team/app (the tags are spec.output.tags)", o.image)
+	}
+	if o.sourceRepo != "" {
+		if _, err := name.NewRepository(o.sourceRepo); err != nil || strings.Contains(o.sourceRepo, "@") {
+			return "", fmt.Errorf("--source-repo %q must be a repository without tag or digest", o.sourceRepo)
+		}
+	}
+	return abs, nil
+}
+
 // upload packs dir and pushes it to the source repository by digest; it returns repo@digest.
 func upload(ctx context.Context, o buildOptions, dir string, stdout io.Writer) (string, error) {
-	img, stats, err := bundle.Image(dir, nil)
+	var keep []string
+	if o.dockerfile != "" {
+		keep = append(keep, o.dockerfile) // BuildKit always reads the Dockerfile
+	}
+	img, stats, err := bundle.Image(dir, nil, keep...)
 	if err != nil {
 		return "", err
 	}

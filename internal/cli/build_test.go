@@ -48,7 +48,7 @@ func TestBuildUploadsAndApplies(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "Hello_App")
 	write := func(name, content string) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -138,10 +138,75 @@ func TestBuildUploadsAndApplies(t *testing.T) {
 		t.Errorf("a changed file gave source %s, generation %d", again.Spec.Source.OCI.Image, again.Generation)
 	}
 
-	// The API server refuses the ImageBuild: exit 3, with its reason.
-	bad := o
-	bad.name, bad.dockerfile = "bad", "../Dockerfile"
-	if code, out := run(bad); code != ExitRefused || !strings.Contains(out, "spec.dockerfile.path") {
-		t.Errorf("a Dockerfile path outside the context: exit %d (want %d):\n%s", code, ExitRefused, out)
+	// -f names a Dockerfile that .dockerignore excludes: it travels all the same.
+	write("build/Dockerfile.prod", "FROM busybox\n")
+	write(".dockerignore", "*.key\nbuild\n")
+	prod := o
+	prod.dockerfile = "build/Dockerfile.prod"
+	if code, out := run(prod); code != ExitPushed {
+		t.Fatalf("-f build/Dockerfile.prod: exit %d:\n%s", code, out)
 	}
+	if err := k.c.Get(ctx, client.ObjectKeyFromObject(ib), again); err != nil {
+		t.Fatal(err)
+	}
+	if !bundleHas(t, reg, again.Spec.Source.OCI.Image, "build/Dockerfile.prod") || again.Spec.Dockerfile.Path != "build/Dockerfile.prod" {
+		t.Errorf("the -f Dockerfile is not in the bundle, or not in the spec (%q)", again.Spec.Dockerfile.Path)
+	}
+
+	// Arguments that cannot build are refused before anything is pushed: exit 4.
+	tags := reg.Tags(t, "team/app-src")
+	for _, tc := range []struct {
+		what   string
+		mutate func(*buildOptions)
+		want   string
+	}{
+		{"a name in upper case", func(o *buildOptions) { o.name = "MyApp" }, "--name"},
+		{"-f outside the directory", func(o *buildOptions) { o.dockerfile = "../Dockerfile" }, "is not inside"},
+		{"-f that does not exist", func(o *buildOptions) { o.dockerfile = "nope/Dockerfile" }, "has no nope/Dockerfile"},
+		{"an image with a tag", func(o *buildOptions) { o.image = reg.Addr + "/team/app:v1" }, "without tag or digest"},
+		{"no such directory", func(o *buildOptions) { o.dir = filepath.Join(dir, "missing") }, "is not a directory"},
+	} {
+		bad := o
+		tc.mutate(&bad)
+		if code, out := run(bad); code != ExitUsage || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d (want %d), output lacks %q:\n%s", tc.what, code, ExitUsage, tc.want, out)
+		}
+	}
+	if after := reg.Tags(t, "team/app-src"); len(after) != len(tags) {
+		t.Errorf("refused arguments pushed something: tags %v, then %v", tags, after)
+	}
+
+	// The API server refuses the ImageBuild: exit 3, with its reason (someone set an inline
+	// Dockerfile, and -f sets a path too).
+	inline := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"dockerfile":{"path":null,"inline":"FROM busybox\n"}}}`))
+	if err := k.c.Patch(ctx, again, inline, client.FieldOwner("kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(prod); code != ExitRefused || !strings.Contains(out, "not both") {
+		t.Errorf("refused by the API server: exit %d (want %d):\n%s", code, ExitRefused, out)
+	}
+}
+
+// bundleHas reports whether the bundle at ref holds path.
+func bundleHas(t *testing.T, reg *testenv.Registry, ref, path string) bool {
+	t.Helper()
+	desc, err := remote.Get(reg.ParseRef(t, ref), reg.RemoteOptions(context.Background())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := bundle.FromImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = layer.Close() }()
+	dir := t.TempDir()
+	if _, err := bundle.Unpack(layer, dir, bundle.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.Stat(filepath.Join(dir, filepath.FromSlash(path)))
+	return err == nil
 }

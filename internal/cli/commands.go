@@ -70,17 +70,28 @@ var commands = map[string]command{
 }
 
 func runGet(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "kiln get: one ImageBuild NAME at most, not %q\n", args)
+		return ExitUsage
+	}
 	list := &kilnv1.ImageBuildList{}
 	if err := k.c.List(ctx, list, client.InNamespace(k.namespace)); err != nil {
 		fmt.Fprintf(stderr, "kiln get: %v\n", err)
 		return ExitFailed
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPHASE\tIMAGE\tSIZE\tBUDGET\tCACHED\tMESSAGE")
+	var items []kilnv1.ImageBuild
 	for _, ib := range list.Items {
-		if len(args) > 0 && ib.Name != args[0] {
-			continue
+		if len(args) == 0 || ib.Name == args[0] {
+			items = append(items, ib)
 		}
+	}
+	if len(args) > 0 && len(items) == 0 {
+		fmt.Fprintf(stderr, "kiln get: ImageBuild %q not found in namespace %q\n", args[0], k.namespace)
+		return ExitFailed
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPHASE\tPUSHED IMAGE\tSIZE\tBUDGET\tCACHED\tMESSAGE")
+	for _, ib := range items {
 		image, size, budget, cached := "", "", "", ""
 		if s := ib.Status.Size; s != nil {
 			size = s.Compressed

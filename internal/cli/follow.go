@@ -27,6 +27,10 @@ func follow(ctx context.Context, k *kube, ib *kilnv1.ImageBuild, stdout, stderr 
 	for {
 		cur := &kilnv1.ImageBuild{}
 		if err := k.c.Get(ctx, client.ObjectKeyFromObject(ib), cur); err != nil {
+			if ctx.Err() != nil {
+				fmt.Fprintf(stderr, "kiln: gave up following ImageBuild %s/%s: %v\n", ib.Namespace, ib.Name, ctx.Err())
+				return ExitFailed
+			}
 			fmt.Fprintf(stderr, "kiln: reading ImageBuild %s/%s: %v\n", ib.Namespace, ib.Name, err)
 			return ExitFailed
 		}
@@ -38,7 +42,7 @@ func follow(ctx context.Context, k *kube, ib *kilnv1.ImageBuild, stdout, stderr 
 			fmt.Fprintf(stderr, "kiln: ImageBuild %s/%s is suspended (spec.suspend: true): nothing builds until it is resumed\n", ib.Namespace, ib.Name)
 			return ExitFailed
 		}
-		if msg := waiting(cur); msg != "" && msg != said {
+		if msg := waiting(cur, key); msg != "" && msg != said {
 			fmt.Fprintf(stdout, "%s\n", msg)
 			said = msg
 		}
@@ -80,8 +84,12 @@ func outcome(ib *kilnv1.ImageBuild, key kilnv1.BuildKey) (int, bool) {
 	return 0, false
 }
 
-// waiting is what ib waits for before its build runs (a slot, the cache claim), or "".
-func waiting(ib *kilnv1.ImageBuild) string {
+// waiting is what ib waits for before its build of key runs (a slot, the cache claim), or "";
+// a status of an earlier generation says nothing about it.
+func waiting(ib *kilnv1.ImageBuild, key kilnv1.BuildKey) string {
+	if ib.Status.ObservedGeneration != key.Generation {
+		return ""
+	}
 	switch ib.Status.Phase {
 	case kilnv1.PhaseQueued, kilnv1.PhaseWaitingForCache, kilnv1.PhasePending:
 		if c := meta.FindStatusCondition(ib.Status.Conditions, kilnv1.ConditionReady); c != nil && c.Message != "" {
