@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"unicode"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/advice"
@@ -42,7 +45,7 @@ func (r *run) advise(in *inputs, m measure.Index) []kilnv1.Advice {
 	if img, ok := largestImage(m); ok {
 		ai.Image = adviceImage(in, spec.Dockerfile.Target, ai.BuildArgs, img)
 	}
-	findings := advice.Analyze(ai)
+	findings := append(advice.Analyze(ai), r.checkFindings(ai.Ignore)...)
 	if len(findings) == 0 {
 		fmt.Fprintln(r.out, "Advice: none")
 		return nil
@@ -100,4 +103,43 @@ func adviceImage(in *inputs, target string, buildArgs map[string]string, img mea
 		out.Waste = append(out.Waste, advice.Waste{Path: path, Bytes: g.Bytes, AddedIn: g.AddedIn, RemovedIn: g.RemovedIn, Deleted: g.Deleted})
 	}
 	return out
+}
+
+// checkFindings are BuildKit's Dockerfile check warnings as advice, after kiln's own: rule
+// "buildkit-" and the check's name in kebab case (SecretsUsedInArgOrEnv is
+// buildkit-secrets-used-in-arg-or-env), the check's message and its URL, its line.
+// spec.advice.ignore silences one by that id.
+func (r *run) checkFindings(ignore []string) []advice.Finding {
+	var out []advice.Finding
+	for _, w := range r.warnings {
+		short := strings.TrimSpace(string(w.Short))
+		check, msg, ok := strings.Cut(short, ": ")
+		if !ok || strings.ContainsAny(check, " \t") || w.URL == "" {
+			continue // not a Dockerfile check: BuildKit's own notes stay in the log
+		}
+		rule := "buildkit-" + kebab(check)
+		if slices.Contains(ignore, rule) {
+			continue
+		}
+		line := 0
+		if len(w.Range) > 0 && w.Range[0] != nil && w.Range[0].Start != nil {
+			line = int(w.Range[0].Start.Line)
+		}
+		out = append(out, advice.Finding{Rule: rule, Message: r.red.String(msg) + " (" + w.URL + ")", Line: line})
+	}
+	return out
+}
+
+// kebab is a CamelCase name in kebab case: JSONArgsRecommended is json-args-recommended.
+func kebab(name string) string {
+	var b strings.Builder
+	rs := []rune(name)
+	for i, c := range rs {
+		upper := unicode.IsUpper(c)
+		if i > 0 && upper && (!unicode.IsUpper(rs[i-1]) || (i+1 < len(rs) && unicode.IsLower(rs[i+1]))) {
+			b.WriteByte('-')
+		}
+		b.WriteRune(unicode.ToLower(c))
+	}
+	return b.String()
 }

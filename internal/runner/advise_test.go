@@ -40,3 +40,16 @@ func TestAdviseBuildArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestKebab(t *testing.T) {
+	for in, want := range map[string]string{
+		"FromAsCasing":             "from-as-casing",
+		"SecretsUsedInArgOrEnv":    "secrets-used-in-arg-or-env",
+		"JSONArgsRecommended":      "json-args-recommended",
+		"InvalidBaseImagePlatform": "invalid-base-image-platform",
+	} {
+		if got := kebab(in); got != want {
+			t.Errorf("kebab(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/moby/buildkit/client"
 
 	kilnv1 "github.com/kiln-dev/kiln/api/v1alpha1"
 	"github.com/kiln-dev/kiln/internal/budget"
@@ -56,6 +57,8 @@ type run struct {
 	measured measure.Index
 	// clock times the steps for the log's last line.
 	clock *phases
+	// warnings are what BuildKit warned about during the solve (its Dockerfile checks).
+	warnings []client.VertexWarning
 }
 
 // Run does one build and returns its result; it never panics on bad input.

@@ -300,6 +300,7 @@ func (r *run) showProgress(ctx context.Context, statusCh <-chan *client.SolveSta
 // FromAsCasing or SecretsUsedInArgOrEnv, and its own notes): progressui returns them rather
 // than printing them, so without this they were lost.
 func (r *run) printWarnings(warnings []client.VertexWarning) {
+	r.warnings = warnings
 	if len(warnings) == 0 {
 		return
 	}
