@@ -301,14 +301,7 @@ func TestSharedClaimRunsOneBuildAtATime(t *testing.T) {
 	g := eventually(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	shared := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache", Labels: map[string]string{LabelSharedCache: "true"}},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")}},
-		},
-	}
-	g.Expect(k8sClient.Create(ctx, shared)).To(Succeed())
+	shared := createSharedClaim(g, ns, "team-cache")
 
 	// Watch for the whole test: never two unfinished build pods on the claim.
 	var mu sync.Mutex
@@ -467,14 +460,7 @@ func TestResultIsRecordedWhenTheRunnerEnds(t *testing.T) {
 	g := eventually(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	shared := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-cache", Labels: map[string]string{LabelSharedCache: "true"}},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")}},
-		},
-	}
-	g.Expect(k8sClient.Create(ctx, shared)).To(Succeed())
+	createSharedClaim(g, ns, "team-cache")
 	share := func(ib *kilnv1.ImageBuild) { ib.Spec.Cache.ClaimName = "team-cache" }
 	a := newImageBuild(ns, "a", share)
 	g.Expect(k8sClient.Create(ctx, a)).To(Succeed())
@@ -569,4 +555,17 @@ func TestClaimBeingDeletedStartsNoBuild(t *testing.T) {
 	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hello-cache"}, pvc)).To(Succeed())
 	g.Expect(pvc.UID).NotTo(Equal(oldUID))
 	g.Expect(pvc.DeletionTimestamp).To(BeNil())
+}
+
+// createSharedClaim creates a claim labelled for sharing (kiln.dev/cache=true) in ns.
+func createSharedClaim(g Gomega, ns, name string) *corev1.PersistentVolumeClaim {
+	shared := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{LabelSharedCache: "true"}},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")}},
+		},
+	}
+	g.Expect(k8sClient.Create(context.Background(), shared)).To(Succeed())
+	return shared
 }

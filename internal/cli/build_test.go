@@ -82,28 +82,11 @@ func TestBuildUploadsAndApplies(t *testing.T) {
 		t.Errorf("the output does not name the source %s:\n%s", src.Image, out)
 	}
 	// The registry has the bundle, without secret.key.
-	desc, err := remote.Get(reg.ParseRef(t, src.Image), reg.RemoteOptions(ctx)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := desc.Image()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, err := bundle.FromImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unpacked := t.TempDir()
-	if _, err := bundle.Unpack(layer, unpacked, bundle.Limits{}); err != nil {
-		t.Fatal(err)
-	}
-	_ = layer.Close()
-	if _, err := os.Stat(filepath.Join(unpacked, "secret.key")); !os.IsNotExist(err) {
+	if bundleHas(t, reg, src.Image, "secret.key") {
 		t.Errorf("secret.key was uploaded although .dockerignore excludes it")
 	}
-	if _, err := os.Stat(filepath.Join(unpacked, "hello.txt")); err != nil {
-		t.Errorf("hello.txt is missing from the bundle: %v", err)
+	if !bundleHas(t, reg, src.Image, "hello.txt") {
+		t.Errorf("hello.txt is missing from the bundle")
 	}
 
 	// Someone sets a budget with kubectl; the same files again: the same bundle, no new build.
