@@ -198,29 +198,31 @@ func (in *inputs) readSourceSecret(o *contract.OCISource, dir, namespace string)
 	if o.PullSecretRef == nil {
 		return nil
 	}
+	cf, err := readDockerConfig(dir, "pull", o.PullSecretRef.Name, "spec.source.oci.pullSecretRef", namespace)
+	in.sourceConfig = cf
+	return err
+}
+
+// readDockerConfig reads the .dockerconfigjson of the kubernetes.io/dockerconfigjson Secret
+// mounted at dir; what ("push", "pull"), name and field name the Secret in errors, all BadInput.
+func readDockerConfig(dir, what, name, field, namespace string) (*configfile.ConfigFile, error) {
 	dt, err := os.ReadFile(filepath.Join(dir, ".dockerconfigjson"))
 	if err != nil {
-		return fail(kilnv1.FailureBadInput, "pull Secret %q (spec.source.oci.pullSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", o.PullSecretRef.Name, namespace)
+		return nil, fail(kilnv1.FailureBadInput, "%s Secret %q (%s) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", what, name, field, namespace)
 	}
 	cf, err := config.LoadFromReader(bytes.NewReader(dt))
 	if err != nil {
-		return fail(kilnv1.FailureBadInput, "pull Secret %q (spec.source.oci.pullSecretRef): .dockerconfigjson is not a docker config: %v", o.PullSecretRef.Name, err)
+		return nil, fail(kilnv1.FailureBadInput, "%s Secret %q (%s): .dockerconfigjson is not a docker config: %v", what, name, field, err)
 	}
-	in.sourceConfig = cf
-	return nil
+	return cf, nil
 }
 
 // readOutputSecrets reads the push Secret's docker config and loads the signing key.
 func (in *inputs) readOutputSecrets(out contract.Output, p Paths, namespace string) error {
 	if ps := out.PushSecretRef; ps != nil {
-		f := filepath.Join(p.PushSecret, ".dockerconfigjson")
-		dt, err := os.ReadFile(f)
+		cf, err := readDockerConfig(p.PushSecret, "push", ps.Name, "spec.output.pushSecretRef", namespace)
 		if err != nil {
-			return fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef) is missing in namespace %q or has no .dockerconfigjson key: it must be a kubernetes.io/dockerconfigjson Secret", ps.Name, namespace)
-		}
-		cf, err := config.LoadFromReader(bytes.NewReader(dt))
-		if err != nil {
-			return fail(kilnv1.FailureBadInput, "push Secret %q (spec.output.pushSecretRef): .dockerconfigjson is not a docker config: %v", ps.Name, err)
+			return err
 		}
 		in.dockerConfig = cf
 	} else {
