@@ -107,16 +107,22 @@ func (r *run) baseImage(in *inputs, buildArgs map[string]string) string {
 	return base
 }
 
+// maxBaseConfig bounds the base image config basePlatforms reads (a tenant's registry may
+// declare any size).
+const maxBaseConfig = 4 << 20
+
 // basePlatforms says which platforms base has, read from its registry: "only linux/amd64 (a
 // single image, not an index)", "linux/amd64, linux/arm64", or why it could not be read.
 func (r *run) basePlatforms(ctx context.Context, base string, kc authn.Keychain) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ref, err := name.ParseReference(base, name.Insecure)
+	// The output's transport rules: credentials never travel over plain HTTP unless
+	// spec.output.insecure allows it.
+	ref, err := name.ParseReference(base, r.nameOptions()...)
 	if err != nil {
 		return "platforms kiln could not read (" + err.Error() + ")"
 	}
-	desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc))
+	desc, err := remote.Get(ref, r.remoteOptions(ctx, kc)...)
 	if err != nil {
 		return "platforms kiln could not read (" + err.Error() + ")"
 	}
@@ -124,6 +130,9 @@ func (r *run) basePlatforms(ctx context.Context, base string, kc authn.Keychain)
 		img, err := desc.Image()
 		if err != nil {
 			return "platforms kiln could not read (" + err.Error() + ")"
+		}
+		if m, err := img.Manifest(); err != nil || m.Config.Size > maxBaseConfig {
+			return "platforms kiln could not read (its config is not a small JSON document)"
 		}
 		cf, err := img.ConfigFile()
 		if err != nil {
