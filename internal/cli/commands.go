@@ -21,7 +21,7 @@ import (
 type command struct {
 	name, usage string
 	flags       func(fs *flag.FlagSet)
-	run         func(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int
+	run         func(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.Writer) int
 }
 
 func (c command) main(args []string, stdout, stderr io.Writer) int {
@@ -47,7 +47,7 @@ func (c command) main(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	return c.run(ctx, k, fs.Args(), stdout, stderr)
+	return c.run(ctx, k, fs, stdout, stderr)
 }
 
 // oneName is the single NAME argument of a command, or a usage error.
@@ -59,17 +59,16 @@ func oneName(cmd string, args []string, stderr io.Writer) (string, bool) {
 	return args[0], true
 }
 
-var logsFollow bool
-
 var commands = map[string]command{
 	"get": {name: "get", usage: "kiln get [NAME]: the ImageBuilds of the namespace (or one), as kubectl get ib -o wide shows them.\n\nFlags:\n", run: runGet},
 	"logs": {name: "logs", usage: "kiln logs NAME [-f]: the runner's log of the ImageBuild's last build.\n\nFlags:\n",
-		flags: func(fs *flag.FlagSet) { fs.BoolVar(&logsFollow, "f", false, "follow the log") }, run: runLogs},
+		flags: func(fs *flag.FlagSet) { fs.Bool("f", false, "follow the log") }, run: runLogs},
 	"rebuild": {name: "rebuild", usage: "kiln rebuild NAME: start one new build (the kiln.dev/rebuild-requested-at annotation).\n\nFlags:\n", run: runRebuild},
 	"wait":    {name: "wait", usage: "kiln wait NAME: wait for the build of the ImageBuild's current spec and request, and exit with its verdict (0 pushed, 1 failed, 2 over budget).\n\nFlags:\n", run: runWait},
 }
 
-func runGet(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {
+func runGet(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.Writer) int {
+	args := fs.Args()
 	if len(args) > 1 {
 		fmt.Fprintf(stderr, "kiln get: one ImageBuild NAME at most, not %q\n", args)
 		return ExitUsage
@@ -115,7 +114,8 @@ func runGet(ctx context.Context, k *kube, args []string, stdout, stderr io.Write
 	return 0
 }
 
-func runLogs(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {
+func runLogs(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.Writer) int {
+	args := fs.Args()
 	name, ok := oneName("logs", args, stderr)
 	if !ok {
 		return ExitUsage
@@ -130,7 +130,7 @@ func runLogs(ctx context.Context, k *kube, args []string, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "kiln logs: ImageBuild %s has no build yet\n", name)
 		return ExitFailed
 	}
-	if logsFollow {
+	if fs.Lookup("f").Value.String() == "true" {
 		streamLog(ctx, k, k.namespace, lb.PodName, stdout)
 		return 0
 	}
@@ -144,7 +144,8 @@ func runLogs(ctx context.Context, k *kube, args []string, stdout, stderr io.Writ
 	return 0
 }
 
-func runRebuild(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {
+func runRebuild(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.Writer) int {
+	args := fs.Args()
 	name, ok := oneName("rebuild", args, stderr)
 	if !ok {
 		return ExitUsage
@@ -161,7 +162,8 @@ func runRebuild(ctx context.Context, k *kube, args []string, stdout, stderr io.W
 	return 0
 }
 
-func runWait(ctx context.Context, k *kube, args []string, stdout, stderr io.Writer) int {
+func runWait(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.Writer) int {
+	args := fs.Args()
 	name, ok := oneName("wait", args, stderr)
 	if !ok {
 		return ExitUsage
