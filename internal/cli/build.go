@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -164,9 +165,6 @@ func build(ctx context.Context, k *kube, o buildOptions, stdout, stderr io.Write
 	return follow(ctx, k, ib, stdout, stderr)
 }
 
-// dns1123 is a Kubernetes object name: what metadata.name of an ImageBuild may be.
-var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-
 // check refuses, before anything is pushed, what the API server or the build would refuse: it
 // returns DIR's absolute path.
 func (o *buildOptions) check() (string, error) {
@@ -177,8 +175,10 @@ func (o *buildOptions) check() (string, error) {
 	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("%s is not a directory: give the build context's directory", o.dir)
 	}
-	if o.name != "" && (len(o.name) > 253 || !dns1123.MatchString(o.name)) {
-		return "", fmt.Errorf("--name %q is not a Kubernetes name: lower-case letters, digits, '-' and '.', such as my-app", o.name)
+	if o.name != "" {
+		if errs := validation.IsDNS1123Subdomain(o.name); len(errs) > 0 {
+			return "", fmt.Errorf("--name %q is not a Kubernetes name: %s", o.name, strings.Join(errs, "; "))
+		}
 	}
 	df := "Dockerfile"
 	if o.dockerfile != "" {
