@@ -82,7 +82,7 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 	}
 	res.Attestations, res.AttestationBytes = attestations(atts), bytes
 	how := "made with syft"
-	if len(reuse) > 0 && r.allReused(inner, reuse) {
+	if len(reuse) > 0 && allReused(inner, reuse) {
 		how = "reused from the last pushed image"
 	}
 	fmt.Fprintf(r.out, "SBOMs %s in %s\n", how, time.Since(start).Round(time.Millisecond))
@@ -90,9 +90,9 @@ func (r *run) attachSBOMs(ctx context.Context, sc *sbom.Scanner, lay v1.ImageInd
 }
 
 // allReused reports whether every platform image of idx (its manifest im) had its SBOM reused.
-func (r *run) allReused(im *v1.IndexManifest, reuse map[string]reusedSBOM) bool {
+func allReused(im *v1.IndexManifest, reuse map[string]reusedSBOM) bool {
 	for _, d := range im.Manifests {
-		if p, ok := reuse[d.Digest.String()]; (!ok || p.sizes == nil) && !measure.IsAttestation(d) && d.MediaType.IsImage() {
+		if _, ok := reuse[d.Digest.String()]; !ok && !measure.IsAttestation(d) && d.MediaType.IsImage() {
 			return false
 		}
 	}
@@ -113,12 +113,7 @@ func (r *run) addSBOM(ctx context.Context, src sbomSource, out, idx v1.ImageInde
 		platform = measure.PlatformString(*d.Platform)
 	}
 	var st []byte
-	prev, ok := src.reuse[d.Digest.String()]
-	if ok && prev.sizes == nil {
-		ok = false
-		fmt.Fprintf(r.out, "SBOM %s: the image is the one pushed last (%s), but its package sizes are not known here (the last image measured was another, such as one the budget refused): scanning it again\n", platform, d.Digest)
-	}
-	if ok {
+	if prev, ok := src.reuse[d.Digest.String()]; ok {
 		st = prev.statement
 		fmt.Fprintf(r.out, "SBOM %s: the image is the one pushed last (%s): its SBOM is reused, %s\n", platform, d.Digest, units.Bytes(int64(len(st))))
 		r.reusePackages(platform, prev.sizes, res)
@@ -164,9 +159,6 @@ func (r *run) addSBOM(ctx context.Context, src sbomSource, out, idx v1.ImageInde
 // reusePackages puts the package sizes measured for the same platform image by the previous
 // build into res: the same image has the same files.
 func (r *run) reusePackages(platform string, prev *contract.PreviousPlatform, res *contract.Result) {
-	if prev == nil {
-		return
-	}
 	if len(prev.LargestPackages) > 0 {
 		fmt.Fprintf(r.out, "Largest packages of %s, as measured when it was pushed:\n", platform)
 		sbom.WriteSizes(r.out, prev.LargestPackages, prev.UnpackagedBytes, len(prev.LargestPackages))

@@ -16,7 +16,7 @@ import (
 )
 
 // reusedSBOM is the SBOM statement of a platform image that the previous build pushed too, byte
-// for byte, and the package sizes measured then.
+// for byte, and the package sizes measured then (never nil).
 type reusedSBOM struct {
 	statement []byte
 	sizes     *contract.PreviousPlatform
@@ -74,7 +74,13 @@ func (r *run) readPreviousSBOMs(ctx context.Context, ref name.Digest, kc authn.K
 			if !statementAbout(raw, a.Subject) {
 				continue
 			}
-			out[a.Subject] = reusedSBOM{statement: raw, sizes: r.previousSizes(a.Platform)}
+			sizes := r.previousSizes(a.Platform)
+			if sizes == nil {
+				// Reusing the SBOM would leave status without the image's package sizes.
+				fmt.Fprintf(r.out, "SBOM %s: the package sizes of the image pushed last (%s) are not known here (the last image measured was another, such as one the budget refused), so its SBOM is not reused\n", a.Platform, a.Subject)
+				continue
+			}
+			out[a.Subject] = reusedSBOM{statement: raw, sizes: sizes}
 		}
 	}
 	return out, nil
