@@ -50,8 +50,12 @@ func TestPlatformMismatchIsNotPushed(t *testing.T) {
 		t.Errorf("pushed %v although refused", tags)
 	}
 
-	if res := e.run(t, e.request("mismatch", two(true)), e.paths(t, files)); res.FailureClass != "" || !res.Pushed {
+	res, log, _ = e.runLogged(t, e.request("mismatch", two(true)), e.paths(t, files), 5*time.Minute)
+	if res.FailureClass != "" || !res.Pushed {
 		t.Errorf("with allowPlatformMismatch: %s %s", res.FailureClass, res.Message)
+	}
+	if strings.Contains(log, "do not match result platforms") {
+		t.Errorf("BuildKit warns that the requested platforms do not match: kiln did not tell it which it asked for\n%s", log)
 	}
 
 	// A base with both platforms: its arm64 variant holds no amd64 executable.

@@ -122,6 +122,15 @@ func (r *run) solve(ctx context.Context, c *client.Client, in *inputs, layoutDir
 			Type: client.ExporterOCI, OutputDir: layoutDir, Attrs: r.exportAttrs(),
 		}},
 	}
+	if p, ok := attrs["platform"]; ok {
+		// BuildKit checks the result's platforms against the root request's (exporter/verifier),
+		// not the Dockerfile frontend's: without them there it warns that the requested (its
+		// default) platform does not match.
+		if opt.FrontendAttrs == nil {
+			opt.FrontendAttrs = map[string]string{}
+		}
+		opt.FrontendAttrs["platform"] = p
+	}
 	if err := r.addRegistryCache(&opt, attrs); err != nil {
 		return solveOutput{}, err
 	}
