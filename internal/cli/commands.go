@@ -61,7 +61,7 @@ func oneName(cmd string, args []string, stderr io.Writer) (string, bool) {
 
 var commands = map[string]command{
 	"get": {name: "get", usage: "kiln get [NAME]: the ImageBuilds of the namespace (or one), as kubectl get ib -o wide shows them.\n\nFlags:\n", run: runGet},
-	"logs": {name: "logs", usage: "kiln logs NAME [-f]: the runner's log of the ImageBuild's last build.\n\nFlags:\n",
+	"logs": {name: "logs", usage: "kiln logs NAME [-f]: the runner's log of the ImageBuild's last build; with -f, of the build of its current spec and rebuild request (waiting for it to start), followed.\n\nFlags:\n",
 		flags: func(fs *flag.FlagSet) { fs.Bool("f", false, "follow the log") }, run: runLogs},
 	"rebuild": {name: "rebuild", usage: "kiln rebuild NAME: start one new build (the kiln.dev/rebuild-requested-at annotation).\n\nFlags:\n", run: runRebuild},
 	"wait":    {name: "wait", usage: "kiln wait NAME: wait for the build of the ImageBuild's current spec and request, and exit with its verdict (0 pushed, 1 failed, 2 over budget).\n\nFlags:\n", run: runWait},
@@ -125,12 +125,34 @@ func runLogs(ctx context.Context, k *kube, fs *flag.FlagSet, stdout, stderr io.W
 		fmt.Fprintf(stderr, "kiln logs: %v\n", err)
 		return ExitFailed
 	}
+	follow := fs.Lookup("f").Value.String() == "true"
+	if follow {
+		// The build of the current spec and rebuild request, which may not have started yet
+		// (just after kiln rebuild).
+		key := kilnv1.BuildKey{Generation: ib.Generation, RebuildRequestedAt: ib.Annotations[kilnv1.AnnotationRebuildRequestedAt]}
+		for lb := ib.Status.LastBuild; lb == nil || !answersKey(lb, key) || lb.PodName == ""; lb = ib.Status.LastBuild {
+			if ib.Spec.Suspend {
+				fmt.Fprintf(stderr, "kiln logs: ImageBuild %s is suspended (spec.suspend: true): nothing builds until it is resumed\n", name)
+				return ExitFailed
+			}
+			select {
+			case <-ctx.Done():
+				fmt.Fprintf(stderr, "kiln logs: the build of ImageBuild %s's current spec did not start: %v\n", name, ctx.Err())
+				return ExitFailed
+			case <-time.After(followPoll):
+			}
+			if err := k.c.Get(ctx, client.ObjectKeyFromObject(ib), ib); err != nil {
+				fmt.Fprintf(stderr, "kiln logs: %v\n", err)
+				return ExitFailed
+			}
+		}
+	}
 	lb := ib.Status.LastBuild
 	if lb == nil || lb.PodName == "" {
 		fmt.Fprintf(stderr, "kiln logs: ImageBuild %s has no build yet\n", name)
 		return ExitFailed
 	}
-	if fs.Lookup("f").Value.String() == "true" {
+	if follow {
 		streamLog(ctx, k, k.namespace, lb.PodName, stdout)
 		return 0
 	}

@@ -136,6 +136,13 @@ func summary(ib *kilnv1.ImageBuild, w io.Writer) {
 	fmt.Fprintf(w, "\n== ImageBuild %s/%s, build %s\n", ib.Namespace, ib.Name, lb.PodName)
 	if lb.FailureReason != "" {
 		fmt.Fprintf(w, "Failed (%s): %s\n", lb.FailureReason, lb.Message)
+		if lb.FailureReason != kilnv1.FailureOverBudget {
+			// Nothing of this build was measured: status.size is an earlier build's.
+			if ib.Status.Image != "" {
+				fmt.Fprintf(w, "Last pushed image (an earlier build's): %s\n", ib.Status.Image)
+			}
+			return
+		}
 	}
 	if s := ib.Status.Size; s != nil {
 		state := "pushed"
